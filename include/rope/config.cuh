@@ -1,0 +1,22 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// \file
+/// Compiler glue shared by every rope header.
+
+#include <cuda_runtime.h>
+
+/// Marks code that runs both in kernels and in host tests of the per-token body.
+#define ROPE_HOST_DEVICE __host__ __device__ __forceinline__
+
+/// Kernels get hidden visibility so two shared libraries that both include rope
+/// do not export (and then clash on) the same template instances; CCCL does the same.
+#if defined(_WIN32)
+#define ROPE_KERNEL __global__
+#else
+#define ROPE_KERNEL __global__ __attribute__((visibility("hidden")))
+#endif
+
+#define ROPE_VERSION_MAJOR 0
+#define ROPE_VERSION_MINOR 1
+#define ROPE_VERSION_PATCH 0

@@ -1,0 +1,29 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// \file
+/// The __global__ kernel: a thin shell mapping threads to (token, lane) for the per-token body.
+
+#include <cstdint>
+
+#include <rope/config.cuh>
+#include <rope/detail/token_body.cuh>
+#include <rope/types.cuh>
+
+namespace rope {
+namespace detail {
+
+/// Block (lanes, tokens): threadIdx.y picks the block's token, threadIdx.x the lane within it.
+/// One token per block row, all heads of that token in the row. `inverse` selects the backward
+/// rotation (by -theta); it is uniform across the launch, so the branch costs nothing.
+template <typename T, Style kStyle, int kVec>
+ROPE_KERNEL void rope_forward(const __grid_constant__ RopeParams<T> params, bool inverse) {
+  const std::int64_t token = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
+  if (token < params.num_tokens) {
+    rotate_token<T, kStyle, kVec>(params, inverse, token, static_cast<int>(threadIdx.x),
+                                  static_cast<int>(blockDim.x));
+  }
+}
+
+}  // namespace detail
+}  // namespace rope

@@ -1,0 +1,78 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// \file
+/// Element conversions and aligned vector loads/stores used by the per-token body.
+/// All of it is __host__ __device__ so the body runs unchanged in host tests.
+
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <rope/config.cuh>
+
+namespace rope {
+namespace detail {
+
+ROPE_HOST_DEVICE float to_float(float v) { return v; }
+ROPE_HOST_DEVICE float to_float(__half v) { return __half2float(v); }
+ROPE_HOST_DEVICE float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T> ROPE_HOST_DEVICE T from_float(float v);
+template <> ROPE_HOST_DEVICE float from_float<float>(float v) { return v; }
+template <> ROPE_HOST_DEVICE __half from_float<__half>(float v) { return __float2half_rn(v); }
+template <> ROPE_HOST_DEVICE __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+/// N elements moved as one aligned access (N * sizeof(T) bytes: 16 gives LDG.128/STG.128).
+template <typename T, int N>
+struct alignas(sizeof(T) * N) Packed {
+  T elem[N];
+};
+
+/// Widest access, in elements, that a pointer aligned to N elements may use (16 bytes at most).
+template <typename T, int N>
+struct Access {
+  static constexpr int kMax = 16 / static_cast<int>(sizeof(T));
+  static constexpr int value = N < kMax ? N : kMax;
+};
+
+/// Loads N consecutive elements starting at p (aligned to Access<T, N>::value elements) as floats.
+template <int N, typename T>
+ROPE_HOST_DEVICE void load_floats(const T* p, float (&out)[N]) {
+  constexpr int kChunk = Access<T, N>::value;
+#pragma unroll
+  for (int c = 0; c < N; c += kChunk) {
+    const Packed<T, kChunk> v = *reinterpret_cast<const Packed<T, kChunk>*>(p + c);
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i) out[c + i] = to_float(v.elem[i]);
+  }
+}
+
+/// Stores N floats as N consecutive elements of T at p (aligned as for load_floats).
+template <int N, typename T>
+ROPE_HOST_DEVICE void store_floats(T* p, const float (&in)[N]) {
+  constexpr int kChunk = Access<T, N>::value;
+#pragma unroll
+  for (int c = 0; c < N; c += kChunk) {
+    Packed<T, kChunk> v;
+#pragma unroll
+    for (int i = 0; i < kChunk; ++i) v.elem[i] = from_float<T>(in[c + i]);
+    *reinterpret_cast<Packed<T, kChunk>*>(p + c) = v;
+  }
+}
+
+/// Copies N elements unchanged (the pass-through tail of partial rotary).
+template <int N, typename T>
+ROPE_HOST_DEVICE void copy_elements(const T* src, T* dst) {
+  constexpr int kChunk = Access<T, N>::value;
+#pragma unroll
+  for (int c = 0; c < N; c += kChunk) {
+    *reinterpret_cast<Packed<T, kChunk>*>(dst + c) = *reinterpret_cast<const Packed<T, kChunk>*>(src + c);
+  }
+}
+
+}  // namespace detail
+}  // namespace rope

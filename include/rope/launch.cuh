@@ -1,0 +1,74 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// \file
+/// Host launchers: validate, pick the template instance, launch on the caller's stream.
+/// They never throw, never allocate and never synchronize, so they can be captured in a CUDA graph.
+
+#include <cstdint>
+#include <type_traits>
+
+#include <cuda_runtime.h>
+
+#include <rope/detail/dispatch.cuh>
+#include <rope/detail/kernel.cuh>
+#include <rope/status.cuh>
+#include <rope/types.cuh>
+#include <rope/validate.cuh>
+
+namespace rope {
+namespace detail {
+
+template <typename T>
+constexpr bool kSupportedType = std::is_same<T, float>::value || std::is_same<T, __half>::value ||
+                                std::is_same<T, __nv_bfloat16>::value;
+
+template <typename T>
+cudaError_t launch(const RopeParams<T>& params, bool inverse, cudaStream_t stream) {
+  static_assert(kSupportedType<T>, "rope supports float, __half and __nv_bfloat16 tensors");
+  const Status status = validate(params);
+  if (!status.ok()) return record(status);
+  if (params.num_tokens == 0) return record(cudaSuccess);
+  dispatch(params, [&](auto style, auto vec) {
+    const LaunchShape shape = choose_launch_shape(params, vec);
+    const std::int64_t blocks = (params.num_tokens + shape.tokens_per_block - 1) / shape.tokens_per_block;
+    const dim3 block(static_cast<unsigned>(shape.lanes_per_token), static_cast<unsigned>(shape.tokens_per_block));
+    rope_forward<T, decltype(style)::value, decltype(vec)::value>
+        <<<static_cast<unsigned>(blocks), block, 0, stream>>>(params, inverse);
+  });
+  return record(cudaGetLastError());
+}
+
+}  // namespace detail
+
+/// Applies RoPE to q (and k, if given): y = rotate(x, +theta).
+///
+/// Returns `cudaErrorInvalidValue` without launching (and without writing anything) when an
+/// argument is bad; `rope::last_error_message()` then says which. Zero tokens: `cudaSuccess`,
+/// no launch. Asynchronous on `stream`.
+template <typename T>
+cudaError_t rope_forward(const RopeParams<T>& params, cudaStream_t stream = nullptr) {
+  return detail::launch(params, false, stream);
+}
+
+/// The gradient of rope_forward: rotates by -theta (same arguments: x holds dL/dy, y receives
+/// dL/dx). Same speed as forward.
+template <typename T>
+cudaError_t rope_backward(const RopeParams<T>& params, cudaStream_t stream = nullptr) {
+  return detail::launch(params, true, stream);
+}
+
+/// The simplest case, one call: x [num_tokens, head_dim] and y [num_tokens, head_dim] packed,
+/// cos and sin fp32 [num_tokens, head_dim / 2] (row t holds token t's angles), half-split pairs.
+template <typename T>
+cudaError_t rope_forward(const T* x, const float* cos, const float* sin, T* y, std::int64_t num_tokens,
+                         int head_dim, cudaStream_t stream = nullptr) {
+  RopeParams<T> params;
+  params.num_tokens = num_tokens;
+  params.head_dim = head_dim;
+  params.q = packed_heads(x, y, 1, head_dim);
+  params.cos_sin = cos_sin_table(cos, sin, num_tokens, head_dim / 2);
+  return rope_forward(params, stream);
+}
+
+}  // namespace rope

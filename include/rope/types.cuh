@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// \file
+/// The parameter types of the public API: tensors, cos/sin sources, positions.
+
+#include <cstdint>
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <rope/config.cuh>
+
+namespace rope {
+
+/// Which two elements of a head form one rotation pair.
+enum class Style : int {
+  kHalfSplit = 0,    ///< pair i is (x[i], x[i + rotary_dim/2]): GPT-NeoX, Llama, HF `rotate_half`
+  kInterleaved = 1,  ///< pair i is (x[2i], x[2i + 1]): GPT-J, the original RoFormer
+};
+
+/// Element type of a cos/sin table (math is always fp32).
+enum class TableType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
+
+/// Element type of the positions array.
+enum class PositionType : int {
+  kNone = 0,   ///< no array: the position of token t is t
+  kInt32 = 1,
+  kInt64 = 2,
+};
+
+/// One rotated tensor (q or k): input `x` and output `y`, each a strided view
+/// [tokens, heads, head_dim] whose last dimension is contiguous. Strides are in
+/// elements. `y` may be `x` itself (in place) when the strides are equal too.
+template <typename T>
+struct HeadsTensor {
+  const T* x = nullptr;
+  T* y = nullptr;
+  int num_heads = 0;
+  std::int64_t x_token_stride = 0;
+  std::int64_t x_head_stride = 0;
+  std::int64_t y_token_stride = 0;
+  std::int64_t y_head_stride = 0;
+};
+
+/// A view whose input and output share one layout (in place when `y == x`).
+template <typename T>
+HeadsTensor<T> strided_heads(const T* x, T* y, int num_heads, std::int64_t token_stride,
+                             std::int64_t head_stride) {
+  return HeadsTensor<T>{x, y, num_heads, token_stride, head_stride, token_stride, head_stride};
+}
+
+/// A densely packed [tokens, num_heads, head_dim] view.
+template <typename T>
+HeadsTensor<T> packed_heads(const T* x, T* y, int num_heads, int head_dim) {
+  return strided_heads(x, y, num_heads, std::int64_t{num_heads} * head_dim, std::int64_t{head_dim});
+}
+
+/// Where the cos and sin of each (position, pair) come from.
+struct CosSin {
+  enum class Kind : int {
+    kTable = 0,     ///< read from cos/sin tables indexed by position
+    kComputed = 1,  ///< computed in the kernel from inverse frequencies
+  };
+  Kind kind = Kind::kTable;
+
+  // Table mode: element [row, i] of cos is `cos[row * row_stride + i]`, i < rotary_dim / 2.
+  const void* cos = nullptr;
+  const void* sin = nullptr;
+  TableType table_type = TableType::kFloat32;
+  std::int64_t rows = 0;
+  std::int64_t row_stride = 0;
+
+  // Computed mode: angle of pair i = position * inv_freq[i]; cos and sin are multiplied
+  // by attention_scaling (YaRN's mscale; 1 for plain RoPE).
+  const float* inv_freq = nullptr;
+  float attention_scaling = 1.0f;
+};
+
+namespace detail {
+template <typename E> struct TableTypeOf;
+template <> struct TableTypeOf<float> { static constexpr TableType value = TableType::kFloat32; };
+template <> struct TableTypeOf<__half> { static constexpr TableType value = TableType::kFloat16; };
+template <> struct TableTypeOf<__nv_bfloat16> { static constexpr TableType value = TableType::kBFloat16; };
+}  // namespace detail
+
+/// Separate cos and sin tables, `rows` rows of at least rotary_dim/2 values each.
+/// Covers the HF layout too: its duplicated-halves rows `[rows, rotary_dim]` are read
+/// through `row_stride = rotary_dim` (only the first half of each row is used).
+/// `E` is float or the tensor's own type.
+template <typename E>
+CosSin cos_sin_table(const E* cos, const E* sin, std::int64_t rows, std::int64_t row_stride) {
+  CosSin s;
+  s.kind = CosSin::Kind::kTable;
+  s.cos = cos;
+  s.sin = sin;
+  s.table_type = detail::TableTypeOf<E>::value;
+  s.rows = rows;
+  s.row_stride = row_stride;
+  return s;
+}
+
+/// One fused cache row per position, `[cos(rotary_dim/2) | sin(rotary_dim/2)]`: the layout
+/// of vLLM's and FlashInfer's cos_sin_cache. `row_stride` defaults to rotary_dim.
+template <typename E>
+CosSin fused_cos_sin_cache(const E* cache, std::int64_t rows, int rotary_dim,
+                           std::int64_t row_stride = 0) {
+  return cos_sin_table(cache, cache == nullptr ? nullptr : cache + rotary_dim / 2, rows,
+                       row_stride == 0 ? std::int64_t{rotary_dim} : row_stride);
+}
+
+/// cos/sin computed in the kernel from `rotary_dim / 2` fp32 inverse frequencies
+/// (see rope/frequencies.cuh for every common scaling), no table traffic.
+inline CosSin computed_cos_sin(const float* inv_freq, float attention_scaling = 1.0f) {
+  CosSin s;
+  s.kind = CosSin::Kind::kComputed;
+  s.inv_freq = inv_freq;
+  s.attention_scaling = attention_scaling;
+  return s;
+}
+
+/// Per-token positions on the device (or none: position = token index).
+struct Positions {
+  const void* data = nullptr;
+  PositionType type = PositionType::kNone;
+};
+
+inline Positions positions(const std::int32_t* p) { return Positions{p, PositionType::kInt32}; }
+inline Positions positions(const std::int64_t* p) { return Positions{p, PositionType::kInt64}; }
+
+/// Everything one launch needs. q is required; k is optional (leave it default-constructed).
+/// Both share the tokens, head_dim, rotary_dim, style, cos/sin and positions, and the cos/sin
+/// of a token are fetched or computed once for both.
+template <typename T>
+struct RopeParams {
+  std::int64_t num_tokens = 0;
+  int head_dim = 0;
+  int rotary_dim = 0;  ///< rotated leading part of each head; 0 means head_dim. The tail passes through.
+  Style style = Style::kHalfSplit;
+  HeadsTensor<T> q;
+  HeadsTensor<T> k;
+  CosSin cos_sin;
+  Positions positions;
+  /// Optional device int. In table mode a token whose position is negative or not below
+  /// `cos_sin.rows` is left unwritten (the table is never read out of bounds) and, if this is
+  /// set, 1 is stored here. Never cleared by the library.
+  int* out_of_range_flag = nullptr;
+};
+
+}  // namespace rope
