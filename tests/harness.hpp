@@ -1,0 +1,394 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// One test case end to end: build inputs for a configuration, run it on the host (the per-token
+// body) or on the GPU (the real launcher), and check every output element against the reference,
+// every unwritten element (guards, padding, untouched tokens) bit for bit against its old value.
+
+#include <cmath>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <algorithm>
+#include <memory>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <rope/rope.cuh>
+
+#include "host_run.hpp"
+#include "reference.hpp"
+
+namespace rope_test {
+
+enum class Backend { kHost, kGpu };
+enum class TableLayout { kSeparate, kFused, kHfDuplicated };
+
+struct CaseConfig {
+  std::int64_t tokens = 16;
+  int head_dim = 128;
+  int rotary_dim = 0;  // 0: the whole head
+  rope::Style style = rope::Style::kHalfSplit;
+  int q_heads = 1;
+  int k_heads = 0;
+  int head_pad = 0;     // extra elements between heads
+  int token_pad = 0;    // extra elements between tokens
+  int y_token_pad = 0;  // extra padding of y's token stride over x's (out of place)
+  int misalign = 0;     // elements added to every tensor base pointer
+  int table_misalign = 0;
+  bool in_place = false;
+  bool fused_qkv = false;  // q, k (and an untouched v) sliced out of one buffer
+  rope::PositionType position_type = rope::PositionType::kNone;
+  int out_of_range = 0;  // tokens given a position outside the table (table mode)
+  std::int64_t table_rows = 0;  // 0: tokens (no positions) or tokens + 13
+  TableLayout table_layout = TableLayout::kSeparate;
+  bool table_in_tensor_type = false;
+  bool computed = false;
+  std::int64_t max_position = 4096;  // computed mode with positions: drawn from [0, max_position)
+  float attention_scaling = 1.0f;
+  bool backward = false;
+  int lanes = 0;  // host only: lanes per token (0: the launcher's choice)
+
+  std::string describe() const {
+    std::ostringstream o;
+    o << "tokens=" << tokens << " head_dim=" << head_dim << " rotary_dim=" << rotary_dim
+      << " style=" << (style == rope::Style::kInterleaved ? "interleaved" : "half") << " q_heads=" << q_heads
+      << " k_heads=" << k_heads << " head_pad=" << head_pad << " token_pad=" << token_pad
+      << " y_token_pad=" << y_token_pad << " misalign=" << misalign << " table_misalign=" << table_misalign
+      << " in_place=" << in_place << " fused_qkv=" << fused_qkv << " positions=" << static_cast<int>(position_type)
+      << " out_of_range=" << out_of_range << " table_rows=" << table_rows
+      << " layout=" << static_cast<int>(table_layout) << " table_in_T=" << table_in_tensor_type
+      << " computed=" << computed << " max_position=" << max_position << " scaling=" << attention_scaling
+      << " backward=" << backward << " lanes=" << lanes;
+    return o.str();
+  }
+};
+
+/// Seed of this test process: ROPE_TEST_SEED if set, else fresh each run (printed on failure).
+inline std::uint64_t base_seed() {
+  static const std::uint64_t seed = [] {
+    const char* env = std::getenv("ROPE_TEST_SEED");
+    return env != nullptr ? std::strtoull(env, nullptr, 10) : std::uint64_t{std::random_device{}()};
+  }();
+  return seed;
+}
+
+inline bool gpu_available() {
+  int n = 0;
+  return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+}
+
+#define ROPE_SKIP_WITHOUT_GPU() \
+  if (!::rope_test::gpu_available()) GTEST_SKIP() << "no CUDA device"
+
+template <typename T> struct Tolerance;
+template <> struct Tolerance<float> { static constexpr double kRelL2 = 1e-6, kMaxAbs = 1e-5; };
+template <> struct Tolerance<__half> { static constexpr double kRelL2 = 1e-3, kMaxAbs = 2e-3; };
+template <> struct Tolerance<__nv_bfloat16> { static constexpr double kRelL2 = 8e-3, kMaxAbs = 1.6e-2; };
+
+/// A host array and (for GPU runs) its device mirror; `base(gpu)` is where pointers start.
+template <typename E>
+struct Mirror {
+  std::vector<E> host;
+  E* device = nullptr;
+  Mirror() = default;
+  Mirror(const Mirror&) = delete;
+  Mirror& operator=(const Mirror&) = delete;
+  ~Mirror() { if (device != nullptr) cudaFree(device); }
+  E* base(Backend b) { return b == Backend::kGpu ? device : host.data(); }
+  void upload() {
+    if (cudaMalloc(&device, host.size() * sizeof(E) + 1) != cudaSuccess) std::abort();
+    if (cudaMemcpy(device, host.data(), host.size() * sizeof(E), cudaMemcpyHostToDevice) != cudaSuccess) std::abort();
+  }
+  void download() {
+    if (cudaMemcpy(host.data(), device, host.size() * sizeof(E), cudaMemcpyDeviceToHost) != cudaSuccess) std::abort();
+  }
+};
+
+constexpr int kGuard = 48;  // elements before and after every tensor, checked untouched
+
+/// Where one rotated tensor (q or k) lives inside the buffers.
+struct TensorPlace {
+  int heads = 0;
+  int x_buffer = -1, y_buffer = -1;
+  std::int64_t x_offset = 0, y_offset = 0;
+  std::int64_t x_ts = 0, x_hs = 0, y_ts = 0, y_hs = 0;
+};
+
+template <typename T>
+class Case {
+ public:
+  explicit Case(const CaseConfig& cfg, std::uint64_t salt = 0) : cfg_(cfg), rng_(base_seed() ^ (salt * 0x9E3779B97F4A7C15ull)) {
+    build();
+  }
+
+  /// Runs the case and checks it; the AssertionResult carries the seed and configuration on failure.
+  ::testing::AssertionResult run(Backend backend) {
+    std::vector<std::vector<T>> before;
+    for (auto& b : buffers_) before.push_back(b->host);
+    const int flag_before = flag_.host[0];
+    if (backend == Backend::kGpu) {
+      for (auto& b : buffers_) b->upload();
+      table_.upload();
+      inv_freq_.upload();
+      pos32_.upload();
+      pos64_.upload();
+      flag_.upload();
+    }
+    const rope::RopeParams<T> p = params(backend);
+    cudaError_t err;
+    if (backend == Backend::kGpu) {
+      err = cfg_.backward ? rope::rope_backward(p) : rope::rope_forward(p);
+      if (err == cudaSuccess) err = cudaDeviceSynchronize();
+      for (auto& b : buffers_) b->download();
+      flag_.download();
+    } else {
+      err = run_on_host(p, cfg_.backward, cfg_.lanes, &vec_used_);
+    }
+    if (err != cudaSuccess) return fail() << "launch failed: " << cudaGetErrorString(err) << " / " << rope::last_error_message();
+    return check(before, flag_before);
+  }
+
+  int vec_used() const { return vec_used_; }
+
+ private:
+  ::testing::AssertionResult fail() const {
+    return ::testing::AssertionFailure() << "[ROPE_TEST_SEED=" << base_seed() << "] " << cfg_.describe() << "\n  ";
+  }
+
+  int rotary_dim() const { return cfg_.rotary_dim == 0 ? cfg_.head_dim : cfg_.rotary_dim; }
+
+  int add_buffer(std::int64_t elements, bool poison) {
+    buffers_.push_back(std::make_unique<Mirror<T>>());
+    auto& h = buffers_.back()->host;
+    h.resize(static_cast<std::size_t>(elements + 2 * kGuard + cfg_.misalign));
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (auto& v : h) v = rope::detail::from_float<T>(poison ? NAN : u(rng_));
+    // Guards always hold recognisable non-NaN values, so a stray write of anything shows.
+    for (int i = 0; i < kGuard + cfg_.misalign; ++i) h[i] = rope::detail::from_float<T>(7.0f);
+    for (std::size_t i = h.size() - kGuard; i < h.size(); ++i) h[i] = rope::detail::from_float<T>(-7.0f);
+    return static_cast<int>(buffers_.size()) - 1;
+  }
+
+  static std::int64_t span(std::int64_t tokens, int heads, int head_dim, std::int64_t ts, std::int64_t hs) {
+    return tokens == 0 ? 0 : (tokens - 1) * ts + (heads - 1) * hs + head_dim;
+  }
+
+  void place(TensorPlace& t, int heads, int x_buf, int y_buf, std::int64_t x_ts, std::int64_t y_ts,
+             std::int64_t head_offset_elems) {
+    t.heads = heads;
+    t.x_buffer = x_buf;
+    t.y_buffer = y_buf;
+    t.x_hs = t.y_hs = cfg_.head_dim + cfg_.head_pad;
+    t.x_ts = x_ts;
+    t.y_ts = y_ts;
+    t.x_offset = t.y_offset = kGuard + cfg_.misalign + head_offset_elems;
+  }
+
+  void build() {
+    const int D = cfg_.head_dim, hs = D + cfg_.head_pad;
+    const std::int64_t T_ = cfg_.tokens;
+    if (cfg_.fused_qkv) {
+      const int all = cfg_.q_heads + 2 * cfg_.k_heads;  // q | k | v
+      const std::int64_t ts = std::int64_t{all} * hs + cfg_.token_pad;
+      const std::int64_t y_ts = cfg_.in_place ? ts : ts + cfg_.y_token_pad;
+      const int x = add_buffer(span(T_, all, D, ts, hs), false);
+      const int y = cfg_.in_place ? x : add_buffer(span(T_, all, D, y_ts, hs), true);
+      place(q_, cfg_.q_heads, x, y, ts, y_ts, 0);
+      if (cfg_.k_heads > 0) place(k_, cfg_.k_heads, x, y, ts, y_ts, std::int64_t{cfg_.q_heads} * hs);
+    } else {
+      auto one = [&](TensorPlace& t, int heads) {
+        const std::int64_t ts = std::int64_t{heads} * hs + cfg_.token_pad;
+        const std::int64_t y_ts = cfg_.in_place ? ts : ts + cfg_.y_token_pad;
+        const int x = add_buffer(span(T_, heads, D, ts, hs), false);
+        const int y = cfg_.in_place ? x : add_buffer(span(T_, heads, D, y_ts, hs), true);
+        place(t, heads, x, y, ts, y_ts, 0);
+      };
+      one(q_, cfg_.q_heads);
+      if (cfg_.k_heads > 0) one(k_, cfg_.k_heads);
+    }
+    build_positions();
+    build_cos_sin();
+    flag_.host.assign(1, 0);
+  }
+
+  void build_positions() {
+    ref_.positions.resize(static_cast<std::size_t>(cfg_.tokens));
+    rows_ = cfg_.table_rows != 0 ? cfg_.table_rows
+                                 : (cfg_.position_type == rope::PositionType::kNone ? cfg_.tokens : cfg_.tokens + 13);
+    const std::int64_t limit = cfg_.computed ? cfg_.max_position : rows_;
+    std::uniform_int_distribution<std::int64_t> pick(0, limit > 0 ? limit - 1 : 0);
+    for (std::int64_t t = 0; t < cfg_.tokens; ++t) {
+      ref_.positions[t] = cfg_.position_type == rope::PositionType::kNone ? t : pick(rng_);
+    }
+    // A few out-of-range positions (negative or past the table), at random tokens.
+    for (int i = 0; i < cfg_.out_of_range && cfg_.tokens > 0; ++i) {
+      const std::int64_t t = std::uniform_int_distribution<std::int64_t>(0, cfg_.tokens - 1)(rng_);
+      ref_.positions[t] = (i % 2 == 0) ? -1 - i : rows_ + i;
+    }
+    for (auto p : ref_.positions) {
+      pos32_.host.push_back(static_cast<std::int32_t>(p));
+      pos64_.host.push_back(p);
+    }
+    if (pos32_.host.empty()) pos32_.host.push_back(0), pos64_.host.push_back(0);
+  }
+
+  void build_cos_sin() {
+    const int half = rotary_dim() / 2;
+    ref_.tokens = cfg_.tokens;
+    ref_.head_dim = cfg_.head_dim;
+    ref_.rotary_dim = rotary_dim();
+    ref_.interleaved = cfg_.style == rope::Style::kInterleaved;
+    ref_.backward = cfg_.backward;
+    ref_.computed = cfg_.computed;
+    // Inverse frequencies of base 10000 (computed mode); kept as the fp32 values the kernel reads.
+    inv_freq_.host.resize(static_cast<std::size_t>(half) + 4);
+    for (int i = 0; i < half; ++i) {
+      inv_freq_.host[i] = static_cast<float>(std::pow(10000.0, -2.0 * i / rotary_dim()));
+      ref_.inv_freq.push_back(inv_freq_.host[i]);
+    }
+    ref_.attention_scaling = cfg_.attention_scaling;
+    if (cfg_.computed) return;
+
+    // Table values: cos/sin of random angles, stored as float or T; the reference reads the
+    // stored values back, so only the kernel's arithmetic is under test.
+    int stride = half + 8, sin_offset = 0;  // padded rows, still 16-byte aligned
+    if (cfg_.table_layout == TableLayout::kFused) stride = 2 * half, sin_offset = half;
+    if (cfg_.table_layout == TableLayout::kHfDuplicated) stride = 2 * half;
+    const std::int64_t per_table = rows_ * stride + 8;
+    table_.host.assign(static_cast<std::size_t>(2 * per_table + 16), 0.0f);  // bytes in float units
+    std::uniform_real_distribution<double> angle(-3.2, 3.2);
+    ref_.table_rows = rows_;
+    ref_.table_row_stride = stride;
+    ref_.cos_table.assign(static_cast<std::size_t>(rows_ * stride), 0.0);
+    ref_.sin_table.assign(static_cast<std::size_t>(rows_ * stride), 0.0);
+    const bool in_t = cfg_.table_in_tensor_type;
+    // Element offsets of the cos and sin tables inside the table buffer.
+    const std::int64_t cos_at = cfg_.table_misalign;
+    const std::int64_t sin_at = cfg_.table_layout == TableLayout::kFused ? cos_at + sin_offset : cos_at + per_table;
+    cos_at_ = cos_at;
+    sin_at_ = sin_at;
+    stride_ = stride;
+    auto store = [&](std::int64_t index, double v) {
+      if (in_t) {
+        T e = rope::detail::from_float<T>(static_cast<float>(v));
+        std::memcpy(reinterpret_cast<unsigned char*>(table_.host.data()) + index * sizeof(T), &e, sizeof(T));
+        return rope::detail::to_float(e);
+      }
+      table_.host[index] = static_cast<float>(v);
+      return table_.host[index];
+    };
+    for (std::int64_t r = 0; r < rows_; ++r) {
+      for (int i = 0; i < half; ++i) {
+        const double a = angle(rng_);
+        const float c = store(cos_at + r * stride + i, std::cos(a));
+        const float s = store(sin_at + r * stride + i, std::sin(a));
+        ref_.cos_table[r * stride + i] = c;
+        ref_.sin_table[r * stride + i] = s;
+        if (cfg_.table_layout == TableLayout::kHfDuplicated) {  // HF repeats each half
+          store(cos_at + r * stride + half + i, std::cos(a));
+          store(sin_at + r * stride + half + i, std::sin(a));
+        }
+      }
+    }
+  }
+
+  rope::RopeParams<T> params(Backend b) {
+    rope::RopeParams<T> p;
+    p.num_tokens = cfg_.tokens;
+    p.head_dim = cfg_.head_dim;
+    p.rotary_dim = cfg_.rotary_dim;
+    p.style = cfg_.style;
+    auto view = [&](const TensorPlace& t) {
+      rope::HeadsTensor<T> v;
+      v.num_heads = t.heads;
+      v.x = buffers_[t.x_buffer]->base(b) + t.x_offset;
+      v.y = buffers_[t.y_buffer]->base(b) + t.y_offset;
+      v.x_token_stride = t.x_ts;
+      v.x_head_stride = t.x_hs;
+      v.y_token_stride = t.y_ts;
+      v.y_head_stride = t.y_hs;
+      return v;
+    };
+    p.q = view(q_);
+    if (k_.heads > 0) p.k = view(k_);
+    if (cfg_.computed) {
+      p.cos_sin = rope::computed_cos_sin(inv_freq_.base(b), cfg_.attention_scaling);
+    } else if (cfg_.table_in_tensor_type) {
+      const T* base = reinterpret_cast<const T*>(table_.base(b));
+      p.cos_sin = rope::cos_sin_table(base + cos_at_, base + sin_at_, rows_, stride_);
+    } else {
+      const float* base = table_.base(b);
+      p.cos_sin = rope::cos_sin_table(base + cos_at_, base + sin_at_, rows_, stride_);
+    }
+    if (cfg_.position_type == rope::PositionType::kInt32) p.positions = rope::positions(pos32_.base(b));
+    if (cfg_.position_type == rope::PositionType::kInt64) p.positions = rope::positions(pos64_.base(b));
+    p.out_of_range_flag = flag_.base(b);
+    return p;
+  }
+
+  ::testing::AssertionResult check(const std::vector<std::vector<T>>& before, int flag_before) {
+    std::vector<std::vector<char>> covered;
+    for (auto& b : buffers_) covered.emplace_back(b->host.size(), 0);
+    double err2 = 0, ref2 = 0, max_abs = 0;
+    bool any_out_of_range = false;
+    std::vector<double> x(cfg_.head_dim), want(cfg_.head_dim);
+    for (const TensorPlace* t : {&q_, &k_}) {
+      for (std::int64_t tok = 0; tok < cfg_.tokens; ++tok) {
+        const bool valid = position_valid(ref_, tok);
+        any_out_of_range |= !valid;
+        for (int h = 0; h < t->heads; ++h) {
+          const std::int64_t xo = t->x_offset + tok * t->x_ts + h * t->x_hs;
+          const std::int64_t yo = t->y_offset + tok * t->y_ts + h * t->y_hs;
+          if (!valid) continue;  // the token must stay unwritten: checked with the untouched elements
+          for (int d = 0; d < cfg_.head_dim; ++d) x[d] = rope::detail::to_float(before[t->x_buffer][xo + d]);
+          reference_head(ref_, tok, x.data(), want.data());
+          for (int d = 0; d < cfg_.head_dim; ++d) {
+            covered[t->y_buffer][yo + d] = 1;
+            const double got = rope::detail::to_float(buffers_[t->y_buffer]->host[yo + d]);
+            if (std::isnan(got)) {
+              return fail() << "NaN (unwritten?) at token " << tok << " head " << h << " dim " << d;
+            }
+            err2 += (got - want[d]) * (got - want[d]);
+            ref2 += want[d] * want[d];
+            max_abs = std::max(max_abs, std::fabs(got - want[d]));
+          }
+        }
+      }
+    }
+    for (std::size_t b = 0; b < buffers_.size(); ++b) {
+      for (std::size_t i = 0; i < covered[b].size(); ++i) {
+        if (!covered[b][i] && std::memcmp(&before[b][i], &buffers_[b]->host[i], sizeof(T)) != 0) {
+          return fail() << "element " << i << " of buffer " << b << " should be untouched but was written";
+        }
+      }
+    }
+    const int flag_want = any_out_of_range ? 1 : flag_before;
+    if (flag_.host[0] != flag_want) return fail() << "out_of_range flag is " << flag_.host[0] << ", want " << flag_want;
+    const double rel = ref2 > 0 ? std::sqrt(err2 / ref2) : std::sqrt(err2);
+    if (!(rel <= Tolerance<T>::kRelL2) || !(max_abs <= Tolerance<T>::kMaxAbs)) {
+      return fail() << "relative L2 error " << rel << " (limit " << Tolerance<T>::kRelL2 << "), max abs " << max_abs
+                    << " (limit " << Tolerance<T>::kMaxAbs << ")";
+    }
+    return ::testing::AssertionSuccess();
+  }
+
+  CaseConfig cfg_;
+  std::mt19937_64 rng_;
+  std::vector<std::unique_ptr<Mirror<T>>> buffers_;
+  TensorPlace q_, k_;
+  Mirror<float> table_, inv_freq_;
+  Mirror<std::int32_t> pos32_;
+  Mirror<std::int64_t> pos64_;
+  Mirror<int> flag_;
+  ReferenceInput ref_;
+  std::int64_t rows_ = 0, cos_at_ = 0, sin_at_ = 0;
+  int stride_ = 0;
+  int vec_used_ = 0;
+};
+
+}  // namespace rope_test

@@ -1,0 +1,33 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+// Runs a launch on the host: the launcher's own validation, dispatch and launch shape, then the
+// per-token body in a loop over (token, lane) exactly as the kernel's threads would run it.
+
+#include <cstdint>
+
+#include <rope/rope.cuh>
+
+namespace rope_test {
+
+/// `lanes_override` > 0 replaces the launcher's lanes per token, to exercise other splits.
+/// Returns the vector width (pairs per access) the dispatch picked through `vec_out`.
+template <typename T>
+cudaError_t run_on_host(const rope::RopeParams<T>& p, bool inverse, int lanes_override = 0,
+                        int* vec_out = nullptr) {
+  const rope::Status status = rope::validate(p);
+  if (!status.ok()) return status.error;
+  rope::detail::dispatch(p, [&](auto style, auto vec) {
+    if (vec_out != nullptr) *vec_out = decltype(vec)::value;
+    const rope::detail::LaunchShape shape = rope::detail::choose_launch_shape(p, vec);
+    const int lanes = lanes_override > 0 ? lanes_override : shape.lanes_per_token;
+    for (std::int64_t token = 0; token < p.num_tokens; ++token) {
+      for (int lane = 0; lane < lanes; ++lane) {
+        rope::detail::rotate_token<T, decltype(style)::value, decltype(vec)::value>(p, inverse, token, lane,
+                                                                                    lanes);
+      }
+    }
+  });
+  return cudaSuccess;
+}
+
+}  // namespace rope_test

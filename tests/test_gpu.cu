@@ -1,0 +1,86 @@
+// SPDX-License-Identifier: MIT
+// The real launcher and kernel on a GPU, over the same configurations as the host tests plus
+// GPU-sized ones. Without a CUDA device every test is skipped (reported as skipped by ctest).
+
+#include <gtest/gtest.h>
+
+#include "case_tests.hpp"
+
+template <typename T>
+class Gpu : public ::testing::Test {};
+ROPE_DEFINE_CASE_TESTS(Gpu, ::rope_test::Backend::kGpu, ROPE_SKIP_WITHOUT_GPU())
+
+namespace {
+
+using rope_test::Backend;
+using rope_test::Case;
+using rope_test::CaseConfig;
+
+// Large launches: many tokens with many heads, to cover the grid mapping end to end.
+TEST(GpuLarge, LlamaShapes) {
+  ROPE_SKIP_WITHOUT_GPU();
+  CaseConfig c;
+  c.tokens = 20000;
+  c.q_heads = 32;
+  c.k_heads = 8;
+  c.position_type = rope::PositionType::kInt64;
+  c.table_rows = 131072;
+  Case<__nv_bfloat16> table(c, 1);
+  EXPECT_TRUE(table.run(Backend::kGpu));
+  c.computed = true;
+  c.max_position = 1 << 20;
+  Case<__nv_bfloat16> computed(c, 2);
+  EXPECT_TRUE(computed.run(Backend::kGpu));
+}
+
+TEST(GpuLarge, OriginalSweepShape) {
+  ROPE_SKIP_WITHOUT_GPU();
+  CaseConfig c;
+  c.tokens = 63488;
+  c.head_dim = 128;
+  Case<float> f(c, 3);
+  EXPECT_TRUE(f.run(Backend::kGpu));
+}
+
+// The one-call convenience launcher on the original layout.
+TEST(GpuSimple, ConvenienceLauncherMatchesParams) {
+  ROPE_SKIP_WITHOUT_GPU();
+  const int n = 1000, d = 128;
+  std::vector<float> x(n * d), c(n * d / 2), s(n * d / 2), y(n * d, NAN);
+  std::mt19937 rng(rope_test::base_seed());
+  std::uniform_real_distribution<float> u(-1, 1);
+  for (auto& v : x) v = u(rng);
+  for (int i = 0; i < n * d / 2; ++i) {
+    const double a = u(rng) * 3.1;
+    c[i] = static_cast<float>(std::cos(a));
+    s[i] = static_cast<float>(std::sin(a));
+  }
+  float *dx, *dc, *ds, *dy;
+  ASSERT_EQ(cudaMalloc(&dx, x.size() * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&dc, c.size() * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&ds, s.size() * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&dy, y.size() * 4), cudaSuccess);
+  cudaMemcpy(dx, x.data(), x.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(dc, c.data(), c.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(ds, s.data(), s.size() * 4, cudaMemcpyHostToDevice);
+  cudaMemcpy(dy, y.data(), y.size() * 4, cudaMemcpyHostToDevice);
+  ASSERT_EQ(rope::rope_forward(dx, dc, ds, dy, n, d), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(y.data(), dy, y.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  double err2 = 0, ref2 = 0;
+  for (int t = 0; t < n; ++t) {
+    for (int i = 0; i < d / 2; ++i) {
+      const double x1 = x[t * d + i], x2 = x[t * d + i + d / 2];
+      const double cc = c[t * d / 2 + i], ss = s[t * d / 2 + i];
+      const double r1 = x1 * cc - x2 * ss, r2 = x1 * ss + x2 * cc;
+      err2 += (y[t * d + i] - r1) * (y[t * d + i] - r1) + (y[t * d + i + d / 2] - r2) * (y[t * d + i + d / 2] - r2);
+      ref2 += r1 * r1 + r2 * r2;
+    }
+  }
+  EXPECT_LT(std::sqrt(err2 / ref2), 1e-6);
+  cudaFree(dx);
+  cudaFree(dc);
+  cudaFree(ds);
+  cudaFree(dy);
+}
+
+}  // namespace

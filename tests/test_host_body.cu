@@ -1,0 +1,86 @@
+// SPDX-License-Identifier: MIT
+// The per-token body run on the host through the launcher's own dispatch: what CI executes.
+
+#include <gtest/gtest.h>
+
+#include "case_tests.hpp"
+
+template <typename T>
+class HostBody : public ::testing::Test {};
+ROPE_DEFINE_CASE_TESTS(HostBody, ::rope_test::Backend::kHost, (void)0)
+
+namespace {
+
+using rope_test::Backend;
+using rope_test::Case;
+using rope_test::CaseConfig;
+
+// Other splits of a token across lanes than the launcher picks: fewer lanes than columns
+// (each walks several), counts that leave lanes idle, more lanes than work.
+TEST(HostBodyLanes, AnyLaneCountCoversEveryElement) {
+  for (int lanes : {1, 2, 3, 7, 31, 64, 1000}) {
+    for (int d : {6, 64, 128, 136}) {
+      CaseConfig c;
+      c.head_dim = d;
+      c.q_heads = 5;
+      c.k_heads = 2;
+      c.rotary_dim = d == 136 ? 40 : 0;
+      c.tokens = 3;
+      c.lanes = lanes;
+      Case<__nv_bfloat16> bf(c, lanes * 1000 + d);
+      EXPECT_TRUE(bf.run(Backend::kHost));
+      Case<float> f32(c, lanes * 1000 + d + 1);
+      EXPECT_TRUE(f32.run(Backend::kHost));
+    }
+  }
+}
+
+// The dispatch takes 16-byte accesses whenever alignment allows, and falls back otherwise.
+TEST(HostBodyDispatch, PicksWidestAlignedAccess) {
+  struct Want { int head_dim, misalign, head_pad; int vec_f32, vec_bf16; };
+  const Want wants[] = {
+      {128, 0, 0, 4, 8},   // aligned: 16 bytes
+      {128, 2, 0, 2, 1},   // 2 elements off: f32 is 8-byte aligned (2), bf16 only 4-byte (scalar)
+      {128, 4, 0, 4, 4},   // 4 elements off: f32 16-byte aligned, bf16 8-byte (4)
+      {128, 1, 0, 1, 1},   // odd element offset: scalar
+      {72, 0, 0, 4, 4},    // halves of 36: f32 takes 4, bf16 falls to 4 (36 % 8 != 0)
+      {6, 0, 0, 1, 1},     // halves of 3: scalar
+      {128, 0, 4, 4, 4},   // head stride 132: f32 keeps 4, bf16 needs 8 | 132 -> 4
+  };
+  for (const Want& w : wants) {
+    CaseConfig c;
+    c.head_dim = w.head_dim;
+    c.misalign = w.misalign;
+    c.head_pad = w.head_pad;
+    c.q_heads = 2;
+    c.tokens = 2;
+    Case<float> f32(c, 1);
+    ASSERT_TRUE(f32.run(Backend::kHost));
+    EXPECT_EQ(f32.vec_used(), w.vec_f32) << c.describe();
+    Case<__nv_bfloat16> bf(c, 2);
+    ASSERT_TRUE(bf.run(Backend::kHost));
+    EXPECT_EQ(bf.vec_used(), w.vec_bf16) << c.describe();
+  }
+}
+
+// Launch shapes stay within CUDA's limits and give every token all its columns.
+TEST(HostBodyDispatch, LaunchShapeIsValid) {
+  for (int d : {2, 64, 128, 256, 4096}) {
+    for (int heads : {1, 3, 40, 128}) {
+      rope::RopeParams<float> p;
+      p.head_dim = d;
+      p.q.num_heads = heads;
+      for (int vec : {1, 2, 4}) {
+        if ((d / 2) % vec != 0) continue;
+        const auto s = rope::detail::choose_launch_shape(p, vec);
+        EXPECT_GE(s.lanes_per_token, 1);
+        EXPECT_GE(s.tokens_per_block, 1);
+        EXPECT_LE(s.lanes_per_token * s.tokens_per_block, 1024);
+        const int columns = d / 2 / vec;
+        if (columns <= 1024) EXPECT_EQ(s.lanes_per_token % columns, 0) << d << " " << heads << " " << vec;
+      }
+    }
+  }
+}
+
+}  // namespace

@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: MIT
+// Every argument the launchers reject: the error code, the reason, and that nothing was written.
+// Runs with or without a GPU (validation happens before any CUDA call); with one, the buffers
+// are device memory and are read back to prove nothing was written.
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include <rope/rope.cuh>
+
+#include "harness.hpp"
+
+namespace {
+
+using Params = rope::RopeParams<float>;
+
+constexpr int kTokens = 8, kHeads = 2, kDim = 64;
+constexpr std::size_t kElems = kTokens * kHeads * kDim;
+
+/// Buffers for one valid launch, in device memory when there is a GPU, host memory otherwise.
+class Buffers {
+ public:
+  Buffers() : gpu_(rope_test::gpu_available()) {
+    x_ = alloc(kElems + 64);
+    y_ = alloc(kElems + 64);
+    cos_ = alloc(kTokens * kDim);
+    sin_ = alloc(kTokens * kDim);
+    freq_ = alloc(kDim);
+    pos_ = alloc(2 * kTokens + 2);  // room for int64 positions
+  }
+  ~Buffers() {
+    for (float* p : owned_) gpu_ ? (void)cudaFree(p) : delete[] p;
+  }
+
+  Params valid() const {
+    Params p;
+    p.num_tokens = kTokens;
+    p.head_dim = kDim;
+    p.q = rope::packed_heads<float>(x_, y_, kHeads, kDim);
+    p.cos_sin = rope::cos_sin_table<float>(cos_, sin_, kTokens, kDim / 2);
+    return p;
+  }
+  float* x() const { return x_; }
+  const float* freq() const { return freq_; }
+  const void* pos() const { return pos_; }
+
+  /// y's contents (poisoned at construction).
+  std::vector<float> y_contents() const {
+    std::vector<float> out(kElems + 64);
+    if (gpu_) {
+      EXPECT_EQ(cudaMemcpy(out.data(), y_, out.size() * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+    } else {
+      std::memcpy(out.data(), y_, out.size() * sizeof(float));
+    }
+    return out;
+  }
+
+ private:
+  float* alloc(std::size_t n) {
+    std::vector<float> fill(n, 1234.5f);
+    float* p = nullptr;
+    if (gpu_) {
+      EXPECT_EQ(cudaMalloc(&p, n * sizeof(float)), cudaSuccess);
+      cudaMemcpy(p, fill.data(), n * sizeof(float), cudaMemcpyHostToDevice);
+    } else {
+      p = new float[n];
+      std::memcpy(p, fill.data(), n * sizeof(float));
+    }
+    owned_.push_back(p);
+    return p;
+  }
+  bool gpu_;
+  std::vector<float*> owned_;
+  float *x_, *y_, *cos_, *sin_, *freq_, *pos_;
+};
+
+struct BadArgument {
+  const char* name;
+  std::function<void(Params&, const Buffers&)> spoil;
+  const char* reason;  // expected substring of the message
+};
+
+std::vector<BadArgument> bad_arguments() {
+  using B = const Buffers&;
+  auto i64 = [](B b) { return static_cast<const std::int64_t*>(b.pos()); };
+  return {
+      {"NegativeTokens", [](Params& p, B) { p.num_tokens = -1; }, "num_tokens is negative"},
+      {"TooManyTokens", [](Params& p, B) { p.num_tokens = std::int64_t{1} << 31; }, "exceeds 2^31"},
+      {"ZeroHeadDim", [](Params& p, B) { p.head_dim = 0; }, "head_dim must be positive"},
+      {"NegativeHeadDim", [](Params& p, B) { p.head_dim = -64; }, "head_dim must be positive"},
+      {"OddHeadDim", [](Params& p, B) { p.head_dim = 63; }, "head_dim must be even"},
+      {"NegativeRotaryDim", [](Params& p, B) { p.rotary_dim = -2; }, "rotary_dim is negative"},
+      {"OddRotaryDim", [](Params& p, B) { p.rotary_dim = 31; }, "rotary_dim must be even"},
+      {"RotaryDimOverHeadDim", [](Params& p, B) { p.rotary_dim = 66; }, "rotary_dim is larger than head_dim"},
+      {"BadStyle", [](Params& p, B) { p.style = static_cast<rope::Style>(7); }, "style"},
+      {"ZeroQHeads", [](Params& p, B) { p.q.num_heads = 0; }, "q.num_heads must be at least 1"},
+      {"NegativeKHeads", [](Params& p, B) { p.k.num_heads = -1; }, "k.num_heads is negative"},
+      {"KPointersWithoutHeads", [](Params& p, B b) { p.k.x = b.x(); }, "k.num_heads is 0"},
+      {"KHeadsWithoutPointers", [](Params& p, B) { p.k.num_heads = 1; }, "k.x is null"},
+      {"NullQX", [](Params& p, B) { p.q.x = nullptr; }, "q.x is null"},
+      {"NullQY", [](Params& p, B) { p.q.y = nullptr; }, "q.y is null"},
+      {"MisalignedQ",
+       [](Params& p, B b) { p.q.x = reinterpret_cast<const float*>(reinterpret_cast<const char*>(b.x()) + 2); },
+       "not aligned"},
+      {"HeadStrideOverlapsHeads", [](Params& p, B) { p.q.x_head_stride = kDim - 2; }, "rows overlap"},
+      {"TokenStrideOverlapsTokens", [](Params& p, B) { p.q.y_token_stride = kDim; }, "rows overlap"},
+      {"NegativeStride", [](Params& p, B) { p.q.x_token_stride = -kHeads * kDim; }, "rows overlap"},
+      {"PartialOverlap", [](Params& p, B b) { p.q.y = b.x() + 2; }, "partially overlaps"},
+      {"InPlaceWithOtherStrides",
+       [](Params& p, B b) {
+         p.q.y = b.x();
+         p.q.y_token_stride = kHeads * kDim + 2;
+       },
+       "partially overlaps"},
+      {"TableTypeMismatch",
+       [](Params& p, B) { p.cos_sin.table_type = rope::TableType::kBFloat16; }, "table type"},
+      {"NegativeTableRows", [](Params& p, B) { p.cos_sin.rows = -1; }, "rows is negative"},
+      {"TableRowStrideTooSmall", [](Params& p, B) { p.cos_sin.row_stride = kDim / 2 - 1; }, "row_stride"},
+      {"TableTooSmallForTokens", [](Params& p, B) { p.cos_sin.rows = kTokens - 1; }, "fewer rows than tokens"},
+      {"NullCos", [](Params& p, B) { p.cos_sin.cos = nullptr; }, "table pointer is null"},
+      {"NullSin", [](Params& p, B) { p.cos_sin.sin = nullptr; }, "table pointer is null"},
+      {"MisalignedTable",
+       [](Params& p, B) { p.cos_sin.sin = static_cast<const char*>(p.cos_sin.sin) + 1; }, "not aligned"},
+      {"BadCosSinKind", [](Params& p, B) { p.cos_sin.kind = static_cast<rope::CosSin::Kind>(5); }, "kind"},
+      {"MissingFrequencies", [](Params& p, B) { p.cos_sin = rope::computed_cos_sin(nullptr); }, "inv_freq is null"},
+      {"NanAttentionScaling",
+       [](Params& p, B b) { p.cos_sin = rope::computed_cos_sin(b.freq(), NAN); }, "attention_scaling"},
+      {"InfiniteAttentionScaling",
+       [](Params& p, B b) { p.cos_sin = rope::computed_cos_sin(b.freq(), INFINITY); }, "attention_scaling"},
+      {"MisalignedFrequencies",
+       [](Params& p, B b) {
+         p.cos_sin = rope::computed_cos_sin(
+             reinterpret_cast<const float*>(reinterpret_cast<const char*>(b.freq()) + 1));
+       },
+       "not aligned"},
+      {"BadPositionType",
+       [](Params& p, B b) { p.positions = rope::Positions{b.pos(), static_cast<rope::PositionType>(9)}; },
+       "positions.type"},
+      {"NullPositions",
+       [](Params& p, B) { p.positions = rope::positions(static_cast<const std::int64_t*>(nullptr)); },
+       "positions.data is null"},
+      {"PositionsWithoutType", [](Params& p, B b) { p.positions.data = b.pos(); }, "type is kNone"},
+      {"MisalignedPositions",
+       [i64](Params& p, B b) {
+         p.positions = rope::Positions{reinterpret_cast<const char*>(i64(b)) + 4, rope::PositionType::kInt64};
+       },
+       "positions.data is not aligned"},
+  };
+}
+
+class InvalidArgs : public ::testing::TestWithParam<BadArgument> {};
+
+TEST_P(InvalidArgs, RejectedBeforeLaunchAndNothingWritten) {
+  Buffers b;
+  const std::vector<float> y_before = b.y_contents();
+  Params p = b.valid();
+  ASSERT_TRUE(rope::validate(p).ok()) << rope::validate(p).message;
+  GetParam().spoil(p, b);
+
+  const rope::Status status = rope::validate(p);
+  EXPECT_EQ(status.error, cudaErrorInvalidValue);
+  EXPECT_NE(std::string(status.message).find(GetParam().reason), std::string::npos) << status.message;
+
+  EXPECT_EQ(rope::rope_forward(p), cudaErrorInvalidValue);
+  EXPECT_NE(std::string(rope::last_error_message()).find(GetParam().reason), std::string::npos)
+      << rope::last_error_message();
+  EXPECT_EQ(rope::rope_backward(p), cudaErrorInvalidValue);
+  EXPECT_STREQ(rope::last_error_message(), status.message);
+  if (rope_test::gpu_available()) ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const std::vector<float> y_after = b.y_contents();
+  EXPECT_EQ(std::memcmp(y_before.data(), y_after.data(), y_before.size() * sizeof(float)), 0)
+      << "a rejected launch wrote to y";
+}
+
+INSTANTIATE_TEST_SUITE_P(Launcher, InvalidArgs, ::testing::ValuesIn(bad_arguments()),
+                         [](const ::testing::TestParamInfo<BadArgument>& info) { return std::string(info.param.name); });
+
+TEST(InvalidArgsSimple, ConvenienceLauncherValidatesToo) {
+  float* null = nullptr;
+  EXPECT_EQ(rope::rope_forward<float>(null, null, null, null, 4, 64), cudaErrorInvalidValue);
+  EXPECT_STREQ(rope::last_error_message(), "q.x is null");
+  float dummy[4];
+  EXPECT_EQ(rope::rope_forward<float>(dummy, dummy, dummy, dummy, 4, 7), cudaErrorInvalidValue);
+  EXPECT_STREQ(rope::last_error_message(), "head_dim must be even");
+}
+
+TEST(InvalidArgsSimple, ZeroTokensSucceedWithoutLaunching) {
+  // Empty tensors may carry null pointers (as frameworks give them): no launch, success.
+  Params p;
+  p.num_tokens = 0;
+  p.head_dim = 128;
+  p.q.num_heads = 4;
+  p.cos_sin.row_stride = 64;
+  EXPECT_EQ(rope::rope_forward(p), cudaSuccess);
+  EXPECT_STREQ(rope::last_error_message(), "ok");
+  // ... but the configuration itself is still checked.
+  p.head_dim = 3;
+  EXPECT_EQ(rope::rope_forward(p), cudaErrorInvalidValue);
+}
+
+}  // namespace
