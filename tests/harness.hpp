@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <algorithm>
@@ -101,11 +102,21 @@ struct Mirror {
   ~Mirror() { if (device != nullptr) cudaFree(device); }
   E* base(Backend b) { return b == Backend::kGpu ? device : host.data(); }
   void upload() {
-    if (cudaMalloc(&device, host.size() * sizeof(E) + 1) != cudaSuccess) std::abort();
-    if (cudaMemcpy(device, host.data(), host.size() * sizeof(E), cudaMemcpyHostToDevice) != cudaSuccess) std::abort();
+    expect_ok(cudaMalloc(&device, host.size() * sizeof(E) + 16), "cudaMalloc");
+    if (!host.empty()) expect_ok(cudaMemcpy(device, host.data(), host.size() * sizeof(E), cudaMemcpyHostToDevice), "upload");
   }
   void download() {
-    if (cudaMemcpy(host.data(), device, host.size() * sizeof(E), cudaMemcpyDeviceToHost) != cudaSuccess) std::abort();
+    if (!host.empty()) expect_ok(cudaMemcpy(host.data(), device, host.size() * sizeof(E), cudaMemcpyDeviceToHost), "download");
+  }
+
+ private:
+  // A failed copy leaves the harness with nothing sound to check: stop the process loudly.
+  static void expect_ok(cudaError_t e, const char* what) {
+    if (e != cudaSuccess) {
+      std::fprintf(stderr, "%s failed: %s\n", what, cudaGetErrorString(e));
+      std::fflush(stderr);
+      std::abort();
+    }
   }
 };
 

@@ -60,16 +60,18 @@ ROPE_HOST_DEVICE void rotate_pairs(const T* x, T* y, int half, int first_pair, c
     store_floats<kVec>(y + first_pair, lo);
     store_floats<kVec>(y + half + first_pair, hi);
   } else {
-    // Pair i is (x[2i], x[2i + 1]): kVec pairs are 2 * kVec consecutive elements.
+    // Pair i is (x[2i], x[2i + 1]): kVec pairs are 2 * kVec consecutive elements. The scalar
+    // path (kVec == 1) promises no alignment beyond the element, so it loads one at a time.
+    constexpr int kChunk = kVec == 1 ? 1 : Access<T, 2 * kVec>::value;
     float z[2 * kVec];
-    load_floats<2 * kVec>(x + 2 * first_pair, z);
+    load_floats<2 * kVec, T, kChunk>(x + 2 * first_pair, z);
 #pragma unroll
     for (int i = 0; i < kVec; ++i) {
       const float x1 = z[2 * i], x2 = z[2 * i + 1];
       z[2 * i] = x1 * c[i] - x2 * s[i];
       z[2 * i + 1] = x1 * s[i] + x2 * c[i];
     }
-    store_floats<2 * kVec>(y + 2 * first_pair, z);
+    store_floats<2 * kVec, T, kChunk>(y + 2 * first_pair, z);
   }
 }
 

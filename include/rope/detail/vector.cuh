@@ -6,6 +6,8 @@
 /// All of it is __host__ __device__ so the body runs unchanged in host tests.
 
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -39,12 +41,26 @@ struct Access {
   static constexpr int value = N < kMax ? N : kMax;
 };
 
-/// Loads N consecutive elements starting at p (aligned to Access<T, N>::value elements) as floats.
-template <int N, typename T>
+/// The GPU faults on a misaligned vector access; the host does not. So that host tests of the
+/// body catch what the GPU would, every vector access checks its alignment when run on the host.
+template <typename T, int N>
+ROPE_HOST_DEVICE void check_aligned(const T* p) {
+#if !defined(__CUDA_ARCH__)
+  if (reinterpret_cast<std::uintptr_t>(p) % (sizeof(T) * N) != 0) {
+    std::fprintf(stderr, "rope: misaligned %d-byte access at %p\n", static_cast<int>(sizeof(T) * N),
+                 static_cast<const void*>(p));
+    std::abort();
+  }
+#endif
+}
+
+/// Loads N consecutive elements starting at p as floats, kChunk elements per access
+/// (p aligned to kChunk elements; by default the widest access up to 16 bytes).
+template <int N, typename T, int kChunk = Access<T, N>::value>
 ROPE_HOST_DEVICE void load_floats(const T* p, float (&out)[N]) {
-  constexpr int kChunk = Access<T, N>::value;
 #pragma unroll
   for (int c = 0; c < N; c += kChunk) {
+    check_aligned<T, kChunk>(p + c);
     const Packed<T, kChunk> v = *reinterpret_cast<const Packed<T, kChunk>*>(p + c);
 #pragma unroll
     for (int i = 0; i < kChunk; ++i) out[c + i] = to_float(v.elem[i]);
@@ -52,11 +68,11 @@ ROPE_HOST_DEVICE void load_floats(const T* p, float (&out)[N]) {
 }
 
 /// Stores N floats as N consecutive elements of T at p (aligned as for load_floats).
-template <int N, typename T>
+template <int N, typename T, int kChunk = Access<T, N>::value>
 ROPE_HOST_DEVICE void store_floats(T* p, const float (&in)[N]) {
-  constexpr int kChunk = Access<T, N>::value;
 #pragma unroll
   for (int c = 0; c < N; c += kChunk) {
+    check_aligned<T, kChunk>(p + c);
     Packed<T, kChunk> v;
 #pragma unroll
     for (int i = 0; i < kChunk; ++i) v.elem[i] = from_float<T>(in[c + i]);
@@ -70,6 +86,8 @@ ROPE_HOST_DEVICE void copy_elements(const T* src, T* dst) {
   constexpr int kChunk = Access<T, N>::value;
 #pragma unroll
   for (int c = 0; c < N; c += kChunk) {
+    check_aligned<T, kChunk>(src + c);
+    check_aligned<T, kChunk>(dst + c);
     *reinterpret_cast<Packed<T, kChunk>*>(dst + c) = *reinterpret_cast<const Packed<T, kChunk>*>(src + c);
   }
 }
