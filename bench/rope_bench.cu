@@ -1,0 +1,390 @@
+// SPDX-License-Identifier: MIT
+// rope_bench: GB/s of the rope kernels next to an unfused chain, a naive fused kernel and a
+// device copy, on the original [N, 128] sweep, Llama-3-8B prefill and decode shapes, and
+// other head sizes. Every time is GPU time per call: the median of many samples, L2 cold
+// (timer.cuh says how). Counters: bytes (the fewest the operation must move: inputs read once,
+// outputs written once), GB/s, pct_of_copy (of the cudaMemcpyAsync bandwidth measured at
+// start-up), us_per_call, tokens, calls_per_sample. Each benchmark runs one Google Benchmark
+// iteration that takes all its samples and passes their median to SetIterationTime, so the
+// reported time is that median (Google Benchmark appends /iterations:1/manual_time to names).
+//
+//   rope_bench [--benchmark_filter=REGEX] [--benchmark_out=FILE --benchmark_out_format=json]
+//   ROPE_BENCH_SAMPLES=N  samples per benchmark (default 30)
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <benchmark/benchmark.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <rope/rope.cuh>
+
+#include "baselines.cuh"
+#include "device.cuh"
+#include "timer.cuh"
+#include "workloads.cuh"
+
+namespace {
+
+using bench::gpu;
+using bench::SetArray;
+
+template <typename T> const char* dtype_name();
+template <> const char* dtype_name<float>() { return "fp32"; }
+template <> const char* dtype_name<__nv_bfloat16>() { return "bf16"; }
+template <> const char* dtype_name<__half>() { return "fp16"; }
+
+enum class Timing { kBatched, kSingle };
+
+/// The benchmark loop shared by every benchmark: skip on a setup error, else time and report.
+/// `rope_call`: a failure's text then includes rope's reason for rejecting the arguments.
+void run(benchmark::State& state, const std::string& setup_error, const bench::LaunchFn& launch, int batch,
+         double bytes, double tokens, Timing timing = Timing::kBatched, bool rope_call = false) {
+  // Setup copies and memsets run on the legacy default stream, which the timer's non-blocking
+  // stream does not wait for: finish them first.
+  const std::string not_ready = setup_error.empty() ? bench::cuda_error("setup", cudaDeviceSynchronize()) : setup_error;
+  if (!not_ready.empty()) {
+    state.SkipWithError(not_ready.c_str());
+    return;
+  }
+  for (auto _ : state) {
+    double seconds = 0.0;
+    std::string error = timing == Timing::kBatched ? gpu().timer.time_batched(launch, batch, seconds)
+                                                   : gpu().timer.time_single(launch, seconds);
+    if (!error.empty()) {
+      if (rope_call) error += std::string(" [rope: ") + rope::last_error_message() + "]";
+      state.SkipWithError(error.c_str());
+      break;
+    }
+    state.SetIterationTime(seconds);
+    state.counters["bytes"] = bytes;
+    state.counters["GB/s"] = bytes / seconds / 1e9;
+    state.counters["pct_of_copy"] = 100.0 * bytes / seconds / gpu().copy_bytes_per_s;
+    state.counters["us_per_call"] = seconds * 1e6;
+    state.counters["tokens"] = tokens;
+    state.counters["calls_per_sample"] = timing == Timing::kBatched ? batch : 1;
+  }
+}
+
+/// The copy ceiling for an operation of `bytes`: cudaMemcpyAsync of bytes/2 (read + write).
+void copy_bench(benchmark::State& state, double bytes, double tokens) {
+  const std::size_t half = static_cast<std::size_t>(bytes / 2);
+  const int batch = bench::batch_for(bytes);
+  SetArray<unsigned char> src, dst;
+  std::string error = src.allocate(half, batch);
+  if (error.empty()) error = dst.allocate(half, batch);
+  if (error.empty()) error = bench::cuda_error("cudaMemset", cudaMemset(src.data(), 1, src.total()));
+  run(state, error, [&](int i, cudaStream_t s) {
+    return cudaMemcpyAsync(dst[i], src[i], half, cudaMemcpyDeviceToDevice, s);
+  }, batch, bytes, tokens);
+}
+
+// ---- The original sweep: x [N, 128], per-token fp32 cos/sin [N, 64] (row = token) ----
+
+constexpr int kOriginalDim = 128;
+
+template <typename T>
+double original_bytes(std::int64_t n) {
+  return 2.0 * n * kOriginalDim * sizeof(T) + 2.0 * n * (kOriginalDim / 2) * sizeof(float);
+}
+
+/// Inputs and outputs of the original sweep, one copy per input set.
+template <typename T>
+struct OriginalData {
+  SetArray<T> x, y;
+  SetArray<float> cos, sin, freq;
+  int batch = 0;
+
+  std::string setup(std::int64_t n) {
+    batch = bench::batch_for(original_bytes<T>(n));
+    const std::size_t elems = static_cast<std::size_t>(n) * kOriginalDim, rows = elems / 2;
+    std::string e = x.allocate(elems, batch);
+    if (e.empty()) e = y.allocate(elems, batch);
+    if (e.empty()) e = cos.allocate(rows, batch);
+    if (e.empty()) e = sin.allocate(rows, batch);
+    if (e.empty()) e = freq.allocate(kOriginalDim / 2, 1);
+    if (e.empty()) e = freq.upload(bench::inv_freq(10000.0, kOriginalDim));
+    if (e.empty()) e = bench::fill_uniform(x, 1);
+    for (int i = 0; i < batch && e.empty(); ++i) e = bench::fill_cos_sin(cos[i], sin[i], n, kOriginalDim / 2, freq[0]);
+    return e;
+  }
+};
+
+template <typename T>
+void original(benchmark::State& state, std::int64_t n) {
+  OriginalData<T> d;
+  const std::string error = d.setup(n);
+  run(state, error, [&](int i, cudaStream_t s) {
+    return rope::rope_forward(d.x[i], d.cos[i], d.sin[i], d.y[i], n, kOriginalDim, s);
+  }, d.batch, original_bytes<T>(n), static_cast<double>(n), Timing::kBatched, true);
+}
+
+template <typename T>
+void unfused(benchmark::State& state, std::int64_t n) {
+  OriginalData<T> d;
+  bench::UnfusedScratch<T> scratch;
+  std::string error = d.setup(n);
+  if (error.empty()) error = scratch.allocate(n, kOriginalDim / 2);
+  run(state, error, [&](int i, cudaStream_t s) {
+    return bench::unfused_rope(d.x[i], d.cos[i], d.sin[i], d.y[i], n, kOriginalDim, scratch, s);
+  }, d.batch, original_bytes<T>(n), static_cast<double>(n));
+}
+
+template <typename T>
+void naive(benchmark::State& state, std::int64_t n) {
+  OriginalData<T> d;
+  const std::string error = d.setup(n);
+  run(state, error, [&](int i, cudaStream_t s) {
+    return bench::naive_fused<T>(d.x[i], d.y[i], 1, nullptr, nullptr, 0, nullptr, d.cos[i], d.sin[i], n,
+                                 kOriginalDim, s);
+  }, d.batch, original_bytes<T>(n), static_cast<double>(n));
+}
+
+// ---- Multi-head shapes: q and k in one launch, int64 positions into a shared cache ----
+
+constexpr std::int64_t kCacheRows = 131072;  // positions are random in [0, kCacheRows)
+constexpr double kLlamaBase = 500000.0;
+
+/// One configuration of a q + k launch.
+struct HeadsCase {
+  std::int64_t tokens = 0;
+  int q_heads = 32, k_heads = 8, head_dim = 128, rotary_dim = 128;
+  bool computed = false;  ///< cos/sin computed in the kernel instead of read from the cache
+  bool in_place = false;
+  bool backward = false;
+};
+
+/// Inputs and outputs of a HeadsCase, one copy per input set; the cos/sin cache is shared,
+/// as a model's is (random positions make each call gather mostly different rows).
+template <typename T>
+struct HeadsData {
+  HeadsCase c;
+  SetArray<T> qx, qy, kx, ky;
+  SetArray<std::int64_t> pos;
+  SetArray<float> cache_cos, cache_sin, freq;
+  double distinct_rows = 0.0;  // mean distinct positions per call
+  double bytes = 0.0;
+  int batch = 0;
+
+  std::string setup(const HeadsCase& hc) {
+    c = hc;
+    const int half = c.rotary_dim / 2;
+    std::vector<std::int64_t> host_pos;
+    // Positions first: the distinct rows they hit are part of the bytes, which size the batch.
+    distinct_rows = bench::random_positions(c.tokens, kCacheRows, 1, 7, host_pos);
+    bytes = min_bytes();
+    batch = bench::batch_for(bytes);
+    bench::random_positions(c.tokens, kCacheRows, batch, 7, host_pos);
+    const std::size_t q = static_cast<std::size_t>(c.tokens) * c.q_heads * c.head_dim;
+    const std::size_t k = static_cast<std::size_t>(c.tokens) * c.k_heads * c.head_dim;
+    std::string e = qx.allocate(q, batch);
+    if (e.empty()) e = kx.allocate(k, batch);
+    if (e.empty() && !c.in_place) e = qy.allocate(q, batch);
+    if (e.empty() && !c.in_place) e = ky.allocate(k, batch);
+    if (e.empty()) e = pos.allocate(static_cast<std::size_t>(c.tokens), batch);
+    if (e.empty()) e = pos.upload(host_pos);
+    if (e.empty()) e = freq.allocate(half, 1);
+    if (e.empty()) e = freq.upload(bench::inv_freq(kLlamaBase, c.rotary_dim));
+    if (e.empty() && !c.computed) e = cache_cos.allocate(static_cast<std::size_t>(kCacheRows) * half, 1);
+    if (e.empty() && !c.computed) e = cache_sin.allocate(static_cast<std::size_t>(kCacheRows) * half, 1);
+    if (e.empty() && !c.computed) e = bench::fill_cos_sin(cache_cos[0], cache_sin[0], kCacheRows, half, freq[0]);
+    if (e.empty()) e = bench::fill_uniform(qx, 2);
+    if (e.empty()) e = bench::fill_uniform(kx, 3);
+    return e;
+  }
+
+  /// x read and y written once (in place with partial rotary: only the rotated part), the
+  /// positions, and the cos/sin rows of the distinct positions (or the frequencies).
+  double min_bytes() const {
+    const double heads = c.q_heads + c.k_heads;
+    const int moved_dim = c.in_place ? c.rotary_dim : c.head_dim;
+    const double tensors = 2.0 * c.tokens * heads * moved_dim * sizeof(T);
+    const double cos_sin = c.computed ? c.rotary_dim / 2 * sizeof(float)
+                                      : distinct_rows * c.rotary_dim / 2 * sizeof(float) * 2;
+    return tensors + c.tokens * sizeof(std::int64_t) + cos_sin;
+  }
+
+  rope::RopeParams<T> params(int i) const {
+    rope::RopeParams<T> p;
+    p.num_tokens = c.tokens;
+    p.head_dim = c.head_dim;
+    p.rotary_dim = c.rotary_dim;
+    p.q = rope::packed_heads<T>(qx[i], c.in_place ? qx[i] : qy[i], c.q_heads, c.head_dim);
+    p.k = rope::packed_heads<T>(kx[i], c.in_place ? kx[i] : ky[i], c.k_heads, c.head_dim);
+    p.cos_sin = c.computed ? rope::computed_cos_sin(freq[0])
+                           : rope::cos_sin_table<float>(cache_cos[0], cache_sin[0], kCacheRows, c.rotary_dim / 2);
+    p.positions = rope::positions(pos[i]);
+    return p;
+  }
+};
+
+template <typename T>
+void heads(benchmark::State& state, HeadsCase hc, Timing timing = Timing::kBatched) {
+  HeadsData<T> d;
+  const std::string error = d.setup(hc);
+  run(state, error, [&](int i, cudaStream_t s) {
+    const rope::RopeParams<T> p = d.params(i);
+    return d.c.backward ? rope::rope_backward(p, s) : rope::rope_forward(p, s);
+  }, d.batch, d.bytes, static_cast<double>(hc.tokens), timing, true);
+}
+
+/// The straightforward fused kernel on the same q + k + positions + cache inputs.
+void naive_heads(benchmark::State& state, HeadsCase hc) {
+  using T = __nv_bfloat16;
+  HeadsData<T> d;
+  const std::string error = d.setup(hc);
+  run(state, error, [&](int i, cudaStream_t s) {
+    return bench::naive_fused<T>(d.qx[i], d.qy[i], d.c.q_heads, d.kx[i], d.ky[i], d.c.k_heads, d.pos[i],
+                                 d.cache_cos[0], d.cache_sin[0], d.c.tokens, d.c.head_dim, s);
+  }, d.batch, d.bytes, static_cast<double>(hc.tokens));
+}
+
+/// The copy ceiling for a HeadsCase: same bytes (positions drawn the same way).
+void copy_heads(benchmark::State& state, HeadsCase hc) {
+  std::vector<std::int64_t> unused;
+  HeadsData<__nv_bfloat16> d;
+  d.c = hc;
+  d.distinct_rows = bench::random_positions(hc.tokens, kCacheRows, 1, 7, unused);
+  copy_bench(state, d.min_bytes(), static_cast<double>(hc.tokens));
+}
+
+void empty_kernel_bench(benchmark::State& state, Timing timing) {
+  run(state, {}, [](int, cudaStream_t s) {
+    bench::empty_kernel<<<1, 1, 0, s>>>();
+    return cudaGetLastError();
+  }, 256, 0.0, 0.0, timing);
+}
+
+// ---- Registration ----
+
+template <typename F>
+void add(const std::string& name, F&& fn) {
+  benchmark::RegisterBenchmark(name.c_str(), std::forward<F>(fn))
+      ->UseManualTime()  // the median set by run(), not Google Benchmark's wall clock
+      ->Iterations(1)    // one iteration = all samples of the median
+      ->Unit(benchmark::kMicrosecond);
+}
+
+template <typename T>
+void register_original(const std::vector<std::int64_t>& sizes) {
+  const std::string dt = dtype_name<T>();
+  for (const std::int64_t n : sizes) {
+    const std::string suffix = "/" + dt + "/N:" + std::to_string(n);
+    add("original" + suffix, [n](benchmark::State& s) { original<T>(s, n); });
+    add("unfused/original" + suffix, [n](benchmark::State& s) { unfused<T>(s, n); });
+    add("naive_fused/original" + suffix, [n](benchmark::State& s) { naive<T>(s, n); });
+    add("copy/original" + suffix, [n](benchmark::State& s) { copy_bench(s, original_bytes<T>(n), n); });
+  }
+}
+
+void register_all() {
+  using bf16 = __nv_bfloat16;
+  std::vector<std::int64_t> sizes;
+  for (std::int64_t n = 2048; n <= 63488; n += 4096) sizes.push_back(n);
+  for (const std::int64_t n : {262144, 1048576, 4194304}) sizes.push_back(n);
+  register_original<float>(sizes);
+  register_original<bf16>(sizes);
+  register_original<__half>(sizes);
+
+  for (const std::int64_t t : {512, 4096, 16384, 65536}) {
+    const std::string tokens = "/T:" + std::to_string(t);
+    for (const bool backward : {false, true}) {
+      for (const bool computed : {false, true}) {
+        for (const bool in_place : {false, true}) {
+          HeadsCase hc;
+          hc.tokens = t;
+          hc.computed = computed;
+          hc.in_place = in_place;
+          hc.backward = backward;
+          add(std::string("llama3_8b_prefill/") + (backward ? "bwd" : "fwd") + (computed ? "/computed" : "/table") +
+                  (in_place ? "/in_place" : "/out_of_place") + tokens,
+              [hc](benchmark::State& s) { heads<bf16>(s, hc); });
+        }
+      }
+    }
+    HeadsCase base;
+    base.tokens = t;
+    add("naive_fused/llama3_8b_prefill" + tokens, [base](benchmark::State& s) { naive_heads(s, base); });
+    add("copy/llama3_8b_prefill" + tokens, [base](benchmark::State& s) { copy_heads(s, base); });
+  }
+
+  // Decode: rotated in place, as an engine does before appending k to its cache.
+  for (const std::int64_t t : {1, 8, 64, 256}) {
+    for (const bool computed : {false, true}) {
+      HeadsCase hc;
+      hc.tokens = t;
+      hc.computed = computed;
+      hc.in_place = true;
+      add(std::string("decode/") + (computed ? "computed" : "table") + "/T:" + std::to_string(t),
+          [hc](benchmark::State& s) { heads<bf16>(s, hc); });
+    }
+  }
+  for (const std::int64_t t : {1, 8, 64, 256}) {
+    HeadsCase hc;
+    hc.tokens = t;
+    hc.in_place = true;
+    add("decode_latency/table/T:" + std::to_string(t),
+        [hc](benchmark::State& s) { heads<bf16>(s, hc, Timing::kSingle); });
+  }
+  add("empty_kernel", [](benchmark::State& s) { empty_kernel_bench(s, Timing::kBatched); });
+  add("empty_kernel_latency", [](benchmark::State& s) { empty_kernel_bench(s, Timing::kSingle); });
+
+  // Other head sizes (out of place, cache table), T = 16384; 128 repeats Llama for reference.
+  struct Shape { const char* name; int q, k, dim, rot; };
+  for (const Shape& sh : {Shape{"64/q32_k8", 32, 8, 64, 64}, Shape{"80_rot32/q32_k32", 32, 32, 80, 32},
+                          Shape{"128/q32_k8", 32, 8, 128, 128}, Shape{"256/q16_k8", 16, 8, 256, 256}}) {
+    HeadsCase hc;
+    hc.tokens = 16384;
+    hc.q_heads = sh.q;
+    hc.k_heads = sh.k;
+    hc.head_dim = sh.dim;
+    hc.rotary_dim = sh.rot;
+    add(std::string("head_dim/") + sh.name + "/T:16384", [hc](benchmark::State& s) { heads<bf16>(s, hc); });
+  }
+}
+
+/// Whether the command line asks only for the list of names (which needs no GPU).
+bool list_only(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const char* a = argv[i];
+    if (std::strcmp(a, "--benchmark_list_tests") == 0 || std::strcmp(a, "--benchmark_list_tests=true") == 0 ||
+        std::strcmp(a, "--benchmark_list_tests=1") == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool listing = list_only(argc, argv);
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  if (!listing) {
+    const char* env = std::getenv("ROPE_BENCH_SAMPLES");
+    const int samples = env != nullptr ? std::atoi(env) : 30;
+    if (samples < 1) {
+      std::fprintf(stderr, "rope_bench: ROPE_BENCH_SAMPLES must be a positive integer\n");
+      return 1;
+    }
+    std::string error = bench::init_gpu(samples);
+    if (error.empty()) error = bench::add_context();
+    if (!error.empty()) {
+      std::fprintf(stderr, "rope_bench: %s\n", error.c_str());
+      return 1;
+    }
+    std::fprintf(stderr, "rope_bench: %s, device copy %.0f GB/s (read + write), L2 %zu MiB\n", gpu().prop.name,
+                 gpu().copy_bytes_per_s / 1e9, gpu().l2_bytes >> 20);
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
