@@ -72,8 +72,9 @@ void run(benchmark::State& state, const std::string& setup_error, const bench::L
   }
 }
 
-/// The copy ceiling for an operation of `bytes`: cudaMemcpyAsync of bytes/2 (read + write).
-void copy_bench(benchmark::State& state, double bytes, double tokens) {
+/// The copy ceiling for an operation of `bytes`: bytes/2 copied (read + write), through
+/// cudaMemcpyAsync or through the copy kernel.
+void copy_bench(benchmark::State& state, double bytes, double tokens, bool kernel = false) {
   const std::size_t half = static_cast<std::size_t>(bytes / 2);
   const int batch = bench::batch_for(bytes);
   SetArray<unsigned char> src, dst;
@@ -81,7 +82,8 @@ void copy_bench(benchmark::State& state, double bytes, double tokens) {
   if (error.empty()) error = dst.allocate(half, batch);
   if (error.empty()) error = bench::cuda_error("cudaMemset", cudaMemset(src.data(), 1, src.total()));
   run(state, error, [&](int i, cudaStream_t s) {
-    return cudaMemcpyAsync(dst[i], src[i], half, cudaMemcpyDeviceToDevice, s);
+    return kernel ? bench::launch_copy_kernel(src[i], dst[i], half / 16 * 16, s)
+                  : cudaMemcpyAsync(dst[i], src[i], half, cudaMemcpyDeviceToDevice, s);
   }, batch, bytes, tokens);
 }
 
@@ -246,12 +248,12 @@ void naive_heads(benchmark::State& state, HeadsCase hc) {
 }
 
 /// The copy ceiling for a HeadsCase: same bytes (positions drawn the same way).
-void copy_heads(benchmark::State& state, HeadsCase hc) {
+void copy_heads(benchmark::State& state, HeadsCase hc, bool kernel = false) {
   std::vector<std::int64_t> unused;
   HeadsData<__nv_bfloat16> d;
   d.c = hc;
   d.distinct_rows = bench::random_positions(hc.tokens, kCacheRows, 1, 7, unused);
-  copy_bench(state, d.min_bytes(), static_cast<double>(hc.tokens));
+  copy_bench(state, d.min_bytes(), static_cast<double>(hc.tokens), kernel);
 }
 
 void empty_kernel_bench(benchmark::State& state, Timing timing) {
@@ -280,6 +282,7 @@ void register_original(const std::vector<std::int64_t>& sizes) {
     add("unfused/original" + suffix, [n](benchmark::State& s) { unfused<T>(s, n); });
     add("naive_fused/original" + suffix, [n](benchmark::State& s) { naive<T>(s, n); });
     add("copy/original" + suffix, [n](benchmark::State& s) { copy_bench(s, original_bytes<T>(n), n); });
+    add("copy_kernel/original" + suffix, [n](benchmark::State& s) { copy_bench(s, original_bytes<T>(n), n, true); });
   }
 }
 
@@ -312,6 +315,7 @@ void register_all() {
     base.tokens = t;
     add("naive_fused/llama3_8b_prefill" + tokens, [base](benchmark::State& s) { naive_heads(s, base); });
     add("copy/llama3_8b_prefill" + tokens, [base](benchmark::State& s) { copy_heads(s, base); });
+    add("copy_kernel/llama3_8b_prefill" + tokens, [base](benchmark::State& s) { copy_heads(s, base, true); });
   }
 
   // Decode: rotated in place, as an engine does before appending k to its cache.
