@@ -40,7 +40,8 @@ struct CaseConfig {
   int token_pad = 0;    // extra elements between tokens
   int y_token_pad = 0;  // extra padding of y's token stride over x's (out of place)
   int misalign = 0;     // elements added to every tensor base pointer
-  int table_misalign = 0;
+  int table_misalign = 0;  // elements added to the cos/sin table pointers, or to inv_freq (computed)
+  int k_misalign = 0;   // elements added to k's base pointers only (not with fused_qkv), so q and k differ
   bool in_place = false;
   bool fused_qkv = false;  // q, k (and an untouched v) sliced out of one buffer
   rope::PositionType position_type = rope::PositionType::kNone;
@@ -53,6 +54,17 @@ struct CaseConfig {
   float attention_scaling = 1.0f;
   bool backward = false;
   int lanes = 0;  // host only: lanes per token (0: the launcher's choice)
+  // Seed of this case's data (inputs, positions, table values). 0: base_seed() mixed with the
+  // salt, as before; anything else makes the data a function of the config alone (exact replay).
+  std::uint64_t data_seed = 0;
+  // Computed mode only: when set, the frequencies and the attention factor come from
+  // rope::compute_inv_freq(scaling, rotary_dim, ..., scaling_seq_len), replacing the plain
+  // base-10000 frequencies and `attention_scaling`. LongRoPE's factors are read from the two
+  // vectors below (rotary_dim / 2 entries each), whatever scaling.short_factor/long_factor hold.
+  bool scaled = false;
+  rope::RopeScaling scaling;
+  std::int64_t scaling_seq_len = 0;
+  std::vector<float> longrope_short, longrope_long;
 
   std::string describe() const {
     std::ostringstream o;
@@ -60,11 +72,22 @@ struct CaseConfig {
       << " style=" << (style == rope::Style::kInterleaved ? "interleaved" : "half") << " q_heads=" << q_heads
       << " k_heads=" << k_heads << " head_pad=" << head_pad << " token_pad=" << token_pad
       << " y_token_pad=" << y_token_pad << " misalign=" << misalign << " table_misalign=" << table_misalign
+      << " k_misalign=" << k_misalign
       << " in_place=" << in_place << " fused_qkv=" << fused_qkv << " positions=" << static_cast<int>(position_type)
       << " out_of_range=" << out_of_range << " table_rows=" << table_rows
       << " layout=" << static_cast<int>(table_layout) << " table_in_T=" << table_in_tensor_type
       << " computed=" << computed << " max_position=" << max_position << " scaling=" << attention_scaling
       << " backward=" << backward << " lanes=" << lanes;
+    if (data_seed != 0) o << " data_seed=" << data_seed;
+    if (scaled) {
+      o << " scaling{type=" << static_cast<int>(scaling.type) << " base=" << scaling.base
+        << " factor=" << scaling.factor << " original_max=" << scaling.original_max_position_embeddings
+        << " max=" << scaling.max_position_embeddings << " attention_factor=" << scaling.attention_factor
+        << " beta_fast=" << scaling.beta_fast << " beta_slow=" << scaling.beta_slow
+        << " mscale=" << scaling.mscale << " mscale_all_dim=" << scaling.mscale_all_dim
+        << " low_freq_factor=" << scaling.low_freq_factor << " high_freq_factor=" << scaling.high_freq_factor
+        << " seq_len=" << scaling_seq_len << "}";
+    }
     return o.str();
   }
 };
@@ -133,12 +156,14 @@ struct TensorPlace {
 template <typename T>
 class Case {
  public:
-  explicit Case(const CaseConfig& cfg, std::uint64_t salt = 0) : cfg_(cfg), rng_(base_seed() ^ (salt * 0x9E3779B97F4A7C15ull)) {
+  explicit Case(const CaseConfig& cfg, std::uint64_t salt = 0)
+      : cfg_(cfg), rng_(cfg.data_seed != 0 ? cfg.data_seed : base_seed() ^ (salt * 0x9E3779B97F4A7C15ull)) {
     build();
   }
 
   /// Runs the case and checks it; the AssertionResult carries the seed and configuration on failure.
   ::testing::AssertionResult run(Backend backend) {
+    if (build_error_ != nullptr) return fail() << "compute_inv_freq rejected the scaling: " << build_error_;
     std::vector<std::vector<T>> before;
     for (auto& b : buffers_) before.push_back(b->host);
     const int flag_before = flag_.host[0];
@@ -168,19 +193,22 @@ class Case {
 
  private:
   ::testing::AssertionResult fail() const {
-    return ::testing::AssertionFailure() << "[ROPE_TEST_SEED=" << base_seed() << "] " << cfg_.describe() << "\n  ";
+    ::testing::AssertionResult r = ::testing::AssertionFailure();
+    if (cfg_.data_seed == 0) r << "[ROPE_TEST_SEED=" << base_seed() << "] ";  // else describe() has the seed
+    return r << cfg_.describe() << "\n  ";
   }
 
   int rotary_dim() const { return cfg_.rotary_dim == 0 ? cfg_.head_dim : cfg_.rotary_dim; }
 
-  int add_buffer(std::int64_t elements, bool poison) {
+  int add_buffer(std::int64_t elements, bool poison, int extra_misalign = 0) {
     buffers_.push_back(std::make_unique<Mirror<T>>());
     auto& h = buffers_.back()->host;
-    h.resize(static_cast<std::size_t>(elements + 2 * kGuard + cfg_.misalign));
+    const int lead = cfg_.misalign + extra_misalign;
+    h.resize(static_cast<std::size_t>(elements + 2 * kGuard + lead));
     std::uniform_real_distribution<float> u(-1.0f, 1.0f);
     for (auto& v : h) v = rope::detail::from_float<T>(poison ? NAN : u(rng_));
     // Guards always hold recognisable non-NaN values, so a stray write of anything shows.
-    for (int i = 0; i < kGuard + cfg_.misalign; ++i) h[i] = rope::detail::from_float<T>(7.0f);
+    for (int i = 0; i < kGuard + lead; ++i) h[i] = rope::detail::from_float<T>(7.0f);
     for (std::size_t i = h.size() - kGuard; i < h.size(); ++i) h[i] = rope::detail::from_float<T>(-7.0f);
     return static_cast<int>(buffers_.size()) - 1;
   }
@@ -212,15 +240,15 @@ class Case {
       place(q_, cfg_.q_heads, x, y, ts, y_ts, 0);
       if (cfg_.k_heads > 0) place(k_, cfg_.k_heads, x, y, ts, y_ts, std::int64_t{cfg_.q_heads} * hs);
     } else {
-      auto one = [&](TensorPlace& t, int heads) {
+      auto one = [&](TensorPlace& t, int heads, int extra_misalign) {
         const std::int64_t ts = std::int64_t{heads} * hs + cfg_.token_pad;
         const std::int64_t y_ts = cfg_.in_place ? ts : ts + cfg_.y_token_pad;
-        const int x = add_buffer(span(T_, heads, D, ts, hs), false);
-        const int y = cfg_.in_place ? x : add_buffer(span(T_, heads, D, y_ts, hs), true);
-        place(t, heads, x, y, ts, y_ts, 0);
+        const int x = add_buffer(span(T_, heads, D, ts, hs), false, extra_misalign);
+        const int y = cfg_.in_place ? x : add_buffer(span(T_, heads, D, y_ts, hs), true, extra_misalign);
+        place(t, heads, x, y, ts, y_ts, extra_misalign);
       };
-      one(q_, cfg_.q_heads);
-      if (cfg_.k_heads > 0) one(k_, cfg_.k_heads);
+      one(q_, cfg_.q_heads, 0);
+      if (cfg_.k_heads > 0) one(k_, cfg_.k_heads, cfg_.k_misalign);
     }
     build_positions();
     build_cos_sin();
@@ -257,12 +285,28 @@ class Case {
     ref_.backward = cfg_.backward;
     ref_.computed = cfg_.computed;
     // Inverse frequencies of base 10000 (computed mode); kept as the fp32 values the kernel reads.
-    inv_freq_.host.resize(static_cast<std::size_t>(half) + 4);
+    // In computed mode they start `table_misalign` floats into their buffer.
+    freq_at_ = cfg_.computed ? cfg_.table_misalign : 0;
+    inv_freq_.host.resize(static_cast<std::size_t>(half + freq_at_) + 4);
+    float* freq = inv_freq_.host.data() + freq_at_;
     for (int i = 0; i < half; ++i) {
-      inv_freq_.host[i] = static_cast<float>(std::pow(10000.0, -2.0 * i / rotary_dim()));
-      ref_.inv_freq.push_back(inv_freq_.host[i]);
+      freq[i] = static_cast<float>(std::pow(10000.0, -2.0 * i / rotary_dim()));
     }
-    ref_.attention_scaling = cfg_.attention_scaling;
+    attention_scaling_ = cfg_.attention_scaling;
+    if (cfg_.computed && cfg_.scaled) {
+      // A model's scaled frequencies (their derivation is tested in test_frequencies.cu; here
+      // they only give the kernel realistic frequency ranges and attention factors).
+      rope::RopeScaling s = cfg_.scaling;
+      if (s.type == rope::ScalingType::kLongRope) {
+        s.short_factor = cfg_.longrope_short.data();
+        s.long_factor = cfg_.longrope_long.data();
+      }
+      const rope::Status st = rope::compute_inv_freq(s, rotary_dim(), freq, &attention_scaling_,
+                                                     cfg_.scaling_seq_len);
+      if (!st.ok()) build_error_ = st.message;
+    }
+    for (int i = 0; i < half; ++i) ref_.inv_freq.push_back(freq[i]);
+    ref_.attention_scaling = attention_scaling_;
     if (cfg_.computed) return;
 
     // Table values: cos/sin of random angles, stored as float or T; the reference reads the
@@ -328,7 +372,7 @@ class Case {
     p.q = view(q_);
     if (k_.heads > 0) p.k = view(k_);
     if (cfg_.computed) {
-      p.cos_sin = rope::computed_cos_sin(inv_freq_.base(b), cfg_.attention_scaling);
+      p.cos_sin = rope::computed_cos_sin(inv_freq_.base(b) + freq_at_, attention_scaling_);
     } else if (cfg_.table_in_tensor_type) {
       const T* base = reinterpret_cast<const T*>(table_.base(b));
       p.cos_sin = rope::cos_sin_table(base + cos_at_, base + sin_at_, rows_, stride_);
@@ -400,6 +444,9 @@ class Case {
   std::int64_t rows_ = 0, cos_at_ = 0, sin_at_ = 0;
   int stride_ = 0;
   int vec_used_ = 0;
+  float attention_scaling_ = 1.0f;     // what the kernel is given (computed mode)
+  int freq_at_ = 0;                    // offset of the frequencies in inv_freq_ (computed mode)
+  const char* build_error_ = nullptr;  // a config the harness could not build (reported by run)
 };
 
 }  // namespace rope_test

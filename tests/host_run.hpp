@@ -16,14 +16,14 @@ cudaError_t run_on_host(const rope::RopeParams<T>& p, bool inverse, int lanes_ov
                         int* vec_out = nullptr) {
   const rope::Status status = rope::validate(p);
   if (!status.ok()) return status.error;
-  rope::detail::dispatch(p, [&](auto style, auto vec) {
+  rope::detail::dispatch(p, [&](auto style, auto vec, auto head_batch) {
     if (vec_out != nullptr) *vec_out = decltype(vec)::value;
-    const rope::detail::LaunchShape shape = rope::detail::choose_launch_shape(p, vec);
+    const rope::detail::LaunchShape shape = rope::detail::choose_launch_shape(p, vec, head_batch);
     const int lanes = lanes_override > 0 ? lanes_override : shape.lanes_per_token;
     for (std::int64_t token = 0; token < p.num_tokens; ++token) {
       for (int lane = 0; lane < lanes; ++lane) {
-        rope::detail::rotate_token<T, decltype(style)::value, decltype(vec)::value>(p, inverse, token, lane,
-                                                                                    lanes);
+        rope::detail::rotate_token<T, decltype(style)::value, decltype(vec)::value, decltype(head_batch)::value>(
+            p, inverse, token, lane, lanes);
       }
     }
   });

@@ -35,24 +35,28 @@ TEST(HostBodyLanes, AnyLaneCountCoversEveryElement) {
   }
 }
 
-// The dispatch takes 16-byte accesses whenever alignment allows, and falls back otherwise.
+// The dispatch takes 16-byte accesses whenever alignment allows, and falls back otherwise;
+// tokens with at most two heads take two 16-byte vectors per half.
 TEST(HostBodyDispatch, PicksWidestAlignedAccess) {
-  struct Want { int head_dim, misalign, head_pad; int vec_f32, vec_bf16; };
+  struct Want { int head_dim, misalign, head_pad, heads; int vec_f32, vec_bf16; };
   const Want wants[] = {
-      {128, 0, 0, 4, 8},   // aligned: 16 bytes
-      {128, 2, 0, 2, 1},   // 2 elements off: f32 is 8-byte aligned (2), bf16 only 4-byte (scalar)
-      {128, 4, 0, 4, 4},   // 4 elements off: f32 16-byte aligned, bf16 8-byte (4)
-      {128, 1, 0, 1, 1},   // odd element offset: scalar
-      {72, 0, 0, 4, 4},    // halves of 36: f32 takes 4, bf16 falls to 4 (36 % 8 != 0)
-      {6, 0, 0, 1, 1},     // halves of 3: scalar
-      {128, 0, 4, 4, 4},   // head stride 132: f32 keeps 4, bf16 needs 8 | 132 -> 4
+      {128, 0, 0, 3, 4, 8},    // aligned: 16 bytes
+      {128, 0, 0, 1, 8, 16},   // one head: two 16-byte vectors per half
+      {128, 0, 0, 2, 8, 16},   // two heads: likewise
+      {128, 4, 0, 1, 8, 4},    // one head, 16 bytes off (f32: still double) / 8 bytes off (bf16: 4)
+      {128, 2, 0, 3, 2, 1},    // 2 elements off: f32 is 8-byte aligned (2), bf16 only 4-byte (scalar)
+      {128, 4, 0, 3, 4, 4},    // 4 elements off: f32 16-byte aligned, bf16 8-byte (4)
+      {128, 1, 0, 3, 1, 1},    // odd element offset: scalar
+      {72, 0, 0, 3, 4, 4},     // halves of 36: f32 takes 4, bf16 falls to 4 (36 % 8 != 0)
+      {6, 0, 0, 3, 1, 1},      // halves of 3: scalar
+      {128, 0, 4, 3, 4, 4},    // head stride 132: f32 keeps 4, bf16 needs 8 | 132 -> 4
   };
   for (const Want& w : wants) {
     CaseConfig c;
     c.head_dim = w.head_dim;
     c.misalign = w.misalign;
     c.head_pad = w.head_pad;
-    c.q_heads = 2;
+    c.q_heads = w.heads;
     c.tokens = 2;
     Case<float> f32(c, 1);
     ASSERT_TRUE(f32.run(Backend::kHost));
@@ -63,21 +67,25 @@ TEST(HostBodyDispatch, PicksWidestAlignedAccess) {
   }
 }
 
-// Launch shapes stay within CUDA's limits and give every token all its columns.
+// Launch shapes stay within the kernel's launch bounds and give every token all its columns.
 TEST(HostBodyDispatch, LaunchShapeIsValid) {
   for (int d : {2, 64, 128, 256, 4096}) {
     for (int heads : {1, 3, 40, 128}) {
       rope::RopeParams<float> p;
       p.head_dim = d;
       p.q.num_heads = heads;
-      for (int vec : {1, 2, 4}) {
+      for (int vec : {1, 2, 4, 8}) {
         if ((d / 2) % vec != 0) continue;
-        const auto s = rope::detail::choose_launch_shape(p, vec);
-        EXPECT_GE(s.lanes_per_token, 1);
-        EXPECT_GE(s.tokens_per_block, 1);
-        EXPECT_LE(s.lanes_per_token * s.tokens_per_block, 1024);
-        const int columns = d / 2 / vec;
-        if (columns <= 1024) EXPECT_EQ(s.lanes_per_token % columns, 0) << d << " " << heads << " " << vec;
+        for (int batch : {1, 4}) {
+          const auto s = rope::detail::choose_launch_shape(p, vec, batch);
+          EXPECT_GE(s.lanes_per_token, 1);
+          EXPECT_GE(s.tokens_per_block, 1);
+          EXPECT_LE(s.lanes_per_token * s.tokens_per_block, rope::detail::kMaxBlockThreads);
+          const int columns = d / 2 / vec;
+          if (columns <= rope::detail::kMaxBlockThreads) {
+            EXPECT_EQ(s.lanes_per_token % columns, 0) << d << " " << heads << " " << vec;
+          }
+        }
       }
     }
   }

@@ -29,11 +29,11 @@ cudaError_t launch(const RopeParams<T>& params, bool inverse, cudaStream_t strea
   const Status status = validate(params);
   if (!status.ok()) return record(status);
   if (params.num_tokens == 0) return record(cudaSuccess);
-  dispatch(params, [&](auto style, auto vec) {
-    const LaunchShape shape = choose_launch_shape(params, vec);
+  dispatch(params, [&](auto style, auto vec, auto head_batch) {
+    const LaunchShape shape = choose_launch_shape(params, vec, head_batch);
     const std::int64_t blocks = (params.num_tokens + shape.tokens_per_block - 1) / shape.tokens_per_block;
     const dim3 block(static_cast<unsigned>(shape.lanes_per_token), static_cast<unsigned>(shape.tokens_per_block));
-    rope_forward<T, decltype(style)::value, decltype(vec)::value>
+    rope_forward<T, decltype(style)::value, decltype(vec)::value, decltype(head_batch)::value>
         <<<static_cast<unsigned>(blocks), block, 0, stream>>>(params, inverse);
   });
   return record(cudaGetLastError());

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include <rope/detail/kernel.cuh>
 #include <rope/detail/vector.cuh>
 #include <rope/types.cuh>
 #include <rope/validate.cuh>
@@ -15,12 +16,24 @@
 namespace rope {
 namespace detail {
 
-/// Pairs per access for T: the full 16-byte width, half of it, or one (the scalar path).
+/// Pairs per lane-column for T: two 16-byte vectors per half (for tokens with few heads, where a
+/// lane has no other heads to keep loads in flight), one, half of one, or one element (scalar).
 template <typename T>
 struct VectorWidths {
   static constexpr int kWide = 16 / static_cast<int>(sizeof(T));
+  static constexpr int kDouble = 2 * kWide;
   static constexpr int kNarrow = kWide / 2;
 };
+
+/// Heads a lane keeps in flight at once: four for the usual widths, one for the double width
+/// (which already has four 16-byte loads per head).
+template <typename T>
+constexpr int head_batch_for(int vec) {
+  return vec == VectorWidths<T>::kDouble ? 1 : ROPE_HEAD_BATCH;
+}
+
+/// Tokens with at most this many heads (q + k) take the double width when it fits.
+constexpr int kFewHeads = 2;
 
 inline bool multiple_of(std::int64_t v, std::int64_t m) { return v % m == 0; }
 
@@ -30,9 +43,11 @@ bool vector_width_fits(const RopeParams<T>& p, int vec) {
   if (vec == 1) return true;
   const int rotary_dim = p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
   if (!multiple_of(rotary_dim / 2, vec) || !multiple_of(p.head_dim - rotary_dim, vec)) return false;
-  // Half-split and tail accesses are vec elements; interleaved ones 2 * vec, capped at 16 bytes.
+  // Accesses are vec elements (half-split, tail) or 2 * vec (interleaved), at most 16 bytes each,
+  // at offsets that are multiples of their size: base pointers and strides need that alignment.
   const int widest = VectorWidths<T>::kWide;
-  const int need = p.style == Style::kInterleaved ? (2 * vec < widest ? 2 * vec : widest) : vec;
+  const int span = p.style == Style::kInterleaved ? 2 * vec : vec;
+  const int need = span < widest ? span : widest;
   auto tensor_ok = [&](const HeadsTensor<T>& t) {
     return is_aligned(t.x, need * sizeof(T)) && is_aligned(t.y, need * sizeof(T)) &&
            multiple_of(t.x_token_stride, need) && multiple_of(t.x_head_stride, need) &&
@@ -49,18 +64,22 @@ bool vector_width_fits(const RopeParams<T>& p, int vec) {
   return is_aligned(cs.cos, t * elem) && is_aligned(cs.sin, t * elem) && multiple_of(cs.row_stride, t);
 }
 
-/// Calls `f(style_constant, vec_constant)` with the widest access the arguments allow.
+/// Calls `f(style, vec, head_batch)` (integral constants) with the widest access the arguments allow.
 template <typename T, typename F>
 void dispatch(const RopeParams<T>& p, F&& f) {
   using W = VectorWidths<T>;
   auto with_style = [&](auto vec) {
+    constexpr int kBatch = head_batch_for<T>(decltype(vec)::value);
+    using Batch = std::integral_constant<int, kBatch>;
     if (p.style == Style::kInterleaved) {
-      f(std::integral_constant<Style, Style::kInterleaved>{}, vec);
+      f(std::integral_constant<Style, Style::kInterleaved>{}, vec, Batch{});
     } else {
-      f(std::integral_constant<Style, Style::kHalfSplit>{}, vec);
+      f(std::integral_constant<Style, Style::kHalfSplit>{}, vec, Batch{});
     }
   };
-  if (vector_width_fits(p, W::kWide)) {
+  if (p.q.num_heads + p.k.num_heads <= kFewHeads && vector_width_fits(p, W::kDouble)) {
+    with_style(std::integral_constant<int, W::kDouble>{});
+  } else if (vector_width_fits(p, W::kWide)) {
     with_style(std::integral_constant<int, W::kWide>{});
   } else if (vector_width_fits(p, W::kNarrow)) {
     with_style(std::integral_constant<int, W::kNarrow>{});
@@ -75,23 +94,25 @@ struct LaunchShape {
   int tokens_per_block;
 };
 
-/// About 256 threads per block. A token gets one lane per column of `vec` pairs times enough
-/// head groups to fill that (heads split evenly across groups). When one token is too little
-/// work for 256 threads (a single 64-dim head, say), the block takes several tokens.
+/// At most kMaxBlockThreads (256) threads per block. A token gets one lane per column of `vec`
+/// pairs times enough head groups that each lane has about `head_batch` heads (twice that with
+/// computed cos/sin; heads split evenly across groups); when one token is too little work for the block (a single 64-dim head,
+/// say), the block takes several tokens. A head wider than the block has its lanes walk columns.
 template <typename T>
-LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec) {
-  constexpr int kTargetThreads = 256;
-  constexpr int kMaxThreads = 1024;
+LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch) {
   const int rotary_dim = p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
   const int columns = rotary_dim / 2 / vec;
-  if (columns >= kTargetThreads) return LaunchShape{columns < kMaxThreads ? columns : kMaxThreads, 1};
+  if (columns >= kMaxBlockThreads) return LaunchShape{kMaxBlockThreads, 1};
   const int heads = p.q.num_heads + p.k.num_heads;
-  const int max_groups = kTargetThreads / columns;
-  const int heads_per_group = (heads + max_groups - 1) / max_groups;
-  const int groups = (heads + heads_per_group - 1) / heads_per_group;
+  // Computed cos/sin cost arithmetic per lane, not bytes: give each lane two batches of heads
+  // so each (token, pair) sincos is computed half as often.
+  const int heads_per_lane = p.cos_sin.kind == CosSin::Kind::kComputed ? 2 * head_batch : head_batch;
+  int groups = (heads + heads_per_lane - 1) / heads_per_lane;
+  if (groups > kMaxBlockThreads / columns) groups = kMaxBlockThreads / columns;
+  const int heads_per_group = (heads + groups - 1) / groups;
+  groups = (heads + heads_per_group - 1) / heads_per_group;
   const int lanes = columns * groups;
-  const int tokens = kTargetThreads / lanes > 1 ? kTargetThreads / lanes : 1;
-  return LaunchShape{lanes, tokens};
+  return LaunchShape{lanes, kMaxBlockThreads / lanes};
 }
 
 }  // namespace detail

@@ -42,38 +42,54 @@ ROPE_HOST_DEVICE void load_cos_sin(const CosSin& cs, std::int64_t position, int 
   }
 }
 
-/// Rotates pairs [first_pair, first_pair + kVec) of one head from x into y.
-template <Style kStyle, int kVec, typename T>
-ROPE_HOST_DEVICE void rotate_pairs(const T* x, T* y, int half, int first_pair, const float (&c)[kVec],
-                                   const float (&s)[kVec]) {
-  if (kStyle == Style::kHalfSplit) {
-    // Pair i is (x[i], x[i + half]): one vector from each half.
-    float lo[kVec], hi[kVec];
-    load_floats<kVec>(x + first_pair, lo);
-    load_floats<kVec>(x + half + first_pair, hi);
-#pragma unroll
-    for (int i = 0; i < kVec; ++i) {
-      const float x1 = lo[i], x2 = hi[i];
-      lo[i] = x1 * c[i] - x2 * s[i];
-      hi[i] = x1 * s[i] + x2 * c[i];
+/// Pairs [first_pair, first_pair + kVec) of one head, as loaded: loading and rotating are
+/// separate steps so a lane can have several heads' loads in flight before it rotates any.
+template <typename T, Style kStyle, int kVec>
+struct PairChunk {
+  // Half-split: kVec elements from each half, accessed kVec (up to 16 bytes) at a time.
+  // Interleaved: 2 * kVec consecutive elements; the scalar path (kVec == 1) promises no
+  // alignment beyond the element, so it accesses one element at a time.
+  static constexpr bool kHalfSplit = kStyle == Style::kHalfSplit;
+  static constexpr int kChunk = kHalfSplit ? Access<T, kVec>::value : kVec == 1 ? 1 : Access<T, 2 * kVec>::value;
+  static constexpr int kElems = kHalfSplit ? kVec : 2 * kVec;  // per fragment
+  Fragment<T, kElems, kChunk> a;  // half-split: the first half's pairs; interleaved: all of them
+  Fragment<T, kHalfSplit ? kVec : kChunk, kChunk> b;  // half-split: the second half's (unused otherwise)
+
+  ROPE_HOST_DEVICE void load(const T* x, int half, int first_pair) {
+    if (kHalfSplit) {
+      a.load(x + first_pair);
+      b.load(x + half + first_pair);
+    } else {
+      a.load(x + 2 * first_pair);
     }
-    store_floats<kVec>(y + first_pair, lo);
-    store_floats<kVec>(y + half + first_pair, hi);
-  } else {
-    // Pair i is (x[2i], x[2i + 1]): kVec pairs are 2 * kVec consecutive elements. The scalar
-    // path (kVec == 1) promises no alignment beyond the element, so it loads one at a time.
-    constexpr int kChunk = kVec == 1 ? 1 : Access<T, 2 * kVec>::value;
-    float z[2 * kVec];
-    load_floats<2 * kVec, T, kChunk>(x + 2 * first_pair, z);
-#pragma unroll
-    for (int i = 0; i < kVec; ++i) {
-      const float x1 = z[2 * i], x2 = z[2 * i + 1];
-      z[2 * i] = x1 * c[i] - x2 * s[i];
-      z[2 * i + 1] = x1 * s[i] + x2 * c[i];
-    }
-    store_floats<2 * kVec, T, kChunk>(y + 2 * first_pair, z);
   }
-}
+
+  /// y1 = x1 cos - x2 sin, y2 = x1 sin + x2 cos in fp32, stored to y.
+  ROPE_HOST_DEVICE void rotate_store(T* y, int half, int first_pair, const float (&c)[kVec],
+                                     const float (&s)[kVec]) {
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) {
+      // Pair i: (a[i], b[i]) half-split, (a[2i], a[2i + 1]) interleaved.
+      const float x1 = kHalfSplit ? a.get(i) : a.get(2 * i);
+      const float x2 = kHalfSplit ? b.get(i) : a.get(2 * i + 1);
+      const float y1 = x1 * c[i] - x2 * s[i];
+      const float y2 = x1 * s[i] + x2 * c[i];
+      if (kHalfSplit) {
+        a.set(i, y1);
+        b.set(i, y2);
+      } else {
+        a.set(2 * i, y1);
+        a.set(2 * i + 1, y2);
+      }
+    }
+    if (kHalfSplit) {
+      a.store(y + first_pair);
+      b.store(y + half + first_pair);
+    } else {
+      a.store(y + 2 * first_pair);
+    }
+  }
+};
 
 /// Where head `h` of the token lives; heads [0, q.num_heads) are q's, the rest k's.
 template <typename T>
@@ -100,8 +116,11 @@ ROPE_HOST_DEVICE HeadPointers<T> head_pointers(const RopeParams<T>& p, std::int6
 /// The rotary part of a head is split into columns of kVec pairs. Lane `lane` takes column
 /// `lane % columns` for a group of heads (`lane / columns`, then every `groups`-th head), so it
 /// fetches or computes that column's cos/sin once and reuses them for each of its q and k
-/// heads. With fewer lanes than columns each lane walks several columns.
-template <typename T, Style kStyle, int kVec>
+/// heads. It works through its heads kHeadBatch at a time, issuing all of a batch's loads before
+/// it waits on cos/sin or stores anything: the compiler cannot reorder loads of one head above
+/// stores of another itself, since y may alias x. With fewer lanes than columns each lane walks
+/// several columns.
+template <typename T, Style kStyle, int kVec, int kHeadBatch>
 ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::int64_t token, int lane,
                                    int lanes) {
   std::int64_t position = token;
@@ -110,11 +129,11 @@ ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::in
   } else if (p.positions.type == PositionType::kInt64) {
     position = static_cast<const std::int64_t*>(p.positions.data)[token];
   }
-  if (p.cos_sin.kind == CosSin::Kind::kTable && (position < 0 || position >= p.cos_sin.rows)) {
-    // Never read outside the table: leave the token unwritten and tell the caller.
-    if (p.out_of_range_flag != nullptr) *p.out_of_range_flag = 1;
-    return;
-  }
+  // A position outside the table leaves the token unwritten (the table is never read out of
+  // bounds) and tells the caller. The x loads below do not depend on it, so they are not made to
+  // wait for the position: in decode, that is one memory round trip less.
+  const bool in_range = p.cos_sin.kind == CosSin::Kind::kComputed || (position >= 0 && position < p.cos_sin.rows);
+  if (!in_range && lane == 0 && p.out_of_range_flag != nullptr) *p.out_of_range_flag = 1;
 
   const int rotary_dim = p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
   const int half = rotary_dim / 2;
@@ -125,14 +144,32 @@ ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::in
     const int column = item % columns;
     const int first_pair = column * kVec;
     float c[kVec], s[kVec];
-    load_cos_sin<kVec, T>(p.cos_sin, position, first_pair, inverse, c, s);
-    for (int h = item / columns; h < heads; h += groups) {
-      const HeadPointers<T> ptr = head_pointers(p, token, h);
-      rotate_pairs<kStyle, kVec>(ptr.x, ptr.y, half, first_pair, c, s);
+    bool have_cos_sin = false;
+    for (int first_head = item / columns; first_head < heads; first_head += groups * kHeadBatch) {
+      PairChunk<T, kStyle, kVec> chunk[kHeadBatch];
+#pragma unroll
+      for (int b = 0; b < kHeadBatch; ++b) {
+        // Past the last head the load repeats the batch's first head instead of branching
+        // around it: straight-line code keeps every load of the batch in flight at once.
+        const int h = first_head + b * groups;
+        chunk[b].load(head_pointers(p, token, h < heads ? h : first_head).x, half, first_pair);
+      }
+      if (!in_range) return;
+      if (!have_cos_sin) {
+        load_cos_sin<kVec, T>(p.cos_sin, position, first_pair, inverse, c, s);
+        have_cos_sin = true;
+      }
+#pragma unroll
+      for (int b = 0; b < kHeadBatch; ++b) {
+        const int h = first_head + b * groups;
+        // The output address is recomputed rather than kept: registers matter more than a few IMADs.
+        if (h < heads) chunk[b].rotate_store(head_pointers(p, token, h).y, half, first_pair, c, s);
+      }
     }
   }
 
   // Partial rotary: elements [rotary_dim, head_dim) pass through (nothing to do in place).
+  if (!in_range) return;
   const int tail_columns = (p.head_dim - rotary_dim) / kVec;
   for (int item = lane; item < tail_columns * heads; item += lanes) {
     const HeadPointers<T> ptr = head_pointers(p, token, item / tail_columns);

@@ -54,30 +54,64 @@ ROPE_HOST_DEVICE void check_aligned(const T* p) {
 #endif
 }
 
-/// Loads N consecutive elements starting at p as floats, kChunk elements per access
-/// (p aligned to kChunk elements; by default the widest access up to 16 bytes).
+/// Loads N consecutive elements starting at p, kChunk elements per access (p aligned to kChunk
+/// elements; by default the widest access up to 16 bytes).
 template <int N, typename T, int kChunk = Access<T, N>::value>
-ROPE_HOST_DEVICE void load_floats(const T* p, float (&out)[N]) {
+ROPE_HOST_DEVICE void load_elements(const T* p, T (&out)[N]) {
 #pragma unroll
   for (int c = 0; c < N; c += kChunk) {
     check_aligned<T, kChunk>(p + c);
     const Packed<T, kChunk> v = *reinterpret_cast<const Packed<T, kChunk>*>(p + c);
 #pragma unroll
-    for (int i = 0; i < kChunk; ++i) out[c + i] = to_float(v.elem[i]);
+    for (int i = 0; i < kChunk; ++i) out[c + i] = v.elem[i];
   }
 }
 
-/// Stores N floats as N consecutive elements of T at p (aligned as for load_floats).
+/// Stores N elements at p, kChunk per access (aligned as for load_elements).
 template <int N, typename T, int kChunk = Access<T, N>::value>
-ROPE_HOST_DEVICE void store_floats(T* p, const float (&in)[N]) {
+ROPE_HOST_DEVICE void store_elements(T* p, const T (&in)[N]) {
 #pragma unroll
   for (int c = 0; c < N; c += kChunk) {
     check_aligned<T, kChunk>(p + c);
     Packed<T, kChunk> v;
 #pragma unroll
-    for (int i = 0; i < kChunk; ++i) v.elem[i] = from_float<T>(in[c + i]);
+    for (int i = 0; i < kChunk; ++i) v.elem[i] = in[c + i];
     *reinterpret_cast<Packed<T, kChunk>*>(p + c) = v;
   }
+}
+
+/// N elements held as N / kChunk aligned vectors, so that a load keeps them packed in registers
+/// (a 16-byte vector of bf16 stays four registers, not eight) until they are used.
+template <typename T, int N, int kChunk = Access<T, N>::value>
+struct Fragment {
+  static_assert(N % kChunk == 0, "a fragment is whole vectors");
+  Packed<T, kChunk> vec[N / kChunk];
+
+  ROPE_HOST_DEVICE void load(const T* p) {
+#pragma unroll
+    for (int c = 0; c < N / kChunk; ++c) {
+      check_aligned<T, kChunk>(p + c * kChunk);
+      vec[c] = *reinterpret_cast<const Packed<T, kChunk>*>(p + c * kChunk);
+    }
+  }
+  ROPE_HOST_DEVICE void store(T* p) const {
+#pragma unroll
+    for (int c = 0; c < N / kChunk; ++c) {
+      check_aligned<T, kChunk>(p + c * kChunk);
+      *reinterpret_cast<Packed<T, kChunk>*>(p + c * kChunk) = vec[c];
+    }
+  }
+  ROPE_HOST_DEVICE float get(int i) const { return to_float(vec[i / kChunk].elem[i % kChunk]); }
+  ROPE_HOST_DEVICE void set(int i, float v) { vec[i / kChunk].elem[i % kChunk] = from_float<T>(v); }
+};
+
+/// Loads N consecutive elements starting at p as floats (aligned as for load_elements).
+template <int N, typename T>
+ROPE_HOST_DEVICE void load_floats(const T* p, float (&out)[N]) {
+  T raw[N];
+  load_elements<N>(p, raw);
+#pragma unroll
+  for (int i = 0; i < N; ++i) out[i] = to_float(raw[i]);
 }
 
 /// Copies N elements unchanged (the pass-through tail of partial rotary).
