@@ -190,6 +190,9 @@ class Case {
   }
 
   int vec_used() const { return vec_used_; }
+  /// Errors of the last successful check against the double-precision reference.
+  double rel_l2() const { return rel_l2_; }
+  double max_abs() const { return max_abs_; }
 
  private:
   ::testing::AssertionResult fail() const {
@@ -425,6 +428,8 @@ class Case {
     const int flag_want = any_out_of_range ? 1 : flag_before;
     if (flag_.host[0] != flag_want) return fail() << "out_of_range flag is " << flag_.host[0] << ", want " << flag_want;
     const double rel = ref2 > 0 ? std::sqrt(err2 / ref2) : std::sqrt(err2);
+    rel_l2_ = rel;
+    max_abs_ = max_abs;
     if (!(rel <= Tolerance<T>::kRelL2) || !(max_abs <= Tolerance<T>::kMaxAbs)) {
       return fail() << "relative L2 error " << rel << " (limit " << Tolerance<T>::kRelL2 << "), max abs " << max_abs
                     << " (limit " << Tolerance<T>::kMaxAbs << ")";
@@ -444,6 +449,7 @@ class Case {
   std::int64_t rows_ = 0, cos_at_ = 0, sin_at_ = 0;
   int stride_ = 0;
   int vec_used_ = 0;
+  double rel_l2_ = 0, max_abs_ = 0;
   float attention_scaling_ = 1.0f;     // what the kernel is given (computed mode)
   int freq_at_ = 0;                    // offset of the frequencies in inv_freq_ (computed mode)
   const char* build_error_ = nullptr;  // a config the harness could not build (reported by run)

@@ -83,4 +83,35 @@ TEST(GpuSimple, ConvenienceLauncherMatchesParams) {
   cudaFree(dy);
 }
 
+// The accuracy statement of the README: measured error per dtype and mode against double
+// precision, at small and large positions (each case must also be within its dtype's bound).
+template <typename T>
+void report_accuracy(const char* dtype) {
+  struct Mode { const char* name; bool computed; std::int64_t max_position; };
+  const Mode modes[] = {{"table, positions < 4096", false, 0},
+                        {"computed, positions < 4096", true, 4096},
+                        {"computed, positions < 2^20", true, std::int64_t{1} << 20},
+                        {"computed, positions < 1.1 * 10^6", true, 1100000}};
+  for (const Mode& m : modes) {
+    CaseConfig c;
+    c.tokens = 4096;
+    c.q_heads = 32;
+    c.k_heads = 8;
+    c.position_type = rope::PositionType::kInt64;
+    c.table_rows = 4096;
+    c.computed = m.computed;
+    c.max_position = m.max_position > 0 ? m.max_position : 4096;
+    Case<T> run(c, 77);
+    ASSERT_TRUE(run.run(Backend::kGpu));
+    std::printf("[ ACCURACY ] %-5s %-38s relative L2 %.2e  max abs %.2e\n", dtype, m.name, run.rel_l2(), run.max_abs());
+  }
+}
+
+TEST(GpuAccuracy, ReportPerDtypeAndMode) {
+  ROPE_SKIP_WITHOUT_GPU();
+  report_accuracy<float>("fp32");
+  report_accuracy<__half>("fp16");
+  report_accuracy<__nv_bfloat16>("bf16");
+}
+
 }  // namespace

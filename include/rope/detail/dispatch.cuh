@@ -104,9 +104,12 @@ LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch)
   const int columns = rotary_dim / 2 / vec;
   if (columns >= kMaxBlockThreads) return LaunchShape{kMaxBlockThreads, 1};
   const int heads = p.q.num_heads + p.k.num_heads;
-  // Computed cos/sin cost arithmetic per lane, not bytes: give each lane two batches of heads
-  // so each (token, pair) sincos is computed half as often.
-  const int heads_per_lane = p.cos_sin.kind == CosSin::Kind::kComputed ? 2 * head_batch : head_batch;
+  // Computed cos/sin cost arithmetic per lane, not bytes: with many tokens, give each lane two
+  // batches of heads so each (token, pair) sincos is computed half as often. Few tokens (decode)
+  // are latency-bound instead, and a second batch would be a second round trip to memory.
+  constexpr std::int64_t kManyTokens = 1024;
+  const bool share_sincos = p.cos_sin.kind == CosSin::Kind::kComputed && p.num_tokens >= kManyTokens;
+  const int heads_per_lane = share_sincos ? 2 * head_batch : head_batch;
   int groups = (heads + heads_per_lane - 1) / heads_per_lane;
   if (groups > kMaxBlockThreads / columns) groups = kMaxBlockThreads / columns;
   const int heads_per_group = (heads + groups - 1) / groups;

@@ -133,7 +133,6 @@ ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::in
   // bounds) and tells the caller. The x loads below do not depend on it, so they are not made to
   // wait for the position: in decode, that is one memory round trip less.
   const bool in_range = p.cos_sin.kind == CosSin::Kind::kComputed || (position >= 0 && position < p.cos_sin.rows);
-  if (!in_range && lane == 0 && p.out_of_range_flag != nullptr) *p.out_of_range_flag = 1;
 
   const int rotary_dim = p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
   const int half = rotary_dim / 2;
@@ -154,7 +153,11 @@ ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::in
         const int h = first_head + b * groups;
         chunk[b].load(head_pointers(p, token, h < heads ? h : first_head).x, half, first_pair);
       }
-      if (!in_range) return;
+      if (!in_range) {
+        // Lane 0 always has item 0, so the flag is raised once per token.
+        if (lane == 0 && p.out_of_range_flag != nullptr) *p.out_of_range_flag = 1;
+        return;
+      }
       if (!have_cos_sin) {
         load_cos_sin<kVec, T>(p.cos_sin, position, first_pair, inverse, c, s);
         have_cos_sin = true;
