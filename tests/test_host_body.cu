@@ -92,3 +92,39 @@ TEST(HostBodyDispatch, LaunchShapeIsValid) {
 }
 
 }  // namespace
+
+namespace {
+
+// Head-major views ([heads, tokens, head_dim], as after a transpose in HF attention code): the
+// token stride is smaller than the head stride. Checked element by element against the formula.
+TEST(HostBodyLayouts, HeadMajorStrides) {
+  const int tokens = 7, heads = 3, dim = 64, half = dim / 2;
+  std::mt19937 rng(static_cast<unsigned>(rope_test::base_seed()));
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> x(heads * tokens * dim), y(x.size(), NAN), cos(tokens * half), sin(tokens * half);
+  for (float& v : x) v = u(rng);
+  for (int i = 0; i < tokens * half; ++i) {
+    const double a = 3.0 * u(rng);
+    cos[i] = static_cast<float>(std::cos(a));
+    sin[i] = static_cast<float>(std::sin(a));
+  }
+  rope::RopeParams<float> p;
+  p.num_tokens = tokens;
+  p.head_dim = dim;
+  p.q = rope::strided_heads<float>(x.data(), y.data(), heads, /*token_stride=*/dim, /*head_stride=*/tokens * dim);
+  p.cos_sin = rope::cos_sin_table<float>(cos.data(), sin.data(), tokens, half);
+  ASSERT_EQ(rope_test::run_on_host(p, false), cudaSuccess);
+  for (int h = 0; h < heads; ++h) {
+    for (int t = 0; t < tokens; ++t) {
+      const float* xi = &x[(h * tokens + t) * dim];
+      const float* yi = &y[(h * tokens + t) * dim];
+      for (int i = 0; i < half; ++i) {
+        const double c = cos[t * half + i], s = sin[t * half + i];
+        EXPECT_NEAR(yi[i], xi[i] * c - xi[i + half] * s, 1e-6) << h << " " << t << " " << i;
+        EXPECT_NEAR(yi[i + half], xi[i] * s + xi[i + half] * c, 1e-6) << h << " " << t << " " << i;
+      }
+    }
+  }
+}
+
+}  // namespace
