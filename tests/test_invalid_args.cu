@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -100,6 +101,19 @@ std::vector<BadArgument> bad_arguments() {
       {"RotaryDimOverHeadDim", [](Params& p, B) { p.rotary_dim = 66; }, "rotary_dim is larger than head_dim"},
       {"BadStyle", [](Params& p, B) { p.style = static_cast<rope::Style>(7); }, "style"},
       {"ZeroQHeads", [](Params& p, B) { p.q.num_heads = 0; }, "q.num_heads must be at least 1"},
+      {"TooManyHeads", [](Params& p, B) { p.q.num_heads = 4097; }, "exceeds 4096"},
+      {"HeadCountSumOverflows",
+       [](Params& p, B b) {
+         p.q.num_heads = 2147483647;
+         p.k = rope::packed_heads<float>(b.x(), b.x(), 1, kDim);
+       },
+       "exceeds 4096"},
+      {"HeadDimTooLarge", [](Params& p, B) { p.head_dim = 16386; }, "head_dim exceeds 16384"},
+      {"StridesOverflow64Bit",
+       [](Params& p, B) { p.q.x_token_stride = std::numeric_limits<std::int64_t>::max() / 4; }, "64-bit offsets"},
+      {"MisalignedOutOfRangeFlag",
+       [](Params& p, B b) { p.out_of_range_flag = reinterpret_cast<int*>(reinterpret_cast<char*>(b.x()) + 2); },
+       "out_of_range_flag is not aligned"},
       {"NegativeKHeads", [](Params& p, B) { p.k.num_heads = -1; }, "k.num_heads is negative"},
       {"KPointersWithoutHeads", [](Params& p, B b) { p.k.x = b.x(); }, "k.num_heads is 0"},
       {"KHeadsWithoutPointers", [](Params& p, B) { p.k.num_heads = 1; }, "k.x is null"},
@@ -188,6 +202,20 @@ TEST(InvalidArgsSimple, ConvenienceLauncherValidatesToo) {
   float dummy[4];
   EXPECT_EQ(rope::rope_forward<float>(dummy, dummy, dummy, dummy, 4, 7), cudaErrorInvalidValue);
   EXPECT_STREQ(rope::last_error_message(), "head_dim must be even");
+}
+
+// In place with one token: the token stride is never used, so x and y may carry different ones
+// (frameworks give size-1 dimensions arbitrary strides). Only validation is checked here.
+TEST(InvalidArgsSimple, SizeOneDimensionsIgnoreTheirStrides) {
+  Buffers b;
+  Params p = b.valid();
+  p.num_tokens = 1;
+  p.q.x = b.x();
+  p.q.y = b.x();
+  p.q.y_token_stride = p.q.x_token_stride + 7;
+  EXPECT_TRUE(rope::validate(p).ok()) << rope::validate(p).message;
+  p.num_tokens = 2;  // now the stride matters
+  EXPECT_FALSE(rope::validate(p).ok());
 }
 
 TEST(InvalidArgsSimple, ZeroTokensSucceedWithoutLaunching) {

@@ -17,6 +17,7 @@
 #define ROPE_KERNEL __global__ __attribute__((visibility("hidden")))
 #endif
 
+/// Library version (also in CMake's ropeConfigVersion.cmake).
 #define ROPE_VERSION_MAJOR 0
 #define ROPE_VERSION_MINOR 1
 #define ROPE_VERSION_PATCH 0

@@ -8,8 +8,8 @@
 ///
 /// The reference for every formula is HF transformers `src/transformers/modeling_rope_utils.py`
 /// (`_compute_*_parameters`); each method below also names its paper. Everything is computed in
-/// fp64 and rounded to fp32 once, so the values are the correctly rounded ones (HF computes the
-/// powers in fp32 and may differ in the last bit or two).
+/// fp64 and rounded to fp32 once, so the values are within an ulp of the exact ones (HF computes
+/// the powers in fp32 and may differ in the last bit or two).
 
 #include <cmath>
 #include <cstddef>
@@ -42,7 +42,7 @@ enum class ScalingType : int {
 /// A model's RoPE configuration: `rope_theta` plus its `rope_scaling` entries. Fields that a
 /// method does not use are ignored. Prefer the named constructors below over filling it by hand.
 struct RopeScaling {
-  ScalingType type = ScalingType::kDefault;
+  ScalingType type = ScalingType::kDefault;  ///< which method
   double base = 10000.0;  ///< rope_theta; > 0 (> 1 for YaRN)
   double factor = 1.0;    ///< context extension factor; >= 1 (linear, NTK, dynamic NTK, YaRN, Llama-3.1)
   /// Pre-training context length; > 0 for dynamic NTK, YaRN, Llama-3.1 and LongRoPE.
@@ -52,19 +52,19 @@ struct RopeScaling {
   /// YaRN and LongRoPE: 0 derives it from the paper's formula; > 0 is used as given.
   double attention_factor = 0.0;
 
-  // YaRN. beta_fast / beta_slow are the rotation counts that bound the blend ramp.
-  double beta_fast = 32.0;
-  double beta_slow = 1.0;
+  double beta_fast = 32.0;  ///< YaRN: rotations at which the blend ramp starts (extrapolation side)
+  double beta_slow = 1.0;   ///< YaRN: rotations at which the ramp ends (interpolation side)
   double mscale = 0.0;          ///< DeepSeek: used only when both mscale and mscale_all_dim are nonzero
-  double mscale_all_dim = 0.0;
+  double mscale_all_dim = 0.0;  ///< DeepSeek: divides the attention factor (see mscale)
   bool truncate = true;         ///< floor/ceil the correction range to whole pairs (HF's default)
 
-  // Llama-3.1.
-  double low_freq_factor = 1.0;
-  double high_freq_factor = 4.0;
+  double low_freq_factor = 1.0;   ///< Llama-3.1: wavelengths above original_max / this are divided by factor
+  double high_freq_factor = 4.0;  ///< Llama-3.1: wavelengths below original_max / this are kept
 
-  // LongRoPE: rotary_dim / 2 rescale factors each, on the host; read during the call only.
+  /// LongRoPE: rotary_dim / 2 rescale factors (host memory, read during the call only), used
+  /// while the sequence fits the original context.
   const float* short_factor = nullptr;
+  /// LongRoPE: the factors used past the original context.
   const float* long_factor = nullptr;
 
   /// Unscaled RoPE.
@@ -415,7 +415,7 @@ cudaError_t fill_cos_sin_table(const float* inv_freq_device, int rotary_dim, flo
 }
 
 /// The same fill on the host, with host pointers (same checks, same per-element code; host
-/// `sin`/`cos` of the reduced angle may differ from the device's `sincosf` in the last bit).
+/// `sin`/`cos` of the reduced angle may differ from the device's `sincospif` in the last bit).
 template <typename E>
 cudaError_t fill_cos_sin_table_host(const float* inv_freq, int rotary_dim, float attention_scaling,
                                     std::int64_t rows, E* cos_out, E* sin_out, std::int64_t row_stride) {

@@ -11,12 +11,14 @@ namespace rope {
 /// Result of checking a launch's arguments: `cudaSuccess`, or `cudaErrorInvalidValue` with a
 /// static, human-readable reason (CUTLASS's `can_implement` idea; no allocation).
 struct Status {
-  cudaError_t error = cudaSuccess;
-  const char* message = "ok";
+  cudaError_t error = cudaSuccess;  ///< cudaSuccess or cudaErrorInvalidValue
+  const char* message = "ok";       ///< static string: the reason, or "ok"
 
+  /// True when the arguments are accepted.
   constexpr bool ok() const { return error == cudaSuccess; }
 };
 
+/// A rejection with a static reason.
 constexpr Status invalid(const char* why) { return Status{cudaErrorInvalidValue, why}; }
 
 namespace detail {
@@ -27,7 +29,9 @@ inline const char*& last_message_slot() {
 }  // namespace detail
 
 /// Why the most recent launcher call on this thread returned an error ("ok" after a success;
-/// for CUDA errors from the launch itself, `cudaGetErrorString` of that error).
+/// for CUDA errors from the launch itself, `cudaGetErrorString` of that error). Launchers check
+/// `cudaGetLastError()` after launching, so an earlier asynchronous error still pending on this
+/// thread is returned (and cleared) by the next launch, as with any CUDA launch.
 inline const char* last_error_message() { return detail::last_message_slot(); }
 
 namespace detail {

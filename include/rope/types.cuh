@@ -20,13 +20,17 @@ enum class Style : int {
 };
 
 /// Element type of a cos/sin table (math is always fp32).
-enum class TableType : int { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2 };
+enum class TableType : int {
+  kFloat32 = 0,   ///< float
+  kFloat16 = 1,   ///< __half (only with __half tensors)
+  kBFloat16 = 2,  ///< __nv_bfloat16 (only with __nv_bfloat16 tensors)
+};
 
 /// Element type of the positions array.
 enum class PositionType : int {
   kNone = 0,   ///< no array: the position of token t is t
-  kInt32 = 1,
-  kInt64 = 2,
+  kInt32 = 1,  ///< const std::int32_t*, one per token
+  kInt64 = 2,  ///< const std::int64_t*, one per token
 };
 
 /// One rotated tensor (q or k): input `x` and output `y`, each a strided view
@@ -34,13 +38,13 @@ enum class PositionType : int {
 /// elements. `y` may be `x` itself (in place) when the strides are equal too.
 template <typename T>
 struct HeadsTensor {
-  const T* x = nullptr;
-  T* y = nullptr;
-  int num_heads = 0;
-  std::int64_t x_token_stride = 0;
-  std::int64_t x_head_stride = 0;
-  std::int64_t y_token_stride = 0;
-  std::int64_t y_head_stride = 0;
+  const T* x = nullptr;              ///< input, element [t, h, d] at x[t * x_token_stride + h * x_head_stride + d]
+  T* y = nullptr;                    ///< output, likewise with the y strides
+  int num_heads = 0;                 ///< heads of this tensor (q: >= 1; k: 0 means no k)
+  std::int64_t x_token_stride = 0;   ///< elements between tokens of x
+  std::int64_t x_head_stride = 0;    ///< elements between heads of x
+  std::int64_t y_token_stride = 0;   ///< elements between tokens of y
+  std::int64_t y_head_stride = 0;    ///< elements between heads of y
 };
 
 /// A view whose input and output share one layout (in place when `y == x`).
@@ -64,16 +68,16 @@ struct CosSin {
   };
   Kind kind = Kind::kTable;
 
-  // Table mode: element [row, i] of cos is `cos[row * row_stride + i]`, i < rotary_dim / 2.
+  /// Table mode: element [row, i] of cos is `cos[row * row_stride + i]`, i < rotary_dim / 2.
   const void* cos = nullptr;
-  const void* sin = nullptr;
-  TableType table_type = TableType::kFloat32;
-  std::int64_t rows = 0;
-  std::int64_t row_stride = 0;
+  const void* sin = nullptr;                   ///< Table mode: laid out as cos.
+  TableType table_type = TableType::kFloat32;  ///< Table mode: element type of cos and sin.
+  std::int64_t rows = 0;                       ///< Table mode: valid positions are [0, rows).
+  std::int64_t row_stride = 0;                 ///< Table mode: elements between rows.
 
-  // Computed mode: angle of pair i = position * inv_freq[i]; cos and sin are multiplied
-  // by attention_scaling (YaRN's mscale; 1 for plain RoPE).
+  /// Computed mode: rotary_dim / 2 fp32 frequencies; the angle of pair i is position * inv_freq[i].
   const float* inv_freq = nullptr;
+  /// Computed mode: cos and sin are multiplied by this (YaRN's mscale; 1 for plain RoPE).
   float attention_scaling = 1.0f;
 };
 
@@ -121,11 +125,13 @@ inline CosSin computed_cos_sin(const float* inv_freq, float attention_scaling = 
 
 /// Per-token positions on the device (or none: position = token index).
 struct Positions {
-  const void* data = nullptr;
-  PositionType type = PositionType::kNone;
+  const void* data = nullptr;               ///< device array of `type`, or nullptr with kNone
+  PositionType type = PositionType::kNone;  ///< element type of data
 };
 
+/// int32 positions, one per token (device memory).
 inline Positions positions(const std::int32_t* p) { return Positions{p, PositionType::kInt32}; }
+/// int64 positions, one per token (device memory).
 inline Positions positions(const std::int64_t* p) { return Positions{p, PositionType::kInt64}; }
 
 /// Everything one launch needs. q is required; k is optional (leave it default-constructed).
@@ -133,14 +139,14 @@ inline Positions positions(const std::int64_t* p) { return Positions{p, Position
 /// of a token are fetched or computed once for both.
 template <typename T>
 struct RopeParams {
-  std::int64_t num_tokens = 0;
-  int head_dim = 0;
+  std::int64_t num_tokens = 0;  ///< tokens of q and k, [0, 2^31)
+  int head_dim = 0;             ///< elements per head: even, [2, 16384]
   int rotary_dim = 0;  ///< rotated leading part of each head; 0 means head_dim. The tail passes through.
-  Style style = Style::kHalfSplit;
-  HeadsTensor<T> q;
-  HeadsTensor<T> k;
-  CosSin cos_sin;
-  Positions positions;
+  Style style = Style::kHalfSplit;  ///< which elements pair up
+  HeadsTensor<T> q;                 ///< required; q.num_heads + k.num_heads <= 4096
+  HeadsTensor<T> k;                 ///< optional; must not overlap q's input or output (not checked)
+  CosSin cos_sin;                   ///< cos/sin from a table or computed
+  Positions positions;              ///< optional; none: position of token t is t
   /// Optional device int. In table mode a token whose position is negative or not below
   /// `cos_sin.rows` is left unwritten (the table is never read out of bounds) and, if this is
   /// set, 1 is stored here. Never cleared by the library.
