@@ -8,6 +8,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -86,6 +87,9 @@ struct BadArgument {
   std::function<void(Params&, const Buffers&)> spoil;
   const char* reason;  // expected substring of the message
 };
+
+// ctest lists parameterized cases with their printed parameter: print the name, not the bytes.
+void PrintTo(const BadArgument& bad, std::ostream* os) { *os << bad.name; }
 
 std::vector<BadArgument> bad_arguments() {
   using B = const Buffers&;
