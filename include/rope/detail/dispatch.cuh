@@ -96,8 +96,9 @@ struct LaunchShape {
 
 /// At most kMaxBlockThreads (256) threads per block. A token gets one lane per column of `vec`
 /// pairs times enough head groups that each lane has about `head_batch` heads (twice that with
-/// computed cos/sin; heads split evenly across groups); when one token is too little work for the block (a single 64-dim head,
-/// say), the block takes several tokens. A head wider than the block has its lanes walk columns.
+/// computed cos/sin and many tokens; heads split evenly across groups). When one token is too
+/// little work for the block (a single 64-dim head, say), the block takes several tokens. A head
+/// wider than the block has its lanes walk columns.
 template <typename T>
 LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch) {
   const int rotary_dim = p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;

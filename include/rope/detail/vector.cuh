@@ -67,19 +67,6 @@ ROPE_HOST_DEVICE void load_elements(const T* p, T (&out)[N]) {
   }
 }
 
-/// Stores N elements at p, kChunk per access (aligned as for load_elements).
-template <int N, typename T, int kChunk = Access<T, N>::value>
-ROPE_HOST_DEVICE void store_elements(T* p, const T (&in)[N]) {
-#pragma unroll
-  for (int c = 0; c < N; c += kChunk) {
-    check_aligned<T, kChunk>(p + c);
-    Packed<T, kChunk> v;
-#pragma unroll
-    for (int i = 0; i < kChunk; ++i) v.elem[i] = in[c + i];
-    *reinterpret_cast<Packed<T, kChunk>*>(p + c) = v;
-  }
-}
-
 /// N elements held as N / kChunk aligned vectors, so that a load keeps them packed in registers
 /// (a 16-byte vector of bf16 stays four registers, not eight) until they are used.
 template <typename T, int N, int kChunk = Access<T, N>::value>
