@@ -217,6 +217,8 @@ inline std::vector<CaseConfig> table_layout_cases() {
         c.tokens = 9;
         c.position_type = rope::PositionType::kInt32;
         c.table_rows = 100;
+        // An attention factor on a plain table (YaRN's 1.2079 at factor 8) is applied, not ignored.
+        c.attention_scaling = rot == 0 ? 1.0f : 1.2079f;
         v.push_back(c);
       }
     }

@@ -378,10 +378,10 @@ class Case {
       p.cos_sin = rope::computed_cos_sin(inv_freq_.base(b) + freq_at_, attention_scaling_);
     } else if (cfg_.table_in_tensor_type) {
       const T* base = reinterpret_cast<const T*>(table_.base(b));
-      p.cos_sin = rope::cos_sin_table(base + cos_at_, base + sin_at_, rows_, stride_);
+      p.cos_sin = rope::cos_sin_table(base + cos_at_, base + sin_at_, rows_, stride_, attention_scaling_);
     } else {
       const float* base = table_.base(b);
-      p.cos_sin = rope::cos_sin_table(base + cos_at_, base + sin_at_, rows_, stride_);
+      p.cos_sin = rope::cos_sin_table(base + cos_at_, base + sin_at_, rows_, stride_, attention_scaling_);
     }
     if (cfg_.position_type == rope::PositionType::kInt32) p.positions = rope::positions(pos32_.base(b));
     if (cfg_.position_type == rope::PositionType::kInt64) p.positions = rope::positions(pos64_.base(b));

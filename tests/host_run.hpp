@@ -11,14 +11,15 @@ namespace rope_test {
 
 /// `lanes_override` > 0 replaces the launcher's lanes per token, to exercise other splits.
 /// Returns the vector width (pairs per access) the dispatch picked through `vec_out`.
-template <typename T>
+/// `Policy` is the kernel's tuning policy (the launchers' default unless a test names another).
+template <typename Policy = rope::detail::DefaultPolicy, typename T>
 cudaError_t run_on_host(const rope::RopeParams<T>& p, bool inverse, int lanes_override = 0,
                         int* vec_out = nullptr) {
   const rope::Status status = rope::validate(p);
   if (!status.ok()) return status.error;
-  rope::detail::dispatch(p, [&](auto style, auto vec, auto head_batch) {
+  rope::detail::dispatch<Policy>(p, [&](auto style, auto vec, auto head_batch) {
     if (vec_out != nullptr) *vec_out = decltype(vec)::value;
-    const rope::detail::LaunchShape shape = rope::detail::choose_launch_shape(p, vec, head_batch);
+    const rope::detail::LaunchShape shape = rope::detail::choose_launch_shape<Policy>(p, vec, head_batch);
     const int lanes = lanes_override > 0 ? lanes_override : shape.lanes_per_token;
     for (std::int64_t token = 0; token < p.num_tokens; ++token) {
       for (int lane = 0; lane < lanes; ++lane) {

@@ -218,6 +218,7 @@ inline RandomCase random_case(std::uint64_t seed, std::uint64_t index, Backend b
     c.table_misalign = d.chance(0.7) ? 0 : static_cast<int>(d.range(1, 3));  // shifts inv_freq
   } else {
     c.table_layout = static_cast<TableLayout>(d.range(0, 2));
+    c.attention_scaling = d.chance(0.7) ? 1.0f : static_cast<float>(d.uniform(0.5, 1.5));
     c.table_in_tensor_type = d.chance(0.3);
     c.table_misalign = d.chance(0.5) ? 0 : static_cast<int>(d.range(1, 3));
     if (!has_positions) {

@@ -23,6 +23,7 @@ struct ReferenceInput {
   std::int64_t table_rows = 0, table_row_stride = 0;
   // Computed mode.
   std::vector<double> inv_freq;
+  // Both modes: cos and sin are multiplied by this.
   double attention_scaling = 1.0;
 };
 
@@ -54,8 +55,8 @@ inline void reference_head(const ReferenceInput& in, std::int64_t t, const doubl
       c = std::cos(angle) * in.attention_scaling;
       s = std::sin(angle) * in.attention_scaling;
     } else {
-      c = in.cos_table[pos * in.table_row_stride + i];
-      s = in.sin_table[pos * in.table_row_stride + i];
+      c = in.cos_table[pos * in.table_row_stride + i] * in.attention_scaling;
+      s = in.sin_table[pos * in.table_row_stride + i] * in.attention_scaling;
     }
     if (in.backward) s = -s;  // rotation by -theta
     int a, b;

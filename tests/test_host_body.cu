@@ -1,6 +1,12 @@
 // SPDX-License-Identifier: MIT
 // The per-token body run on the host through the launcher's own dispatch: what CI executes.
 
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <vector>
+
 #include <gtest/gtest.h>
 
 #include "case_tests.hpp"
@@ -77,18 +83,54 @@ TEST(HostBodyDispatch, LaunchShapeIsValid) {
       for (int vec : {1, 2, 4, 8}) {
         if ((d / 2) % vec != 0) continue;
         for (int batch : {1, 4}) {
-          const auto s = rope::detail::choose_launch_shape(p, vec, batch);
+          using Policy = rope::detail::DefaultPolicy;
+          const auto s = rope::detail::choose_launch_shape<Policy>(p, vec, batch);
           EXPECT_GE(s.lanes_per_token, 1);
           EXPECT_GE(s.tokens_per_block, 1);
-          EXPECT_LE(s.lanes_per_token * s.tokens_per_block, rope::detail::kMaxBlockThreads);
+          EXPECT_LE(s.lanes_per_token * s.tokens_per_block, Policy::kMaxBlockThreads);
           const int columns = d / 2 / vec;
-          if (columns <= rope::detail::kMaxBlockThreads) {
+          if (columns <= Policy::kMaxBlockThreads) {
             EXPECT_EQ(s.lanes_per_token % columns, 0) << d << " " << heads << " " << vec;
           }
         }
       }
     }
   }
+}
+
+// Every tuning policy computes the same function: the head batch only changes the order of
+// loads and stores, so outputs must match the default policy's bit for bit.
+TEST(HostBodyDispatch, TuningPoliciesAgree) {
+  const int tokens = 5, q_heads = 7, k_heads = 3, dim = 128;
+  std::mt19937 rng(static_cast<unsigned>(rope_test::base_seed()));
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<__nv_bfloat16> x(tokens * (q_heads + k_heads) * dim);
+  for (auto& v : x) v = __float2bfloat16(u(rng));
+  std::vector<float> cos(tokens * dim / 2), sin(cos.size());
+  for (std::size_t i = 0; i < cos.size(); ++i) {
+    const double a = 3.0 * u(rng);
+    cos[i] = static_cast<float>(std::cos(a));
+    sin[i] = static_cast<float>(std::sin(a));
+  }
+  auto run = [&](auto policy) {
+    std::vector<__nv_bfloat16> y(x.size(), __float2bfloat16(NAN));
+    const std::int64_t stride = (q_heads + k_heads) * dim;
+    rope::RopeParams<__nv_bfloat16> p;
+    p.num_tokens = tokens;
+    p.head_dim = dim;
+    p.q = rope::strided_heads<__nv_bfloat16>(x.data(), y.data(), q_heads, stride, dim);
+    p.k = rope::strided_heads<__nv_bfloat16>(x.data() + q_heads * dim, y.data() + q_heads * dim, k_heads, stride, dim);
+    p.cos_sin = rope::cos_sin_table<float>(cos.data(), sin.data(), tokens, dim / 2);
+    EXPECT_EQ(rope_test::run_on_host<decltype(policy)>(p, false), cudaSuccess);
+    std::vector<std::uint16_t> bits(y.size());
+    std::memcpy(bits.data(), y.data(), y.size() * sizeof(std::uint16_t));
+    return bits;
+  };
+  const auto expected = run(rope::detail::DefaultPolicy{});
+  for (std::uint16_t b : expected) ASSERT_NE(b & 0x7fc0, 0x7fc0) << "an output was left unwritten";
+  EXPECT_EQ(run(rope::detail::RopePolicy<1>{}), expected);
+  EXPECT_EQ(run(rope::detail::RopePolicy<3, 2>{}), expected);
+  EXPECT_EQ(run(rope::detail::RopePolicy<8>{}), expected);
 }
 
 }  // namespace
@@ -125,6 +167,48 @@ TEST(HostBodyLayouts, HeadMajorStrides) {
       }
     }
   }
+}
+
+}  // namespace
+
+namespace {
+
+// A broadcast input: one k head read as four (head stride 0, as `expand` gives), rotated out of
+// place into four dense output heads; and a plain table with an attention factor applied.
+TEST(HostBodyLayouts, BroadcastInputAndScaledTable) {
+  const int tokens = 6, heads = 4, dim = 64, half = dim / 2;
+  const float scaling = 1.2079f;
+  std::mt19937 rng(static_cast<unsigned>(rope_test::base_seed()) + 7);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<float> q(tokens * dim), k(tokens * dim), yk(tokens * heads * dim + 8, NAN);
+  std::vector<float> cos(tokens * half), sin(tokens * half);
+  for (float& v : q) v = u(rng);
+  for (float& v : k) v = u(rng);
+  for (int i = 0; i < tokens * half; ++i) {
+    const double a = 3.0 * u(rng);
+    cos[i] = static_cast<float>(std::cos(a));
+    sin[i] = static_cast<float>(std::sin(a));
+  }
+  rope::RopeParams<float> p;
+  p.num_tokens = tokens;
+  p.head_dim = dim;
+  p.q = rope::packed_heads<float>(q.data(), q.data(), 1, dim);
+  p.k = rope::HeadsTensor<float>{k.data(), yk.data(), heads, dim, 0, heads * dim, dim};
+  p.cos_sin = rope::cos_sin_table<float>(cos.data(), sin.data(), tokens, half, scaling);
+  ASSERT_TRUE(rope::validate(p).ok()) << rope::validate(p).message;
+  ASSERT_EQ(rope_test::run_on_host(p, false), cudaSuccess);
+  for (int t = 0; t < tokens; ++t) {
+    for (int h = 0; h < heads; ++h) {
+      const float* xi = &k[t * dim];
+      const float* yi = &yk[(t * heads + h) * dim];
+      for (int i = 0; i < half; ++i) {
+        const double c = cos[t * half + i] * double{scaling}, s = sin[t * half + i] * double{scaling};
+        EXPECT_NEAR(yi[i], xi[i] * c - xi[i + half] * s, 2e-6) << t << " " << h << " " << i;
+        EXPECT_NEAR(yi[i + half], xi[i] * s + xi[i + half] * c, 2e-6) << t << " " << h << " " << i;
+      }
+    }
+  }
+  for (int g = 0; g < 8; ++g) EXPECT_TRUE(std::isnan(yk[tokens * heads * dim + g])) << "guard " << g << " written";
 }
 
 }  // namespace

@@ -49,6 +49,7 @@ class Buffers {
     return p;
   }
   float* x() const { return x_; }
+  float* y() const { return y_; }
   const float* freq() const { return freq_; }
   const void* pos() const { return pos_; }
 
@@ -126,9 +127,35 @@ std::vector<BadArgument> bad_arguments() {
       {"MisalignedQ",
        [](Params& p, B b) { p.q.x = reinterpret_cast<const float*>(reinterpret_cast<const char*>(b.x()) + 2); },
        "not aligned"},
-      {"HeadStrideOverlapsHeads", [](Params& p, B) { p.q.x_head_stride = kDim - 2; }, "rows overlap"},
+      {"HeadStrideOverlapsHeads", [](Params& p, B) { p.q.y_head_stride = kDim - 2; }, "rows overlap"},
       {"TokenStrideOverlapsTokens", [](Params& p, B) { p.q.y_token_stride = kDim; }, "rows overlap"},
-      {"NegativeStride", [](Params& p, B) { p.q.x_token_stride = -kHeads * kDim; }, "rows overlap"},
+      {"NegativeStride", [](Params& p, B) { p.q.x_token_stride = -kHeads * kDim; }, "strides are negative"},
+      {"KAliasesQ",
+       [](Params& p, B b) {
+         p.q = rope::packed_heads<float>(b.x(), b.x(), kHeads, kDim);
+         p.k = rope::packed_heads<float>(b.x(), b.x(), 1, kDim);
+       },
+       "k overlaps q"},
+      {"KWritesQInput",  // q out of place reads head 1 of x, which k rotates in place
+       [](Params& p, B b) { p.k = rope::strided_heads<float>(b.x() + kDim, b.x() + kDim, 1, kHeads * kDim, kDim); },
+       "k overlaps q"},
+      {"KWritesQOutput",  // k reads q's input (allowed) but writes into q's output head 1
+       [](Params& p, B b) {
+         p.k = rope::HeadsTensor<float>{b.x(), b.y() + kDim, 1, kHeads * kDim, kDim, kHeads * kDim, kDim};
+       },
+       "k overlaps q"},
+      {"KFusedWithOtherTokenStride",  // q and k interleave by tokens, but their token strides differ
+       [](Params& p, B b) {
+         p.q = rope::strided_heads<float>(b.x(), b.x(), 1, 2 * kDim, kDim);
+         p.k = rope::strided_heads<float>(b.x() + kDim, b.x() + kDim, 1, 2 * kDim + 2, kDim);
+       },
+       "k overlaps q"},
+      {"KHeadsBeforeQEnds",  // k starts inside q's head range of the same layout
+       [](Params& p, B b) {
+         p.q = rope::strided_heads<float>(b.x(), b.x(), 2, 4 * kDim, kDim);
+         p.k = rope::strided_heads<float>(b.x() + kDim, b.x() + kDim, 2, 4 * kDim, kDim);
+       },
+       "k overlaps q"},
       {"PartialOverlap", [](Params& p, B b) { p.q.y = b.x() + 2; }, "partially overlaps"},
       {"InPlaceWithOtherStrides",
        [](Params& p, B b) {
@@ -140,6 +167,9 @@ std::vector<BadArgument> bad_arguments() {
        [](Params& p, B) { p.cos_sin.table_type = rope::TableType::kBFloat16; }, "table type"},
       {"NegativeTableRows", [](Params& p, B) { p.cos_sin.rows = -1; }, "rows is negative"},
       {"TableRowStrideTooSmall", [](Params& p, B) { p.cos_sin.row_stride = kDim / 2 - 1; }, "row_stride"},
+      {"TableSpanOverflows64Bit", [](Params& p, B) { p.cos_sin.row_stride = std::int64_t{1} << 62; },
+       "rows and row_stride exceed 64-bit offsets"},
+      {"NanTableAttentionScaling", [](Params& p, B) { p.cos_sin.attention_scaling = NAN; }, "attention_scaling"},
       {"TableTooSmallForTokens", [](Params& p, B) { p.cos_sin.rows = kTokens - 1; }, "fewer rows than tokens"},
       {"NullCos", [](Params& p, B) { p.cos_sin.cos = nullptr; }, "table pointer is null"},
       {"NullSin", [](Params& p, B) { p.cos_sin.sin = nullptr; }, "table pointer is null"},
@@ -219,6 +249,52 @@ TEST(InvalidArgsSimple, SizeOneDimensionsIgnoreTheirStrides) {
   p.q.y_token_stride = p.q.x_token_stride + 7;
   EXPECT_TRUE(rope::validate(p).ok()) << rope::validate(p).message;
   p.num_tokens = 2;  // now the stride matters
+  EXPECT_FALSE(rope::validate(p).ok());
+}
+
+// Layouts that share memory legitimately are accepted (validation only: nothing is launched,
+// so host vectors stand in for device buffers).
+TEST(ValidArgs, SharedBuffersWithoutSharedElements) {
+  std::vector<float> buf(4 * kTokens * 4 * kDim), out(buf.size());
+  float* x = buf.data();
+  auto accepted = [](const Params& p) {
+    const rope::Status s = rope::validate(p);
+    return s.ok() ? ::testing::AssertionSuccess() : ::testing::AssertionFailure() << s.message;
+  };
+  Params p;
+  p.num_tokens = kTokens;
+  p.head_dim = kDim;
+  p.cos_sin = rope::cos_sin_table<float>(x, x, kTokens, kDim / 2);  // never read by validate
+
+  // Fused QKV [T, 3 + 1 + 1, D] in place: q heads 0-2, k head 3 (v untouched).
+  p.q = rope::strided_heads<float>(x, x, 3, 5 * kDim, kDim);
+  p.k = rope::strided_heads<float>(x + 3 * kDim, x + 3 * kDim, 1, 5 * kDim, kDim);
+  EXPECT_TRUE(accepted(p));
+  // MQA: one k head; its head stride is never used and may be anything.
+  p.k.x_head_stride = p.k.y_head_stride = 12345;
+  EXPECT_TRUE(accepted(p));
+  // A gap of heads between q and k (k after v).
+  p.q = rope::strided_heads<float>(x, x, 2, 4 * kDim, kDim);
+  p.k = rope::strided_heads<float>(x + 3 * kDim, x + 3 * kDim, 1, 4 * kDim, kDim);
+  EXPECT_TRUE(accepted(p));
+  // k before q in the buffer.
+  p.q = rope::strided_heads<float>(x + 2 * kDim, x + 2 * kDim, 2, 4 * kDim, kDim);
+  p.k = rope::strided_heads<float>(x, x, 2, 4 * kDim, kDim);
+  EXPECT_TRUE(accepted(p));
+  // Head-major [heads, tokens, D]: q is head 0, k heads 1-2.
+  p.q = rope::strided_heads<float>(x, x, 1, kDim, kTokens * kDim);
+  p.k = rope::strided_heads<float>(x + kTokens * kDim, x + kTokens * kDim, 2, kDim, kTokens * kDim);
+  EXPECT_TRUE(accepted(p));
+  // q and k read one input (both only read it) and write separate outputs.
+  p.q = rope::HeadsTensor<float>{x, out.data(), 2, 2 * kDim, kDim, 2 * kDim, kDim};
+  p.k = rope::HeadsTensor<float>{x, out.data() + 2 * kTokens * kDim, 2, 2 * kDim, kDim, 2 * kDim, kDim};
+  EXPECT_TRUE(accepted(p));
+  // A broadcast input: one k head read as 4 (head stride 0), written out of place to 4 heads.
+  p.q = rope::packed_heads<float>(x, x, 2, kDim);
+  p.k = rope::HeadsTensor<float>{x + 2 * kTokens * kDim, out.data(), 4, kDim, 0, 4 * kDim, kDim};
+  EXPECT_TRUE(accepted(p));
+  // ... but a broadcast output is rejected: its rows would be written twice.
+  p.k = rope::HeadsTensor<float>{out.data(), out.data() + 4 * kTokens * kDim, 4, 4 * kDim, kDim, kDim, 0};
   EXPECT_FALSE(rope::validate(p).ok());
 }
 

@@ -100,6 +100,7 @@ TEST(RandomizedGenerator, HostCasesCoverEveryOption) {
         if (c.table_misalign > 0) seen.insert("inv_freq_misalign");
       } else {
         seen.insert("layout" + std::to_string(static_cast<int>(c.table_layout)));
+        if (c.attention_scaling != 1.0f) seen.insert("table_attention_scaling");
         if (c.table_in_tensor_type) seen.insert("table_in_T");
         if (c.table_misalign > 0) seen.insert("table_misalign");
         if (c.position_type != rope::PositionType::kNone && c.table_rows != 0) {
@@ -110,7 +111,7 @@ TEST(RandomizedGenerator, HostCasesCoverEveryOption) {
     const char* want[] = {"dtype0", "dtype1", "dtype2", "style0", "style1", "positions0", "positions1", "positions2",
                           "head_dim%8", "head_dim=2", "head_dim=256", "partial", "q_heads=40", "k_heads=8",
                           "fused_qkv", "in_place", "pads", "y_pad", "misalign3", "k_misalign", "inv_freq_misalign", "tokens=1", "tokens>=250", "lanes",
-                          "backward", "negative_positions", "out_of_range", "pos>2^19", "attention_scaling",
+                          "backward", "negative_positions", "out_of_range", "pos>2^19", "attention_scaling", "table_attention_scaling",
                           "scaling0", "scaling1", "scaling2", "scaling3", "scaling4", "scaling5", "scaling6",
                           "layout0", "layout1", "layout2", "table_in_T", "table_misalign", "rows<tokens",
                           "rows>=tokens"};

@@ -371,6 +371,7 @@ Status check_table_args(const float* inv_freq, int rotary_dim, float attention_s
   if (rotary_dim % 2 != 0) return invalid("rotary_dim must be even");
   if (rows < 0) return invalid("rows is negative");
   if (row_stride < rotary_dim / 2) return invalid("row_stride is smaller than rotary_dim / 2");
+  if (!table_span_fits(rows, row_stride)) return invalid("rows and row_stride exceed 64-bit offsets");
   if (!std::isfinite(attention_scaling)) return invalid("attention_scaling is not finite");
   if (rows == 0) return Status{};  // nothing is touched: empty tables may carry nullptr
   if (inv_freq == nullptr) return invalid("inv_freq is null");

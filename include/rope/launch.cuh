@@ -23,17 +23,18 @@ template <typename T>
 constexpr bool kSupportedType = std::is_same<T, float>::value || std::is_same<T, __half>::value ||
                                 std::is_same<T, __nv_bfloat16>::value;
 
-template <typename T>
+/// Validates and launches with tuning `Policy` (a RopePolicy); the public launchers use the default.
+template <typename Policy, typename T>
 cudaError_t launch(const RopeParams<T>& params, bool inverse, cudaStream_t stream) {
   static_assert(kSupportedType<T>, "rope supports float, __half and __nv_bfloat16 tensors");
   const Status status = validate(params);
   if (!status.ok()) return record(status);
   if (params.num_tokens == 0) return record(cudaSuccess);
-  dispatch(params, [&](auto style, auto vec, auto head_batch) {
-    const LaunchShape shape = choose_launch_shape(params, vec, head_batch);
+  dispatch<Policy>(params, [&](auto style, auto vec, auto head_batch) {
+    const LaunchShape shape = choose_launch_shape<Policy>(params, vec, head_batch);
     const std::int64_t blocks = (params.num_tokens + shape.tokens_per_block - 1) / shape.tokens_per_block;
     const dim3 block(static_cast<unsigned>(shape.lanes_per_token), static_cast<unsigned>(shape.tokens_per_block));
-    rope_forward<T, decltype(style)::value, decltype(vec)::value, decltype(head_batch)::value>
+    rotate_tokens_kernel<T, Policy, decltype(style)::value, decltype(vec)::value, decltype(head_batch)::value>
         <<<static_cast<unsigned>(blocks), block, 0, stream>>>(params, inverse);
   });
   return record(cudaGetLastError());
@@ -48,14 +49,14 @@ cudaError_t launch(const RopeParams<T>& params, bool inverse, cudaStream_t strea
 /// no launch. Asynchronous on `stream`.
 template <typename T>
 cudaError_t rope_forward(const RopeParams<T>& params, cudaStream_t stream = nullptr) {
-  return detail::launch(params, false, stream);
+  return detail::launch<detail::DefaultPolicy>(params, false, stream);
 }
 
 /// The gradient of rope_forward: rotates by -theta (same arguments: x holds dL/dy, y receives
 /// dL/dx). Same speed as forward.
 template <typename T>
 cudaError_t rope_backward(const RopeParams<T>& params, cudaStream_t stream = nullptr) {
-  return detail::launch(params, true, stream);
+  return detail::launch<detail::DefaultPolicy>(params, true, stream);
 }
 
 /// The simplest case, one call: x [num_tokens, head_dim] and y [num_tokens, head_dim] packed,

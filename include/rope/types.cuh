@@ -77,7 +77,8 @@ struct CosSin {
 
   /// Computed mode: rotary_dim / 2 fp32 frequencies; the angle of pair i is position * inv_freq[i].
   const float* inv_freq = nullptr;
-  /// Computed mode: cos and sin are multiplied by this (YaRN's mscale; 1 for plain RoPE).
+  /// Both modes: cos and sin are multiplied by this (YaRN's and LongRoPE's attention factor;
+  /// 1 for plain RoPE and for tables that already include it, as Hugging Face's do).
   float attention_scaling = 1.0f;
 };
 
@@ -92,9 +93,12 @@ template <> struct TableTypeOf<__nv_bfloat16> { static constexpr TableType value
 /// Covers the HF layout too: its duplicated-halves rows `[rows, rotary_dim]` are read
 /// through `row_stride = rotary_dim` (only the first half of each row is used).
 /// `E` is float or the tensor's own type.
+/// `attention_scaling` multiplies every value read (a plain table with YaRN's factor, say).
 template <typename E>
-CosSin cos_sin_table(const E* cos, const E* sin, std::int64_t rows, std::int64_t row_stride) {
+CosSin cos_sin_table(const E* cos, const E* sin, std::int64_t rows, std::int64_t row_stride,
+                     float attention_scaling = 1.0f) {
   CosSin s;
+  s.attention_scaling = attention_scaling;
   s.kind = CosSin::Kind::kTable;
   s.cos = cos;
   s.sin = sin;
@@ -108,9 +112,9 @@ CosSin cos_sin_table(const E* cos, const E* sin, std::int64_t rows, std::int64_t
 /// of vLLM's and FlashInfer's cos_sin_cache. `row_stride` defaults to rotary_dim.
 template <typename E>
 CosSin fused_cos_sin_cache(const E* cache, std::int64_t rows, int rotary_dim,
-                           std::int64_t row_stride = 0) {
+                           std::int64_t row_stride = 0, float attention_scaling = 1.0f) {
   return cos_sin_table(cache, cache == nullptr ? nullptr : cache + rotary_dim / 2, rows,
-                       row_stride == 0 ? std::int64_t{rotary_dim} : row_stride);
+                       row_stride == 0 ? std::int64_t{rotary_dim} : row_stride, attention_scaling);
 }
 
 /// cos/sin computed in the kernel from `rotary_dim / 2` fp32 inverse frequencies
@@ -144,7 +148,7 @@ struct RopeParams {
   int rotary_dim = 0;  ///< rotated leading part of each head; 0 means head_dim. The tail passes through.
   Style style = Style::kHalfSplit;  ///< which elements pair up
   HeadsTensor<T> q;                 ///< required; q.num_heads + k.num_heads <= 4096
-  HeadsTensor<T> k;                 ///< optional; must not overlap q's input or output (not checked)
+  HeadsTensor<T> k;                 ///< optional; shares no element with q where either is written (checked)
   CosSin cos_sin;                   ///< cos/sin from a table or computed
   Positions positions;              ///< optional; none: position of token t is t
   /// Optional device int. In table mode a token whose position is negative or not below

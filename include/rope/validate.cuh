@@ -24,7 +24,7 @@ inline bool is_aligned(const void* p, std::size_t bytes) {
 constexpr std::int64_t kMaxSpan = std::numeric_limits<std::int64_t>::max() / 16;
 
 /// True when (tokens - 1) * token_stride and (heads - 1) * head_stride both stay within kMaxSpan
-/// (negative strides are left to rows_disjoint, which rejects them).
+/// (negative strides are rejected before this is asked).
 inline bool span_fits(std::int64_t tokens, int heads, std::int64_t token_stride, std::int64_t head_stride) {
   auto fits = [](std::int64_t n, std::int64_t stride) { return n <= 1 || stride <= 0 || n - 1 <= kMaxSpan / stride; };
   return fits(tokens, token_stride) && fits(heads, head_stride);
@@ -33,7 +33,7 @@ inline bool span_fits(std::int64_t tokens, int heads, std::int64_t token_stride,
 /// True when the rows of a [tokens, heads, head_dim] view never share an element: with the two
 /// strides sorted, the inner one must clear a head and the outer one must clear all inner rows.
 /// Extents of 1 impose nothing (their stride is never used).
-inline bool rows_disjoint(std::int64_t tokens, int heads, int head_dim, std::int64_t token_stride,
+inline bool rows_disjoint(std::int64_t tokens, std::int64_t heads, int head_dim, std::int64_t token_stride,
                           std::int64_t head_stride) {
   if (token_stride < 0 || head_stride < 0) return false;
   std::int64_t inner = head_stride, inner_n = heads, outer = token_stride, outer_n = tokens;
@@ -45,40 +45,117 @@ inline bool rows_disjoint(std::int64_t tokens, int heads, int head_dim, std::int
   return outer_n <= 1 || outer >= inner_span;
 }
 
-/// Byte range [first, last) that a view touches; used for the x/y overlap check.
-template <typename T>
-void byte_extent(const T* base, std::int64_t tokens, int heads, int head_dim, std::int64_t ts,
-                 std::int64_t hs, std::uintptr_t& first, std::uintptr_t& last) {
-  const std::int64_t span = (tokens - 1) * ts + (heads - 1) * std::int64_t{hs} + head_dim;
-  first = reinterpret_cast<std::uintptr_t>(base);
-  last = first + static_cast<std::uintptr_t>(span) * sizeof(T);
+/// Where one strided [tokens, heads, head_dim] view lies: its base address and strides (elements).
+struct ViewGeometry {
+  const void* base;
+  int heads;
+  std::int64_t token_stride;
+  std::int64_t head_stride;
+};
+
+/// Byte range [first, last) that a view touches (strides already checked non-negative and within
+/// kMaxSpan).
+inline void byte_extent(const ViewGeometry& v, std::int64_t tokens, int head_dim, std::size_t elem_bytes,
+                        std::uintptr_t& first, std::uintptr_t& last) {
+  const std::int64_t span = (tokens - 1) * v.token_stride + (v.heads - 1) * v.head_stride + head_dim;
+  first = reinterpret_cast<std::uintptr_t>(v.base);
+  last = first + static_cast<std::uintptr_t>(span) * elem_bytes;
 }
 
+/// True when two views of one launch (same tokens and head_dim) share no element. Disjoint byte
+/// ranges never do. Views whose ranges overlap are accepted only as one buffer's disjoint head
+/// ranges, the fused-QKV layout: equal strides (those of extents of 1 aside), the later view's
+/// first head at or past the earlier one's last, and the two together a view with disjoint rows.
+inline bool views_disjoint(ViewGeometry a, ViewGeometry b, std::int64_t tokens, int head_dim,
+                           std::size_t elem_bytes) {
+  std::uintptr_t a0, a1, b0, b1;
+  byte_extent(a, tokens, head_dim, elem_bytes, a0, a1);
+  byte_extent(b, tokens, head_dim, elem_bytes, b0, b1);
+  if (a1 <= b0 || b1 <= a0) return true;
+  if (b0 < a0) {
+    const ViewGeometry t = a; a = b; b = t;
+    const std::uintptr_t t0 = a0; a0 = b0; b0 = t0;
+  }
+  if ((b0 - a0) % elem_bytes != 0) return false;
+  const std::int64_t offset = static_cast<std::int64_t>((b0 - a0) / elem_bytes);
+  if (tokens > 1 && a.token_stride != b.token_stride) return false;
+  std::int64_t head_stride = offset;  // two single heads: b is a's "next head" at this distance
+  if (a.heads > 1 && b.heads > 1 && a.head_stride != b.head_stride) return false;
+  if (a.heads > 1) head_stride = a.head_stride;
+  else if (b.heads > 1) head_stride = b.head_stride;
+  if (head_stride <= 0 || offset % head_stride != 0 || offset / head_stride < a.heads) return false;
+  return rows_disjoint(tokens, offset / head_stride + b.heads, head_dim, a.token_stride, head_stride);
+}
+
+/// The reasons one tensor's checks give, naming q or k.
+struct HeadsMessages {
+  const char* null_x;
+  const char* null_y;
+  const char* misaligned;
+  const char* negative_strides;
+  const char* output_rows_overlap;
+  const char* partial_overlap;
+  const char* span_too_large;
+};
+
+constexpr HeadsMessages kQMessages{
+    "q.x is null", "q.y is null", "q.x or q.y is not aligned to its element type",
+    "q strides are negative",
+    "q.y strides make output rows overlap (rows of the output must be disjoint)",
+    "q.y partially overlaps q.x (in place needs y == x and equal strides)",
+    "q strides and sizes exceed 64-bit offsets"};
+constexpr HeadsMessages kKMessages{
+    "k.x is null", "k.y is null", "k.x or k.y is not aligned to its element type",
+    "k strides are negative",
+    "k.y strides make output rows overlap (rows of the output must be disjoint)",
+    "k.y partially overlaps k.x (in place needs y == x and equal strides)",
+    "k strides and sizes exceed 64-bit offsets"};
+
+/// Input rows may overlap (a broadcast input, head stride 0, is only read); output rows may not.
 template <typename T>
-Status validate_heads(const HeadsTensor<T>& t, std::int64_t tokens, int head_dim,
-                      const char* (&why)[6]) {
-  if (t.x == nullptr) return invalid(why[0]);
-  if (t.y == nullptr) return invalid(why[1]);
-  if (!is_aligned(t.x, sizeof(T)) || !is_aligned(t.y, sizeof(T))) return invalid(why[2]);
+Status validate_heads(const HeadsTensor<T>& t, std::int64_t tokens, int head_dim, const HeadsMessages& why) {
+  if (t.x == nullptr) return invalid(why.null_x);
+  if (t.y == nullptr) return invalid(why.null_y);
+  if (!is_aligned(t.x, sizeof(T)) || !is_aligned(t.y, sizeof(T))) return invalid(why.misaligned);
+  if (t.x_token_stride < 0 || t.x_head_stride < 0 || t.y_token_stride < 0 || t.y_head_stride < 0) {
+    return invalid(why.negative_strides);
+  }
   if (!span_fits(tokens, t.num_heads, t.x_token_stride, t.x_head_stride) ||
       !span_fits(tokens, t.num_heads, t.y_token_stride, t.y_head_stride)) {
-    return invalid(why[5]);
+    return invalid(why.span_too_large);
   }
-  if (!rows_disjoint(tokens, t.num_heads, head_dim, t.x_token_stride, t.x_head_stride) ||
-      !rows_disjoint(tokens, t.num_heads, head_dim, t.y_token_stride, t.y_head_stride)) {
-    return invalid(why[3]);
+  if (!rows_disjoint(tokens, t.num_heads, head_dim, t.y_token_stride, t.y_head_stride)) {
+    return invalid(why.output_rows_overlap);
   }
   std::uintptr_t x0, x1, y0, y1;
-  byte_extent(t.x, tokens, t.num_heads, head_dim, t.x_token_stride, t.x_head_stride, x0, x1);
-  byte_extent(t.y, tokens, t.num_heads, head_dim, t.y_token_stride, t.y_head_stride, y0, y1);
+  byte_extent(ViewGeometry{t.x, t.num_heads, t.x_token_stride, t.x_head_stride}, tokens, head_dim, sizeof(T), x0, x1);
+  byte_extent(ViewGeometry{t.y, t.num_heads, t.y_token_stride, t.y_head_stride}, tokens, head_dim, sizeof(T), y0, y1);
   const bool overlap = x0 < y1 && y0 < x1;
   // In place: the same pointer and the same strides, except those of extents of 1 (never used;
   // frameworks give size-1 dimensions arbitrary strides).
   const bool same_view = static_cast<const void*>(t.x) == static_cast<const void*>(t.y) &&
                          (tokens <= 1 || t.x_token_stride == t.y_token_stride) &&
                          (t.num_heads <= 1 || t.x_head_stride == t.y_head_stride);
-  if (overlap && !same_view) return invalid(why[4]);
+  if (overlap && !same_view) return invalid(why.partial_overlap);
   return Status{};
+}
+
+/// k may share no element with q where either side is written (q.y or k.y); two inputs may
+/// overlap, as both are only read.
+template <typename T>
+bool q_and_k_disjoint(const RopeParams<T>& p) {
+  const ViewGeometry qx{p.q.x, p.q.num_heads, p.q.x_token_stride, p.q.x_head_stride};
+  const ViewGeometry qy{p.q.y, p.q.num_heads, p.q.y_token_stride, p.q.y_head_stride};
+  const ViewGeometry kx{p.k.x, p.k.num_heads, p.k.x_token_stride, p.k.x_head_stride};
+  const ViewGeometry ky{p.k.y, p.k.num_heads, p.k.y_token_stride, p.k.y_head_stride};
+  const std::size_t e = sizeof(T);
+  return views_disjoint(qy, kx, p.num_tokens, p.head_dim, e) && views_disjoint(qy, ky, p.num_tokens, p.head_dim, e) &&
+         views_disjoint(qx, ky, p.num_tokens, p.head_dim, e);
+}
+
+/// True when a table of `rows` rows `row_stride` apart stays within kMaxSpan elements.
+inline bool table_span_fits(std::int64_t rows, std::int64_t row_stride) {
+  return rows <= 1 || row_stride <= kMaxSpan / (rows - 1);
 }
 
 }  // namespace detail
@@ -120,14 +197,16 @@ Status validate(const RopeParams<T>& p) {
     }
     if (cs.rows < 0) return invalid("cos/sin table rows is negative");
     if (cs.row_stride < rotary_dim / 2) return invalid("cos/sin row_stride is smaller than rotary_dim / 2");
+    if (!detail::table_span_fits(cs.rows, cs.row_stride)) {
+      return invalid("cos/sin rows and row_stride exceed 64-bit offsets");
+    }
     if (p.positions.type == PositionType::kNone && cs.rows < p.num_tokens) {
       return invalid("cos/sin table has fewer rows than tokens and no positions were given");
     }
-  } else if (cs.kind == CosSin::Kind::kComputed) {
-    if (!std::isfinite(cs.attention_scaling)) return invalid("attention_scaling is not finite");
-  } else {
+  } else if (cs.kind != CosSin::Kind::kComputed) {
     return invalid("cos_sin.kind is not a CosSin::Kind value");
   }
+  if (!std::isfinite(cs.attention_scaling)) return invalid("attention_scaling is not finite");
 
   const PositionType pt = p.positions.type;
   if (pt != PositionType::kNone && pt != PositionType::kInt32 && pt != PositionType::kInt64) {
@@ -140,19 +219,14 @@ Status validate(const RopeParams<T>& p) {
   // Pointers are only dereferenced when there is a token: empty tensors may carry nullptr.
   if (p.num_tokens == 0) return Status{};
 
-  const char* q_why[6] = {"q.x is null", "q.y is null", "q.x or q.y is not aligned to its element type",
-                          "q strides make rows overlap (strides must be >= 0 and rows disjoint)",
-                          "q.y partially overlaps q.x (in place needs y == x and equal strides)",
-                          "q strides and sizes exceed 64-bit offsets"};
-  Status s = detail::validate_heads(p.q, p.num_tokens, p.head_dim, q_why);
+  Status s = detail::validate_heads(p.q, p.num_tokens, p.head_dim, detail::kQMessages);
   if (!s.ok()) return s;
   if (has_k) {
-    const char* k_why[6] = {"k.x is null", "k.y is null", "k.x or k.y is not aligned to its element type",
-                            "k strides make rows overlap (strides must be >= 0 and rows disjoint)",
-                            "k.y partially overlaps k.x (in place needs y == x and equal strides)",
-                            "k strides and sizes exceed 64-bit offsets"};
-    s = detail::validate_heads(p.k, p.num_tokens, p.head_dim, k_why);
+    s = detail::validate_heads(p.k, p.num_tokens, p.head_dim, detail::kKMessages);
     if (!s.ok()) return s;
+    if (!detail::q_and_k_disjoint(p)) {
+      return invalid("k overlaps q (one buffer may hold both only as disjoint head ranges with equal strides)");
+    }
   }
 
   if (cs.kind == CosSin::Kind::kTable) {

@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include <rope/detail/kernel.cuh>
+#include <rope/detail/policy.cuh>
 #include <rope/detail/vector.cuh>
 #include <rope/types.cuh>
 #include <rope/validate.cuh>
@@ -25,11 +25,11 @@ struct VectorWidths {
   static constexpr int kNarrow = kWide / 2;
 };
 
-/// Heads a lane keeps in flight at once: four for the usual widths, one for the double width
-/// (which already has four 16-byte loads per head).
-template <typename T>
+/// Heads a lane keeps in flight at once: the policy's batch for the usual widths, one for the
+/// double width (which already has four 16-byte loads per head).
+template <typename T, typename Policy>
 constexpr int head_batch_for(int vec) {
-  return vec == VectorWidths<T>::kDouble ? 1 : ROPE_HEAD_BATCH;
+  return vec == VectorWidths<T>::kDouble ? 1 : Policy::kHeadBatch;
 }
 
 /// Tokens with at most this many heads (q + k) take the double width when it fits.
@@ -65,11 +65,11 @@ bool vector_width_fits(const RopeParams<T>& p, int vec) {
 }
 
 /// Calls `f(style, vec, head_batch)` (integral constants) with the widest access the arguments allow.
-template <typename T, typename F>
+template <typename Policy, typename T, typename F>
 void dispatch(const RopeParams<T>& p, F&& f) {
   using W = VectorWidths<T>;
   auto with_style = [&](auto vec) {
-    constexpr int kBatch = head_batch_for<T>(decltype(vec)::value);
+    constexpr int kBatch = head_batch_for<T, Policy>(decltype(vec)::value);
     using Batch = std::integral_constant<int, kBatch>;
     if (p.style == Style::kInterleaved) {
       f(std::integral_constant<Style, Style::kInterleaved>{}, vec, Batch{});
@@ -94,13 +94,14 @@ struct LaunchShape {
   int tokens_per_block;
 };
 
-/// At most kMaxBlockThreads (256) threads per block. A token gets one lane per column of `vec`
+/// At most Policy::kMaxBlockThreads (256) threads per block. A token gets one lane per column of `vec`
 /// pairs times enough head groups that each lane has about `head_batch` heads (twice that with
 /// computed cos/sin and many tokens; heads split evenly across groups). When one token is too
 /// little work for the block (a single 64-dim head, say), the block takes several tokens. A head
 /// wider than the block has its lanes walk columns.
-template <typename T>
+template <typename Policy, typename T>
 LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch) {
+  constexpr int kMaxBlockThreads = Policy::kMaxBlockThreads;
   const int rotary_dim = p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
   const int columns = rotary_dim / 2 / vec;
   if (columns >= kMaxBlockThreads) return LaunchShape{kMaxBlockThreads, 1};

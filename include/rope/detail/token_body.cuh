@@ -17,7 +17,8 @@ namespace rope {
 namespace detail {
 
 /// cos and sin of pairs [first_pair, first_pair + kVec) at `position`, from the table or
-/// computed. `inverse` negates sin: rotation by -theta, the gradient of the forward rotation.
+/// computed, times `attention_scaling` in both modes. `inverse` negates sin: rotation by -theta,
+/// the gradient of the forward rotation.
 template <int kVec, typename T>
 ROPE_HOST_DEVICE void load_cos_sin(const CosSin& cs, std::int64_t position, int first_pair,
                                    bool inverse, float (&c)[kVec], float (&s)[kVec]) {
@@ -34,6 +35,12 @@ ROPE_HOST_DEVICE void load_cos_sin(const CosSin& cs, std::int64_t position, int 
     } else {  // validate() admits only float or T
       load_floats<kVec>(static_cast<const T*>(cs.cos) + offset, c);
       load_floats<kVec>(static_cast<const T*>(cs.sin) + offset, s);
+    }
+    // x * 1.0f is exact, so plain tables (scaling 1) are read unchanged.
+#pragma unroll
+    for (int i = 0; i < kVec; ++i) {
+      c[i] *= cs.attention_scaling;
+      s[i] *= cs.attention_scaling;
     }
   }
   if (inverse) {

@@ -1,0 +1,29 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// \file
+/// Tuning of the RoPE kernel as a type (CUB's tuning policies are the model). The policy is a
+/// template argument of the kernel, so two translation units that tune differently get two
+/// distinct kernel instances instead of one name with two bodies.
+
+namespace rope {
+namespace detail {
+
+/// `HeadBatch`: heads a lane keeps loads in flight for before it rotates any (the double-width
+/// access uses one, as it already has four 16-byte loads per head). `MinBlocksPerSm`: the second
+/// argument of `__launch_bounds__`. The defaults are the measured best on an H200 (bench/NOTES.md).
+template <int HeadBatch = 4, int MinBlocksPerSm = 1>
+struct RopePolicy {
+  static_assert(HeadBatch >= 1, "a lane needs at least one head per batch");
+  static_assert(MinBlocksPerSm >= 1, "__launch_bounds__ needs at least one block per SM");
+  static constexpr int kHeadBatch = HeadBatch;
+  static constexpr int kMinBlocksPerSm = MinBlocksPerSm;
+  /// Threads per block, at most; the launch shape never asks for more.
+  static constexpr int kMaxBlockThreads = 256;
+};
+
+/// What the public launchers use.
+using DefaultPolicy = RopePolicy<>;
+
+}  // namespace detail
+}  // namespace rope
