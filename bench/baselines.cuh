@@ -4,8 +4,8 @@
 /// \file
 /// What the library is compared with, in the same binary and with the same bytes counted:
 /// an eager-PyTorch-like chain of elementwise kernels, the straightforward fused kernel,
-/// and an empty kernel (the floor for launch-bound calls). The copy ceiling is a plain
-/// cudaMemcpyAsync in rope_bench.cu.
+/// and an empty kernel (the floor for launch-bound calls). The copy ceiling is the faster of
+/// cudaMemcpyAsync and device.cuh's copy kernel, both registered in rope_bench.cu.
 
 #include <cstdint>
 

@@ -3,8 +3,8 @@
 // device copy, on the original [N, 128] sweep, Llama-3-8B prefill and decode shapes, and
 // other head sizes. Every time is GPU time per call: the median of many samples, L2 cold
 // (timer.cuh says how). Counters: bytes (the fewest the operation must move: inputs read once,
-// outputs written once), GB/s, pct_of_copy (of the cudaMemcpyAsync bandwidth measured at
-// start-up), us_per_call, tokens, calls_per_sample. Each benchmark runs one Google Benchmark
+// outputs written once), GB/s, pct_of_copy (of the 2 GiB copy bandwidth measured at
+// start-up: the faster of cudaMemcpyAsync and the copy kernel), us_per_call, tokens, calls_per_sample. Each benchmark runs one Google Benchmark
 // iteration that takes all its samples and passes their median to SetIterationTime, so the
 // reported time is that median (Google Benchmark appends /iterations:1/manual_time to names).
 //

@@ -8,8 +8,13 @@
 ///
 /// The reference for every formula is HF transformers `src/transformers/modeling_rope_utils.py`
 /// (`_compute_*_parameters`); each method below also names its paper. Everything is computed in
-/// fp64 and rounded to fp32 once, so the values are within an ulp of the exact ones (HF computes
-/// the powers in fp32 and may differ in the last bit or two).
+/// fp64 and rounded to fp32 once: within 0.5 ulp of the exact values on the real configs measured
+/// by tests/tools/inv_freq_vs_fp32.py. Framework code evaluates the same formulas in fp32 (HF: an
+/// fp32 exponent 2i/d, an fp32 pow) and lands elsewhere: torch 2.11 on CPU is 1 ulp from these
+/// values for Llama-2/3, linear, dynamic NTK and YaRN, 3-4 ulp for Llama-3.1, rotary_dim 24 or 96
+/// and LongRoPE; on CUDA up to 8 ulp. At position 10^6 that moves cos and sin by up to 0.06.
+/// For bit-parity with a model's framework code, pass that model's own fp32 inv_freq to computed
+/// mode (`computed_cos_sin`) or build the table from it (`fill_cos_sin_table`).
 
 #include <cmath>
 #include <cstddef>
@@ -215,6 +220,8 @@ inline Status check_inv_freq_args(const RopeScaling& s, int rotary_dim, const fl
 ///
 /// `seq_len` is the current sequence length; only dynamic NTK and LongRoPE read it (0: not
 /// longer than the original context).
+///
+/// Within 0.5 ulp of exact; not bit-identical to a framework's fp32 values (see the file comment).
 ///
 /// A bad argument returns `rope::invalid(reason)` and writes nothing. Never throws.
 inline Status compute_inv_freq(const RopeScaling& scaling, int rotary_dim, float* inv_freq_out,

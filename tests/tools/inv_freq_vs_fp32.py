@@ -296,15 +296,34 @@ def part1(binary, torch_json):
         print(row)
         effects.append((name, rope, hf, hf_libm))
         all_freqs.update(float(v) for v in rope)
+    def from_torch(name, dev):
+        v = (torch_vals or {}).get(name, {}).get(dev)
+        return None if v is None else np.array([float.fromhex(h) for h in v], dtype=f32)
+
+    if torch_vals:
+        print("\nReal transformers (LlamaRotaryEmbedding) vs the torch expressions above, max ulp:")
+        for key, per_dev in torch_vals.items():
+            if key.endswith(" [transformers]"):
+                for dev in per_dev:
+                    d = np.abs(ordinal(from_torch(key, dev)) - ordinal(from_torch(key[:-15], dev))).max()
+                    print(f"- {key} {dev}: {d}")
     print("\n## Effect on cos/sin, rope's frequencies vs HF fp32 ('cr' pow), exact arithmetic\n")
-    print("| config | p = 131072: max dcos / dsin / dangle | p = 10^6: max dcos / dsin / dangle (rad) |")
-    print("|---|---:|---:|")
+    extra = " p = 10^6 vs real torch CPU / CUDA: max |dcos|, |dsin| |" if torch_vals else ""
+    print("| config | p = 131072: max dcos / dsin / dangle | p = 10^6: max dcos / dsin / dangle (rad) |" + extra)
+    print("|---|---:|---:|" + ("---:|" if torch_vals else ""))
     for name, rope, hf, _ in effects:
         cells = []
         for p in (131072, 1000000):
             dc, ds, da = output_effect(rope, hf, p)
             cells.append(f"{dc:.2g} / {ds:.2g} / {da:.2g}")
-        print(f"| {name} | {cells[0]} | {cells[1]} |")
+        row = f"| {name} | {cells[0]} | {cells[1]} |"
+        if torch_vals:
+            parts = []
+            for dev in ("cpu", "cuda"):
+                t = from_torch(name, dev)
+                parts.append("-" if t is None else "%.2g, %.2g" % output_effect(rope, t, 1000000)[:2])
+            row += f" {' / '.join(parts)} |"
+        print(row)
     return sorted(all_freqs)
 
 

@@ -7,12 +7,14 @@
 /// A plain fp32 product position * inv_freq already loses the angle's low bits (at position
 /// 131072 its rounding error alone is ~4e-3 rad), and fast-math `__sinf` adds more. Here the
 /// product is formed in fp64, where it is exact for |position| < 2^29 (a 24-bit frequency times
-/// a 29-bit integer fits 53 bits), turned into half-turns (angle / pi) and reduced modulo 2 in
-/// fp64 (exact: subtracting an even integer from a number of similar size loses nothing), and only
-/// the reduced value, in [-1, 1], goes to fp32 `sincospif`, whose own range reduction is exact, so
-/// it carries no slow path for huge arguments (as `sincosf` does: registers the kernel needs for
-/// loads in flight). The result is within fp32 rounding of the true angle's sin and cos. This is
-/// a handful of fp64 operations per (token, pair), shared by the heads of the lane.
+/// a 29-bit integer fits 53 bits), turned into half-turns by a multiply by 1/pi (this rounds),
+/// reduced modulo 2 in fp64 (exact), and rounded to fp32 in [-1, 1] (this rounds too) for
+/// `sincospif`, whose own range reduction is exact, so it carries no slow path for huge arguments
+/// (as `sincosf` does: registers the kernel needs for loads in flight). Measured against exact
+/// values of position * inv_freq (tests/tools/inv_freq_vs_fp32.py: 40,000 positions below 2^29,
+/// real frequencies), the reduced angle was off by less than 5.3e-8 half-turns (1.7e-7 rad) and
+/// sin and cos by less than 1.7e-7 (absolute), on the host and on an H200 alike. This is a
+/// handful of fp64 operations per (token, pair), shared by the heads of the lane.
 
 #include <cmath>
 #include <cstdint>

@@ -25,7 +25,7 @@ ROPE_HOST_DEVICE void load_cos_sin(const CosSin& cs, std::int64_t position, int 
   if (cs.kind == CosSin::Kind::kComputed) {
     float inv_freq[kVec];
     load_floats<kVec>(cs.inv_freq + first_pair, inv_freq);
-#pragma unroll
+ROPE_UNROLL
     for (int i = 0; i < kVec; ++i) rotary_sincos(position, inv_freq[i], cs.attention_scaling, s[i], c[i]);
   } else {
     const std::int64_t offset = position * cs.row_stride + first_pair;
@@ -37,14 +37,14 @@ ROPE_HOST_DEVICE void load_cos_sin(const CosSin& cs, std::int64_t position, int 
       load_floats<kVec>(static_cast<const T*>(cs.sin) + offset, s);
     }
     // x * 1.0f is exact, so plain tables (scaling 1) are read unchanged.
-#pragma unroll
+ROPE_UNROLL
     for (int i = 0; i < kVec; ++i) {
       c[i] *= cs.attention_scaling;
       s[i] *= cs.attention_scaling;
     }
   }
   if (inverse) {
-#pragma unroll
+ROPE_UNROLL
     for (int i = 0; i < kVec; ++i) s[i] = -s[i];
   }
 }
@@ -74,7 +74,7 @@ struct PairChunk {
   /// y1 = x1 cos - x2 sin, y2 = x1 sin + x2 cos in fp32, stored to y.
   ROPE_HOST_DEVICE void rotate_store(T* y, int half, int first_pair, const float (&c)[kVec],
                                      const float (&s)[kVec]) {
-#pragma unroll
+ROPE_UNROLL
     for (int i = 0; i < kVec; ++i) {
       // Pair i: (a[i], b[i]) half-split, (a[2i], a[2i + 1]) interleaved.
       const float x1 = kHalfSplit ? a.get(i) : a.get(2 * i);
@@ -153,7 +153,7 @@ ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::in
     bool have_cos_sin = false;
     for (int first_head = item / columns; first_head < heads; first_head += groups * kHeadBatch) {
       PairChunk<T, kStyle, kVec> chunk[kHeadBatch];
-#pragma unroll
+ROPE_UNROLL
       for (int b = 0; b < kHeadBatch; ++b) {
         // Past the last head the load repeats the batch's first head instead of branching
         // around it: straight-line code keeps every load of the batch in flight at once.
@@ -169,7 +169,7 @@ ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::in
         load_cos_sin<kVec, T>(p.cos_sin, position, first_pair, inverse, c, s);
         have_cos_sin = true;
       }
-#pragma unroll
+ROPE_UNROLL
       for (int b = 0; b < kHeadBatch; ++b) {
         const int h = first_head + b * groups;
         // The output address is recomputed rather than kept: registers matter more than a few IMADs.

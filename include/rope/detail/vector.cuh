@@ -58,11 +58,11 @@ ROPE_HOST_DEVICE void check_aligned(const T* p) {
 /// elements; by default the widest access up to 16 bytes).
 template <int N, typename T, int kChunk = Access<T, N>::value>
 ROPE_HOST_DEVICE void load_elements(const T* p, T (&out)[N]) {
-#pragma unroll
+ROPE_UNROLL
   for (int c = 0; c < N; c += kChunk) {
     check_aligned<T, kChunk>(p + c);
     const Packed<T, kChunk> v = *reinterpret_cast<const Packed<T, kChunk>*>(p + c);
-#pragma unroll
+ROPE_UNROLL
     for (int i = 0; i < kChunk; ++i) out[c + i] = v.elem[i];
   }
 }
@@ -75,14 +75,14 @@ struct Fragment {
   Packed<T, kChunk> vec[N / kChunk];
 
   ROPE_HOST_DEVICE void load(const T* p) {
-#pragma unroll
+ROPE_UNROLL
     for (int c = 0; c < N / kChunk; ++c) {
       check_aligned<T, kChunk>(p + c * kChunk);
       vec[c] = *reinterpret_cast<const Packed<T, kChunk>*>(p + c * kChunk);
     }
   }
   ROPE_HOST_DEVICE void store(T* p) const {
-#pragma unroll
+ROPE_UNROLL
     for (int c = 0; c < N / kChunk; ++c) {
       check_aligned<T, kChunk>(p + c * kChunk);
       *reinterpret_cast<Packed<T, kChunk>*>(p + c * kChunk) = vec[c];
@@ -97,7 +97,7 @@ template <int N, typename T>
 ROPE_HOST_DEVICE void load_floats(const T* p, float (&out)[N]) {
   T raw[N];
   load_elements<N>(p, raw);
-#pragma unroll
+ROPE_UNROLL
   for (int i = 0; i < N; ++i) out[i] = to_float(raw[i]);
 }
 
@@ -105,7 +105,7 @@ ROPE_HOST_DEVICE void load_floats(const T* p, float (&out)[N]) {
 template <int N, typename T>
 ROPE_HOST_DEVICE void copy_elements(const T* src, T* dst) {
   constexpr int kChunk = Access<T, N>::value;
-#pragma unroll
+ROPE_UNROLL
   for (int c = 0; c < N; c += kChunk) {
     check_aligned<T, kChunk>(src + c);
     check_aligned<T, kChunk>(dst + c);

@@ -1,0 +1,21 @@
+"""rope_cuda: the rope CUDA library's fused rotary position embedding as PyTorch ops.
+
+Ops (torch.library, namespace ``rope_cuda``): ``torch.ops.rope_cuda.rope_`` (in place) and
+``torch.ops.rope_cuda.rope`` (functional, differentiable), both with fake kernels for
+torch.compile. Python entry points:
+
+- :func:`apply_rope` / :func:`apply_rope_`: the ops with keyword arguments;
+- :func:`rope_cuda.hf.apply_rotary_pos_emb`: drop-in for transformers' function;
+- :func:`rope_cuda.vllm.rotary_embedding`: drop-in for vLLM's / FlashInfer's op;
+- :class:`RotaryEmbedding`: a module built from a transformers config;
+- :func:`inv_freq_from_config`: inverse frequencies exactly as transformers computes them.
+"""
+
+from . import _C  # noqa: F401  (loads the op library: registers torch.ops.rope_cuda.*)
+from . import _registrations  # noqa: F401  (fake kernels and autograd)
+from ._api import apply_rope, apply_rope_
+from .frequencies import inv_freq_from_config
+from .module import RotaryEmbedding
+
+__version__ = "0.1.0"
+__all__ = ["apply_rope", "apply_rope_", "inv_freq_from_config", "RotaryEmbedding", "__version__"]

@@ -1,0 +1,70 @@
+"""Fake (meta) kernels and autograd for the ops defined in csrc/registration.cpp.
+
+The fake kernels give torch.compile / FakeTensor the output metadata without running anything:
+the functional op returns new contiguous tensors shaped like q (and k), exactly what the CUDA
+kernel allocates; the in-place op returns nothing. Argument errors surface when the real kernel
+runs (its checks need strides and pointers that fake tensors under dynamic shapes do not have).
+
+Autograd: the functional op's gradient is the library's backward (rotation by -theta), i.e. the
+same op with ``inverse`` flipped, so higher-order gradients work too. The in-place op has no
+autograd formula (torch.library only differentiates functional ops); rope_cuda.apply_rope_
+refuses tensors that require grad.
+"""
+
+import torch
+
+_NOT_DIFFERENTIABLE = ("positions", "cos", "sin", "cos_sin_cache", "inv_freq")
+
+
+@torch.library.register_fake("rope_cuda::rope")
+def _rope_fake(q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, inverse):
+    out = [q.new_empty(q.shape)]
+    if k is not None:
+        out.append(k.new_empty(k.shape))
+    return out
+
+
+@torch.library.register_fake("rope_cuda::rope_")
+def _rope_inplace_fake(q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, inverse):
+    return None
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, inverse = inputs
+    ctx.save_for_backward(positions, cos, sin, cos_sin_cache, inv_freq)
+    ctx.has_k = k is not None
+    ctx.options = (attention_scaling, interleaved, inverse)
+
+
+def _grad_view(g):
+    # Autograd may hand over gradients the kernel cannot read in place (e.g. the stride-0
+    # expansion that x.sum() produces); only those are made dense. Typical gradients pass as is.
+    if g.stride(-1) != 1 or 0 in g.stride():
+        return g.contiguous()
+    return g
+
+
+def _backward(ctx, grads):
+    for name, needed in zip(_NOT_DIFFERENTIABLE, ctx.needs_input_grad[2:7]):
+        if needed:
+            raise RuntimeError(f"rope_cuda: gradients flow to q and k only, but {name} requires grad; "
+                               f"pass {name}.detach() (rope frequencies and tables are not trained)")
+    positions, cos, sin, cos_sin_cache, inv_freq = ctx.saved_tensors
+    attention_scaling, interleaved, inverse = ctx.options
+    g_q = grads[0]
+    g_k = grads[1] if ctx.has_k else None
+    present = [g for g in (g_q, g_k) if g is not None]
+    if not present:
+        return (None,) * 10
+    # q and k share the rotation, so whichever gradients exist go through one launch.
+    rotated = torch.ops.rope_cuda.rope.default(
+        _grad_view(present[0]), _grad_view(present[1]) if len(present) == 2 else None, positions, cos, sin,
+        cos_sin_cache, inv_freq, attention_scaling, interleaved, not inverse)
+    if g_q is None:
+        d_q, d_k = None, rotated[0]
+    else:
+        d_q, d_k = rotated[0], (rotated[1] if g_k is not None else None)
+    return (d_q, d_k) + (None,) * 8
+
+
+torch.library.register_autograd("rope_cuda::rope", _backward, setup_context=_setup_context)

@@ -1,0 +1,351 @@
+// SPDX-License-Identifier: MIT
+// Tensor -> rope::RopeParams marshalling. No math happens here: the rotation is the library's.
+//
+// q and k are [tokens, heads, head_dim] or [batch, seq, heads, head_dim] strided views. The
+// library takes [tokens, heads, head_dim] views, so a 4-D input becomes one launch over
+// batch * seq tokens when its batch dimension merges into the token dimension (batch stride ==
+// seq * token stride, true for contiguous tensors, transposed HF views and fused-QKV slices) and
+// the positions / cos-sin rows merge the same way. Otherwise it becomes one launch per batch
+// entry, all on the same stream, with no copy and no synchronization.
+
+#include "apply.h"
+
+#include <cstdint>
+#include <limits>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/util/Exception.h>
+
+#include <rope/status.cuh>
+#include <rope/types.cuh>
+#include <rope/validate.cuh>
+
+#include "launch.h"
+
+#define ROPE_CHECK_ARG(cond, ...) TORCH_CHECK_VALUE(cond, "rope_cuda: ", __VA_ARGS__)
+
+namespace rope_cuda {
+namespace {
+
+/// Strides (in elements) of one [batch, seq, heads, head_dim] view; 3-D views have one batch.
+struct View {
+  char* base = nullptr;
+  std::int64_t batch_stride = 0;
+  std::int64_t token_stride = 0;
+  std::int64_t head_stride = 0;
+};
+
+View view_of(const at::Tensor& t) {
+  View v;
+  v.base = static_cast<char*>(t.data_ptr());
+  const bool four_d = t.dim() == 4;
+  v.batch_stride = four_d ? t.stride(0) : 0;
+  v.token_stride = t.stride(four_d ? 1 : 0);
+  v.head_stride = t.stride(-2);
+  return v;
+}
+
+/// The token stride of the merged batch * seq dimension, or false when the batch dimension
+/// does not merge (a size-1 dimension's stride is never used, so it imposes nothing).
+bool merged_token_stride(std::int64_t batches, std::int64_t seq, std::int64_t batch_stride,
+                         std::int64_t token_stride, std::int64_t& merged) {
+  if (batches <= 1 || seq == 0) {
+    merged = token_stride;
+    return true;
+  }
+  if (seq == 1) {
+    merged = batch_stride;
+    return true;
+  }
+  merged = token_stride;
+  return batch_stride == seq * token_stride;
+}
+
+const char* dtype_name(at::ScalarType t) { return c10::toString(t); }
+
+void check_same_device(const at::Tensor& t, const char* name, const at::Tensor& q) {
+  ROPE_CHECK_ARG(t.device() == q.device(), name, " is on ", t.device(), " but q is on ", q.device(),
+                 "; all tensors of one call must be on the same device");
+}
+
+void check_heads_tensor(const at::Tensor& t, const char* name) {
+  ROPE_CHECK_ARG(t.dim() == 3 || t.dim() == 4, name,
+                 " must be [tokens, heads, head_dim] or [batch, seq, heads, head_dim], got shape ", t.sizes());
+  ROPE_CHECK_ARG(t.size(-1) <= 1 || t.stride(-1) == 1, name,
+                 ": the last dimension (head_dim) must be contiguous (stride 1), got stride ", t.stride(-1),
+                 "; rope_cuda never copies silently: pass ", name, ".contiguous() if a copy is intended");
+  ROPE_CHECK_ARG(t.size(-2) <= std::numeric_limits<int>::max() && t.size(-1) <= std::numeric_limits<int>::max(),
+                 name, " has too many heads or too large a head_dim: ", t.sizes());
+}
+
+/// cos/sin source after checks: a table (per-batch or shared) or inverse frequencies.
+struct Source {
+  bool table = false;
+  const char* cos = nullptr;  // row 0 of batch 0
+  const char* sin = nullptr;
+  std::int64_t element_bytes = 4;
+  rope::TableType type = rope::TableType::kFloat32;
+  std::int64_t rows = 0;
+  std::int64_t row_stride = 0;
+  std::int64_t batch_stride = 0;  // elements between per-batch tables; 0 when shared
+  bool per_batch = false;         // [batch, rows, .] with batch > 1
+  std::int64_t half = 0;          // rotary_dim / 2
+  const float* inv_freq = nullptr;
+};
+
+rope::TableType table_type_of(at::ScalarType table, at::ScalarType q, const char* name) {
+  if (table == at::kFloat) return rope::TableType::kFloat32;
+  ROPE_CHECK_ARG(table == q, name, " dtype must be float32 or q's dtype (", dtype_name(q), "), got ",
+                 dtype_name(table));
+  return table == at::kHalf ? rope::TableType::kFloat16 : rope::TableType::kBFloat16;
+}
+
+/// Shared checks of a table tensor [rows, width] or [batch, rows, width]; fills rows and strides.
+void check_table_tensor(const at::Tensor& t, const char* name, const at::Tensor& q, std::int64_t batches,
+                        Source& s) {
+  check_same_device(t, name, q);
+  ROPE_CHECK_ARG(t.dim() == 2 || (t.dim() == 3 && q.dim() == 4), name,
+                 " must be [rows, width]", q.dim() == 4 ? " or [batch, rows, width]" : "", ", got shape ", t.sizes());
+  ROPE_CHECK_ARG(t.size(-1) <= 1 || t.stride(-1) == 1, name,
+                 ": the last dimension must be contiguous (stride 1), got stride ", t.stride(-1));
+  s.type = table_type_of(t.scalar_type(), q.scalar_type(), name);
+  s.element_bytes = static_cast<std::int64_t>(t.element_size());
+  s.rows = t.size(-2);
+  s.row_stride = t.stride(-2);
+  if (t.dim() == 3 && t.size(0) != 1) {
+    ROPE_CHECK_ARG(t.size(0) == batches, name, " has ", t.size(0), " tables but q has a batch of ", batches,
+                   " (one table per batch entry, or one shared)");
+    s.per_batch = batches > 1;
+    s.batch_stride = t.stride(0);
+  }
+}
+
+Source check_source(const RopeInputs& in, std::int64_t batches) {
+  const at::Tensor& q = in.q;
+  const int given = (in.cos.has_value() || in.sin.has_value()) + in.cos_sin_cache.has_value() + in.inv_freq.has_value();
+  ROPE_CHECK_ARG(given == 1, "pass exactly one cos/sin source: cos and sin, cos_sin_cache, or inv_freq (got ", given,
+                 ")");
+  Source s;
+  if (in.inv_freq.has_value()) {
+    const at::Tensor& f = *in.inv_freq;
+    check_same_device(f, "inv_freq", q);
+    ROPE_CHECK_ARG(f.dim() == 1 && f.size(0) >= 1, "inv_freq must be a 1-D tensor of rotary_dim / 2 frequencies, got shape ",
+                   f.sizes());
+    ROPE_CHECK_ARG(f.scalar_type() == at::kFloat, "inv_freq dtype must be float32, got ", dtype_name(f.scalar_type()));
+    ROPE_CHECK_ARG(f.size(0) == 1 || f.stride(0) == 1, "inv_freq must be contiguous, got stride ", f.stride(0));
+    s.half = f.size(0);
+    s.inv_freq = f.data_ptr<float>();
+    return s;
+  }
+  s.table = true;
+  if (in.cos_sin_cache.has_value()) {
+    const at::Tensor& c = *in.cos_sin_cache;
+    check_table_tensor(c, "cos_sin_cache", q, batches, s);
+    ROPE_CHECK_ARG(c.size(-1) >= 2 && c.size(-1) % 2 == 0,
+                   "cos_sin_cache rows must be [cos(rotary_dim / 2) | sin(rotary_dim / 2)], an even width >= 2; got width ",
+                   c.size(-1));
+    s.half = c.size(-1) / 2;
+    s.cos = static_cast<const char*>(c.data_ptr());
+    s.sin = s.cos + s.half * s.element_bytes;
+    return s;
+  }
+  ROPE_CHECK_ARG(in.cos.has_value() && in.sin.has_value(), "cos and sin must be given together");
+  const at::Tensor& c = *in.cos;
+  const at::Tensor& n = *in.sin;
+  check_table_tensor(c, "cos", q, batches, s);
+  ROPE_CHECK_ARG(n.sizes() == c.sizes() && n.scalar_type() == c.scalar_type(),
+                 "cos and sin must have the same shape and dtype, got ", c.sizes(), " ", dtype_name(c.scalar_type()),
+                 " and ", n.sizes(), " ", dtype_name(n.scalar_type()));
+  check_same_device(n, "sin", q);
+  for (int d = 0; d < c.dim(); ++d) {
+    // One row stride (and batch stride) describes both tables in the library.
+    ROPE_CHECK_ARG(c.size(d) <= 1 || c.stride(d) == n.stride(d), "cos and sin must have the same strides, got ",
+                   c.strides(), " and ", n.strides());
+  }
+  ROPE_CHECK_ARG(c.size(-1) >= 1, "cos/sin must have rotary_dim / 2 >= 1 columns, got shape ", c.sizes());
+  s.half = c.size(-1);
+  s.cos = static_cast<const char*>(c.data_ptr());
+  s.sin = static_cast<const char*>(n.data_ptr());
+  return s;
+}
+
+struct PositionsInfo {
+  const char* data = nullptr;
+  rope::PositionType type = rope::PositionType::kNone;
+  std::int64_t element_bytes = 0;
+  std::int64_t batch_stride = 0;  // elements
+  bool merges = true;             // [batch, seq] rows are consecutive, so batch * seq tokens read one array
+};
+
+PositionsInfo check_positions(const RopeInputs& in) {
+  PositionsInfo p;
+  if (!in.positions.has_value()) return p;
+  const at::Tensor& t = *in.positions;
+  const at::Tensor& q = in.q;
+  check_same_device(t, "positions", q);
+  ROPE_CHECK_ARG(t.scalar_type() == at::kInt || t.scalar_type() == at::kLong, "positions dtype must be int32 or int64, got ",
+                 dtype_name(t.scalar_type()));
+  const auto lead = q.sizes().slice(0, q.dim() - 2);
+  ROPE_CHECK_ARG(t.sizes() == lead, "positions must have q's leading shape ", lead, " (one per token), got ", t.sizes());
+  ROPE_CHECK_ARG(t.size(-1) <= 1 || t.stride(-1) == 1, "positions must be contiguous along the tokens, got strides ",
+                 t.strides());
+  p.data = static_cast<const char*>(t.data_ptr());
+  p.type = t.scalar_type() == at::kInt ? rope::PositionType::kInt32 : rope::PositionType::kInt64;
+  p.element_bytes = static_cast<std::int64_t>(t.element_size());
+  if (t.dim() == 2) {
+    const std::int64_t batches = t.size(0), seq = t.size(1);
+    p.batch_stride = t.stride(0);
+    // The library reads one position per token from consecutive elements.
+    p.merges = batches <= 1 || seq == 0 || t.stride(0) == (seq == 1 ? 1 : seq);
+  }
+  return p;
+}
+
+template <typename T>
+rope::HeadsTensor<T> heads_at(const View& x, const View& y, int heads, std::int64_t batch, std::int64_t x_token_stride,
+                              std::int64_t y_token_stride) {
+  rope::HeadsTensor<T> h;
+  h.x = reinterpret_cast<const T*>(x.base) + batch * x.batch_stride;
+  h.y = reinterpret_cast<T*>(y.base) + batch * y.batch_stride;
+  h.num_heads = heads;
+  h.x_token_stride = x_token_stride;
+  h.x_head_stride = x.head_stride;
+  h.y_token_stride = y_token_stride;
+  h.y_head_stride = y.head_stride;
+  return h;
+}
+
+template <typename T>
+void apply_typed(const RopeInputs& in, const at::Tensor& q_out, const std::optional<at::Tensor>& k_out, bool run) {
+  const at::Tensor& q = in.q;
+  const bool has_k = in.k.has_value() && in.k->size(-2) > 0;
+  const bool four_d = q.dim() == 4;
+  const std::int64_t batches = four_d ? q.size(0) : 1;
+  const std::int64_t seq = four_d ? q.size(1) : q.size(0);
+
+  const Source src = check_source(in, batches);
+  // The library reports rotary_dim > head_dim itself; this only keeps the int conversion exact.
+  ROPE_CHECK_ARG(src.half <= q.size(-1), "rotary_dim (", 2 * src.half, ") is larger than head_dim (", q.size(-1), ")");
+  const PositionsInfo pos = check_positions(in);
+  const bool has_positions = pos.type != rope::PositionType::kNone;
+
+  const View qx = view_of(q), qy = view_of(q_out);
+  View kx, ky;
+  if (has_k) {
+    kx = view_of(*in.k);
+    ky = view_of(*k_out);
+  }
+
+  // One launch over batch * seq tokens when every per-token array merges (see the file comment).
+  std::int64_t q_xts = qx.token_stride, q_yts = qy.token_stride, k_xts = kx.token_stride, k_yts = ky.token_stride;
+  bool merge = merged_token_stride(batches, seq, qx.batch_stride, qx.token_stride, q_xts) &&
+               merged_token_stride(batches, seq, qy.batch_stride, qy.token_stride, q_yts);
+  if (has_k) {
+    merge = merge && merged_token_stride(batches, seq, kx.batch_stride, kx.token_stride, k_xts) &&
+            merged_token_stride(batches, seq, ky.batch_stride, ky.token_stride, k_yts);
+  }
+  std::int64_t merged_rows = src.rows;
+  if (batches > 1 && seq > 0) {
+    if (has_positions) {
+      // Positions index one shared table (or the computed angles): the array must be [batch * seq].
+      merge = merge && pos.merges && !src.per_batch;
+    } else {
+      // Without positions a token's row is its index in its sequence: only per-batch tables whose
+      // rows follow each other (batch stride == seq * row stride) read as one table of batch * seq rows.
+      std::int64_t merged_row_stride = 0;
+      merge = merge && src.table && src.per_batch &&
+              merged_token_stride(batches, seq, src.batch_stride, src.row_stride, merged_row_stride) &&
+              merged_row_stride == src.row_stride;
+      merged_rows = (batches - 1) * seq + src.rows;
+    }
+  }
+  if (batches <= 1 || seq == 0) merge = true;
+  const std::int64_t launches = merge ? 1 : batches;
+  const std::int64_t tokens = merge ? batches * seq : seq;
+
+  std::vector<rope::RopeParams<T>> all(static_cast<std::size_t>(launches));
+  for (std::int64_t b = 0; b < launches; ++b) {
+    rope::RopeParams<T>& p = all[static_cast<std::size_t>(b)];
+    p.num_tokens = tokens;
+    p.head_dim = static_cast<int>(q.size(-1));
+    p.rotary_dim = static_cast<int>(2 * src.half);
+    p.style = in.interleaved ? rope::Style::kInterleaved : rope::Style::kHalfSplit;
+    p.q = heads_at<T>(qx, qy, static_cast<int>(q.size(-2)), b, merge ? q_xts : qx.token_stride,
+                      merge ? q_yts : qy.token_stride);
+    if (has_k) {
+      p.k = heads_at<T>(kx, ky, static_cast<int>(in.k->size(-2)), b, merge ? k_xts : kx.token_stride,
+                        merge ? k_yts : ky.token_stride);
+    }
+    if (src.table) {
+      const std::int64_t offset = b * src.batch_stride * src.element_bytes;
+      p.cos_sin.kind = rope::CosSin::Kind::kTable;
+      p.cos_sin.cos = src.cos + offset;
+      p.cos_sin.sin = src.sin + offset;
+      p.cos_sin.table_type = src.type;
+      p.cos_sin.rows = merge ? merged_rows : src.rows;
+      // A single row's stride is never used; frameworks give it arbitrary values.
+      p.cos_sin.row_stride = src.rows <= 1 && !(merge && src.per_batch) ? src.half : src.row_stride;
+    } else {
+      p.cos_sin = rope::computed_cos_sin(src.inv_freq, 1.0f);
+    }
+    p.cos_sin.attention_scaling = static_cast<float>(in.attention_scaling);
+    if (has_positions) {
+      p.positions.data = pos.data + b * pos.batch_stride * pos.element_bytes;
+      p.positions.type = pos.type;
+    }
+  }
+
+  // Every launch is checked before the first one runs, so a rejection writes nothing.
+  for (const auto& p : all) {
+    const rope::Status status = rope::validate(p);
+    ROPE_CHECK_ARG(status.ok(), "rejected by the rope library: ", status.message);
+  }
+  if (!run) return;
+
+  const c10::cuda::CUDAGuard guard(q.device());
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream(q.device().index()).stream();
+  for (const auto& p : all) {
+    const cudaError_t err = launch<T>(p, in.inverse, stream);
+    TORCH_CHECK(err == cudaSuccess, "rope_cuda: launch failed: ", rope::last_error_message());
+  }
+}
+
+}  // namespace
+
+void apply(const RopeInputs& in, const at::Tensor& q_out, const std::optional<at::Tensor>& k_out, bool run) {
+  const at::Tensor& q = in.q;
+  check_heads_tensor(q, "q");
+  const at::ScalarType dtype = q.scalar_type();
+  ROPE_CHECK_ARG(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
+                 "q dtype must be float32, float16 or bfloat16, got ", dtype_name(dtype));
+  if (in.k.has_value()) {
+    const at::Tensor& k = *in.k;
+    check_heads_tensor(k, "k");
+    check_same_device(k, "k", q);
+    ROPE_CHECK_ARG(k.scalar_type() == dtype, "k dtype (", dtype_name(k.scalar_type()), ") differs from q's (",
+                   dtype_name(dtype), ")");
+    ROPE_CHECK_ARG(k.dim() == q.dim() && k.sizes().slice(0, k.dim() - 2) == q.sizes().slice(0, q.dim() - 2) &&
+                       k.size(-1) == q.size(-1),
+                   "k must have q's tokens and head_dim (only the head count may differ), got q ", q.sizes(), " and k ",
+                   k.sizes());
+  }
+  if (run) {
+    ROPE_CHECK_ARG(q.is_cuda(), "q is on ", q.device(), "; rope_cuda runs on CUDA tensors");
+  }
+  switch (dtype) {
+    case at::kFloat:
+      apply_typed<float>(in, q_out, k_out, run);
+      break;
+    case at::kHalf:
+      apply_typed<__half>(in, q_out, k_out, run);
+      break;
+    default:
+      apply_typed<__nv_bfloat16>(in, q_out, k_out, run);
+      break;
+  }
+}
+
+}  // namespace rope_cuda

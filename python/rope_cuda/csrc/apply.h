@@ -1,0 +1,32 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// Maps torch tensors onto rope::RopeParams and runs the library: the whole binding logic.
+
+#include <optional>
+
+#include <ATen/core/Tensor.h>
+
+namespace rope_cuda {
+
+/// The inputs of every op, as the schemas in registration.cpp name them.
+struct RopeInputs {
+  const at::Tensor& q;
+  const std::optional<at::Tensor>& k;
+  const std::optional<at::Tensor>& positions;
+  const std::optional<at::Tensor>& cos;
+  const std::optional<at::Tensor>& sin;
+  const std::optional<at::Tensor>& cos_sin_cache;
+  const std::optional<at::Tensor>& inv_freq;
+  double attention_scaling;
+  bool interleaved;
+  bool inverse;
+};
+
+/// Checks every argument (the binding's own shape/dtype/device checks, then rope::validate for
+/// every launch) and, if `run` is true, launches on the current CUDA stream of q's device.
+/// `q_out` / `k_out` receive the result; they are q / k themselves for the in-place ops.
+/// Throws c10::ValueError (Python ValueError) with the reason before anything is written.
+void apply(const RopeInputs& in, const at::Tensor& q_out, const std::optional<at::Tensor>& k_out, bool run);
+
+}  // namespace rope_cuda

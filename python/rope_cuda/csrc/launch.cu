@@ -1,0 +1,19 @@
+// SPDX-License-Identifier: MIT
+// Instantiates the library's launchers for the three tensor types; nothing else lives here.
+
+#include "launch.h"
+
+#include <rope/launch.cuh>
+
+namespace rope_cuda {
+
+template <typename T>
+cudaError_t launch(const rope::RopeParams<T>& params, bool inverse, cudaStream_t stream) {
+  return inverse ? rope::rope_backward(params, stream) : rope::rope_forward(params, stream);
+}
+
+template cudaError_t launch<float>(const rope::RopeParams<float>&, bool, cudaStream_t);
+template cudaError_t launch<__half>(const rope::RopeParams<__half>&, bool, cudaStream_t);
+template cudaError_t launch<__nv_bfloat16>(const rope::RopeParams<__nv_bfloat16>&, bool, cudaStream_t);
+
+}  // namespace rope_cuda

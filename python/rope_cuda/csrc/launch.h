@@ -1,0 +1,19 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+// The one bridge between the torch binding (compiled by the host compiler) and the library's
+// kernels (compiled by nvcc in launch.cu). Keeping ATen out of the .cu file and the kernels out of
+// the .cpp files keeps each translation unit small and quick to build.
+
+#include <cuda_runtime.h>
+
+#include <rope/types.cuh>
+
+namespace rope_cuda {
+
+/// rope::rope_forward (inverse = false) or rope::rope_backward (inverse = true) on `stream`.
+/// Instantiated for float, __half and __nv_bfloat16 in launch.cu.
+template <typename T>
+cudaError_t launch(const rope::RopeParams<T>& params, bool inverse, cudaStream_t stream);
+
+}  // namespace rope_cuda

@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: MIT
+// The torch.library schemas of rope_cuda's ops and their CUDA (and argument-checking CPU) kernels.
+// Fake (meta) kernels and autograd are registered from Python (rope_cuda/_registrations.py).
+
+#include <optional>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <torch/library.h>
+
+#include "apply.h"
+
+namespace rope_cuda {
+namespace {
+
+using OptTensor = std::optional<at::Tensor>;
+
+// In place: q (and k) are overwritten with their rotation. Returns nothing, as torch.library
+// asks of ops that mutate their inputs.
+void rope_inplace_cuda(const at::Tensor& q, const OptTensor& k, const OptTensor& positions, const OptTensor& cos,
+                       const OptTensor& sin, const OptTensor& cos_sin_cache, const OptTensor& inv_freq,
+                       double attention_scaling, bool interleaved, bool inverse) {
+  apply({q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, inverse}, q, k, true);
+}
+
+// Functional: new contiguous tensors [q_out] or [q_out, k_out], the tail beyond rotary_dim copied.
+std::vector<at::Tensor> rope_functional_cuda(const at::Tensor& q, const OptTensor& k, const OptTensor& positions,
+                                             const OptTensor& cos, const OptTensor& sin,
+                                             const OptTensor& cos_sin_cache, const OptTensor& inv_freq,
+                                             double attention_scaling, bool interleaved, bool inverse) {
+  std::vector<at::Tensor> out{at::empty(q.sizes(), q.options())};
+  OptTensor k_out;
+  if (k.has_value()) {
+    k_out = at::empty(k->sizes(), k->options());
+    out.push_back(*k_out);
+  }
+  apply({q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, inverse}, out[0], k_out,
+        true);
+  return out;
+}
+
+// CPU tensors: every argument check runs (so bad arguments get their reason on any machine,
+// which is also what CI tests without a GPU), then the call is refused: there is no CPU kernel.
+void refuse_cpu(const at::Tensor& q) {
+  TORCH_CHECK_NOT_IMPLEMENTED(false, "rope_cuda: the rope kernels run on CUDA tensors, got ", q.device(),
+                              " tensors (the arguments are otherwise valid); rope_cuda.hf.apply_rotary_pos_emb "
+                              "falls back to PyTorch math for CPU tensors");
+}
+
+void rope_inplace_cpu(const at::Tensor& q, const OptTensor& k, const OptTensor& positions, const OptTensor& cos,
+                      const OptTensor& sin, const OptTensor& cos_sin_cache, const OptTensor& inv_freq,
+                      double attention_scaling, bool interleaved, bool inverse) {
+  apply({q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, inverse}, q, k, false);
+  refuse_cpu(q);
+}
+
+std::vector<at::Tensor> rope_functional_cpu(const at::Tensor& q, const OptTensor& k, const OptTensor& positions,
+                                            const OptTensor& cos, const OptTensor& sin,
+                                            const OptTensor& cos_sin_cache, const OptTensor& inv_freq,
+                                            double attention_scaling, bool interleaved, bool inverse) {
+  // The output layout does not change the checks; check against the inputs themselves.
+  apply({q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, inverse}, q, k, false);
+  refuse_cpu(q);
+  return {};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(rope_cuda, m) {
+  m.def(
+      "rope_(Tensor(a!) q, Tensor(b!)? k, Tensor? positions=None, Tensor? cos=None, Tensor? sin=None, "
+      "Tensor? cos_sin_cache=None, Tensor? inv_freq=None, float attention_scaling=1.0, bool interleaved=False, "
+      "bool inverse=False) -> ()");
+  m.def(
+      "rope(Tensor q, Tensor? k, Tensor? positions=None, Tensor? cos=None, Tensor? sin=None, "
+      "Tensor? cos_sin_cache=None, Tensor? inv_freq=None, float attention_scaling=1.0, bool interleaved=False, "
+      "bool inverse=False) -> Tensor[]");
+}
+
+TORCH_LIBRARY_IMPL(rope_cuda, CUDA, m) {
+  m.impl("rope_", &rope_inplace_cuda);
+  m.impl("rope", &rope_functional_cuda);
+}
+
+TORCH_LIBRARY_IMPL(rope_cuda, CPU, m) {
+  m.impl("rope_", &rope_inplace_cpu);
+  m.impl("rope", &rope_functional_cpu);
+}
+
+}  // namespace rope_cuda

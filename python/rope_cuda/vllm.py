@@ -1,0 +1,41 @@
+"""Drop-in for vLLM's / FlashInfer's ``rotary_embedding(positions, query, key, head_size,
+cos_sin_cache, is_neox)``: rotates query and key in place.
+
+- positions: int64 (or int32) ``[num_tokens]`` (or ``[batch, seq]``, flattened);
+- query: ``[num_tokens, num_heads * head_size]`` or ``[num_tokens, num_heads, head_size]``,
+  typically a slice of the fused QKV projection (any token stride; heads packed);
+- key: likewise with its own head count, or None;
+- cos_sin_cache: ``[max_position, rot_dim]`` rows of ``[cos | sin]``, float32 or query's dtype;
+  the first rot_dim elements of each head are rotated (partial rotary when rot_dim < head_size);
+- is_neox: half-split pairs (GPT-NeoX, Llama) if True, interleaved pairs (GPT-J) if False.
+
+Tokens whose position is outside the cache are left unchanged (the library never reads past
+the table). Nothing is copied; views that cannot be taken raise ValueError.
+"""
+
+from typing import Optional
+
+import torch
+
+Tensor = torch.Tensor
+
+
+def _heads(x: Tensor, num_tokens: int, head_size: int, name: str) -> Tensor:
+    if x.dim() == 3:
+        return x
+    try:
+        return x.view(num_tokens, -1, head_size)
+    except RuntimeError as error:  # a view, never a copy: say why it is impossible
+        raise ValueError(f"rope_cuda: {name} of shape {tuple(x.shape)} and strides {x.stride()} cannot be viewed "
+                         f"as [{num_tokens}, heads, {head_size}] without a copy: {error}") from None
+
+
+def rotary_embedding(positions: Tensor, query: Tensor, key: Optional[Tensor], head_size: int,
+                     cos_sin_cache: Tensor, is_neox: bool) -> None:
+    """Applies RoPE to query and key in place (vLLM's ``ops.rotary_embedding`` contract)."""
+    num_tokens = positions.numel()
+    q = _heads(query, num_tokens, head_size, "query")
+    k = None if key is None else _heads(key, num_tokens, head_size, "key")
+    flat = positions if positions.dim() == 1 else positions.view(-1)
+    torch.ops.rope_cuda.rope_.default(q, k, flat, None, None, cos_sin_cache, None, 1.0,
+                                      not is_neox, False)

@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: MIT
+// A consumer translation unit under strict flags: it includes every public header and calls
+// every public entry point for every element type, so each template is instantiated (host and
+// device code) exactly as a user's build would. Compiled only (-c); never run.
+
+#include <rope/config.cuh>
+#include <rope/frequencies.cuh>
+#include <rope/launch.cuh>
+#include <rope/rope.cuh>
+#include <rope/status.cuh>
+#include <rope/types.cuh>
+#include <rope/validate.cuh>
+
+#include <cstdint>
+
+namespace {
+
+template <typename T>
+cudaError_t every_launch(T* qkv, const float* cos, const float* sin, const T* cos_t, const T* sin_t,
+                         const float* inv_freq, const std::int32_t* pos32, const std::int64_t* pos64, int* flag,
+                         cudaStream_t stream) {
+  rope::RopeParams<T> p;
+  p.num_tokens = 16;
+  p.head_dim = 128;
+  p.rotary_dim = 64;
+  p.style = rope::Style::kInterleaved;
+  p.q = rope::strided_heads<T>(qkv, qkv, 4, 8 * 128, 128);
+  p.k = rope::packed_heads<T>(qkv + 4 * 128, qkv + 4 * 128, 2, 128);
+  p.cos_sin = rope::cos_sin_table<float>(cos, sin, 4096, 32, 1.5f);
+  p.positions = rope::positions(pos32);
+  p.out_of_range_flag = flag;
+  if (!rope::validate(p).ok()) return cudaErrorInvalidValue;
+  cudaError_t e = rope::rope_forward(p, stream);
+  p.cos_sin = rope::fused_cos_sin_cache<T>(cos_t, 4096, 64);
+  p.positions = rope::positions(pos64);
+  e = e != cudaSuccess ? e : rope::rope_backward(p, stream);
+  p.cos_sin = rope::cos_sin_table<T>(cos_t, sin_t, 4096, 64);
+  e = e != cudaSuccess ? e : rope::rope_forward(p, stream);
+  p.cos_sin = rope::computed_cos_sin(inv_freq, 1.2f);
+  e = e != cudaSuccess ? e : rope::rope_forward(p, stream);
+  e = e != cudaSuccess ? e : rope::rope_forward<T>(qkv, cos, sin, qkv, 16, 128, stream);
+  return e;
+}
+
+}  // namespace
+
+cudaError_t strict_consumer(float* f32, __half* f16, __nv_bfloat16* bf16, float* inv_freq, float* cos, float* sin,
+                            __half* cos_h, __half* sin_h, __nv_bfloat16* cos_b, __nv_bfloat16* sin_b,
+                            const std::int32_t* pos32, const std::int64_t* pos64, int* flag, cudaStream_t stream) {
+  float host_freq[32];
+  float attention = 1.0f;
+  const float factors[32] = {};
+  const rope::RopeScaling scalings[] = {
+      rope::RopeScaling::unscaled(10000.0),
+      rope::RopeScaling::linear(10000.0, 2.0),
+      rope::RopeScaling::ntk(10000.0, 2.0),
+      rope::RopeScaling::dynamic_ntk(10000.0, 2.0, 4096),
+      rope::RopeScaling::yarn(10000.0, 4.0, 4096),
+      rope::RopeScaling::llama3(500000.0),
+      rope::RopeScaling::longrope(10000.0, factors, factors, 4096, 131072),
+  };
+  for (const rope::RopeScaling& s : scalings) {
+    const rope::Status status = rope::compute_inv_freq(s, 64, host_freq, &attention, 8192);
+    if (!status.ok()) return status.error;
+  }
+  float host_cos[64], host_sin[64];
+  cudaError_t e = rope::fill_cos_sin_table_host(host_freq, 64, attention, 2, host_cos, host_sin, 32);
+  e = e != cudaSuccess ? e : rope::fill_cos_sin_table(inv_freq, 64, attention, 4096, cos, sin, 32, stream);
+  e = e != cudaSuccess ? e : rope::fill_cos_sin_table(inv_freq, 64, attention, 4096, cos_h, sin_h, 32, stream);
+  e = e != cudaSuccess ? e : rope::fill_cos_sin_table(inv_freq, 64, attention, 4096, cos_b, sin_b, 32, stream);
+  e = e != cudaSuccess ? e : every_launch<float>(f32, cos, sin, cos, sin, inv_freq, pos32, pos64, flag, stream);
+  e = e != cudaSuccess ? e : every_launch<__half>(f16, cos, sin, cos_h, sin_h, inv_freq, pos32, pos64, flag, stream);
+  e = e != cudaSuccess ? e : every_launch<__nv_bfloat16>(bf16, cos, sin, cos_b, sin_b, inv_freq, pos32, pos64, flag, stream);
+  return e != cudaSuccess ? e : (rope::last_error_message() != nullptr ? cudaSuccess : cudaErrorUnknown);
+}
