@@ -150,6 +150,12 @@ std::vector<BadArgument> bad_arguments() {
          p.k = rope::strided_heads<float>(b.x() + kDim, b.x() + kDim, 1, 2 * kDim + 2, kDim);
        },
        "k overlaps q"},
+      {"KInsideQHeadSlots",  // per-head interleaving as GPT-NeoX's [T, H, 3D], but k starts inside q's head
+       [](Params& p, B b) {
+         p.q = rope::strided_heads<float>(b.x(), b.x(), 2, 6 * kDim, 3 * kDim);
+         p.k = rope::strided_heads<float>(b.x() + kDim / 2, b.x() + kDim / 2, 2, 6 * kDim, 3 * kDim);
+       },
+       "k overlaps q"},
       {"KHeadsBeforeQEnds",  // k starts inside q's head range of the same layout
        [](Params& p, B b) {
          p.q = rope::strided_heads<float>(b.x(), b.x(), 2, 4 * kDim, kDim);
@@ -284,6 +290,17 @@ TEST(ValidArgs, SharedBuffersWithoutSharedElements) {
   // Head-major [heads, tokens, D]: q is head 0, k heads 1-2.
   p.q = rope::strided_heads<float>(x, x, 1, kDim, kTokens * kDim);
   p.k = rope::strided_heads<float>(x + kTokens * kDim, x + kTokens * kDim, 2, kDim, kTokens * kDim);
+  EXPECT_TRUE(accepted(p));
+  // GPT-NeoX's per-head interleaving [T, H, 3D] (q, k, v of a head side by side), in place.
+  p.q = rope::strided_heads<float>(x, x, 2, 6 * kDim, 3 * kDim);
+  p.k = rope::strided_heads<float>(x + kDim, x + kDim, 2, 6 * kDim, 3 * kDim);
+  EXPECT_TRUE(accepted(p));
+  p.k = rope::strided_heads<float>(x + 2 * kDim, x + 2 * kDim, 2, 6 * kDim, 3 * kDim);  // k in v's place
+  EXPECT_TRUE(accepted(p));
+  // q in place in a fused buffer while k reads one head of it broadcast (head stride 0) into a
+  // dense output elsewhere.
+  p.q = rope::strided_heads<float>(x, x, 2, 3 * kDim, kDim);
+  p.k = rope::HeadsTensor<float>{x + 2 * kDim, out.data(), 4, 3 * kDim, 0, 4 * kDim, kDim};
   EXPECT_TRUE(accepted(p));
   // q and k read one input (both only read it) and write separate outputs.
   p.q = rope::HeadsTensor<float>{x, out.data(), 2, 2 * kDim, kDim, 2 * kDim, kDim};

@@ -33,7 +33,7 @@ inline bool span_fits(std::int64_t tokens, int heads, std::int64_t token_stride,
 /// True when the rows of a [tokens, heads, head_dim] view never share an element: with the two
 /// strides sorted, the inner one must clear a head and the outer one must clear all inner rows.
 /// Extents of 1 impose nothing (their stride is never used).
-inline bool rows_disjoint(std::int64_t tokens, std::int64_t heads, int head_dim, std::int64_t token_stride,
+inline bool rows_disjoint(std::int64_t tokens, std::int64_t heads, std::int64_t head_dim, std::int64_t token_stride,
                           std::int64_t head_stride) {
   if (token_stride < 0 || head_stride < 0) return false;
   std::int64_t inner = head_stride, inner_n = heads, outer = token_stride, outer_n = tokens;
@@ -63,11 +63,16 @@ inline void byte_extent(const ViewGeometry& v, std::int64_t tokens, int head_dim
 }
 
 /// True when two views of one launch (same tokens and head_dim) share no element. Disjoint byte
-/// ranges never do. Views whose ranges overlap are accepted only as one buffer's disjoint head
-/// ranges, the fused-QKV layout: equal strides (those of extents of 1 aside), the later view's
-/// first head at or past the earlier one's last, and the two together a view with disjoint rows.
+/// ranges never do. Views whose ranges overlap are accepted only when they tile one layout: equal
+/// strides (those of extents of 1 aside) and the later view's start, counted from the earlier
+/// one's in head slots of head_stride elements plus a remainder r, either whole slots past the
+/// earlier view's last head (r = 0: fused QKV, [T, Hq + 2Hk, D]) or another part of the same
+/// slots (head_dim <= r <= head_stride - head_dim: GPT-NeoX's [T, H, 3D]), with the slots
+/// themselves disjoint rows. A broadcast view (head stride 0) counts as its one head.
 inline bool views_disjoint(ViewGeometry a, ViewGeometry b, std::int64_t tokens, int head_dim,
                            std::size_t elem_bytes) {
+  if (a.heads > 1 && a.head_stride == 0) a.heads = 1;
+  if (b.heads > 1 && b.head_stride == 0) b.heads = 1;
   std::uintptr_t a0, a1, b0, b1;
   byte_extent(a, tokens, head_dim, elem_bytes, a0, a1);
   byte_extent(b, tokens, head_dim, elem_bytes, b0, b1);
@@ -79,12 +84,15 @@ inline bool views_disjoint(ViewGeometry a, ViewGeometry b, std::int64_t tokens, 
   if ((b0 - a0) % elem_bytes != 0) return false;
   const std::int64_t offset = static_cast<std::int64_t>((b0 - a0) / elem_bytes);
   if (tokens > 1 && a.token_stride != b.token_stride) return false;
-  std::int64_t head_stride = offset;  // two single heads: b is a's "next head" at this distance
   if (a.heads > 1 && b.heads > 1 && a.head_stride != b.head_stride) return false;
-  if (a.heads > 1) head_stride = a.head_stride;
-  else if (b.heads > 1) head_stride = b.head_stride;
-  if (head_stride <= 0 || offset % head_stride != 0 || offset / head_stride < a.heads) return false;
-  return rows_disjoint(tokens, offset / head_stride + b.heads, head_dim, a.token_stride, head_stride);
+  // Two single heads: b is a's "next head" at this distance.
+  const std::int64_t head_stride = a.heads > 1 ? a.head_stride : b.heads > 1 ? b.head_stride : offset;
+  if (head_stride <= 0) return false;
+  const std::int64_t slot = offset / head_stride, r = offset % head_stride;
+  if (r == 0) return slot >= a.heads && rows_disjoint(tokens, slot + b.heads, head_dim, a.token_stride, head_stride);
+  if (r < head_dim || r > head_stride - head_dim) return false;
+  const std::int64_t slots = a.heads > slot + b.heads ? a.heads : slot + b.heads;
+  return rows_disjoint(tokens, slots, head_stride, a.token_stride, head_stride);
 }
 
 /// The reasons one tensor's checks give, naming q or k.
@@ -225,7 +233,7 @@ Status validate(const RopeParams<T>& p) {
     s = detail::validate_heads(p.k, p.num_tokens, p.head_dim, detail::kKMessages);
     if (!s.ok()) return s;
     if (!detail::q_and_k_disjoint(p)) {
-      return invalid("k overlaps q (one buffer may hold both only as disjoint head ranges with equal strides)");
+      return invalid("k overlaps q (one buffer may hold both only as disjoint parts of one layout with equal strides)");
     }
   }
 
