@@ -42,10 +42,47 @@ template <> const char* dtype_name<__half>() { return "fp16"; }
 
 enum class Timing { kBatched, kSingle };
 
+/// How a benchmark is timed and what is reported beside it.
+struct RunOptions {
+  Timing timing = Timing::kBatched;
+  bench::L2 l2 = bench::L2::kFlushed;
+  /// A rope call: a failure's text then includes rope's reason for rejecting the arguments,
+  /// and a copy kernel of the same bytes is timed the same way right after it (counters
+  /// `copy_us` and `x_copy` = copy time / this time: 1.0 is copy speed).
+  bool rope_call = false;
+};
+
+RunOptions rope_options(Timing timing = Timing::kBatched, bench::L2 l2 = bench::L2::kFlushed) {
+  RunOptions o;
+  o.timing = timing;
+  o.l2 = l2;
+  o.rope_call = true;
+  return o;
+}
+
+/// Times `launch` as `o` says; returns the error text, or empty.
+std::string time_call(const bench::LaunchFn& launch, int batch, const RunOptions& o, double& seconds) {
+  return o.timing == Timing::kBatched ? gpu().timer.time_batched(launch, batch, seconds, o.l2)
+                                      : gpu().timer.time_single(launch, seconds);
+}
+
+/// The copy kernel moving the same bytes (bytes/2 read, bytes/2 written), timed as `o` says.
+std::string time_copy_companion(double bytes, int batch, const RunOptions& o, double& seconds) {
+  const std::size_t half = static_cast<std::size_t>(bytes / 2) / 16 * 16 + 16;
+  const int sets = o.l2 == bench::L2::kWarm || o.timing == Timing::kSingle ? 1 : batch;
+  SetArray<unsigned char> src, dst;
+  std::string error = src.allocate(half, sets);
+  if (error.empty()) error = dst.allocate(half, sets);
+  if (error.empty()) error = bench::cuda_error("cudaMemset", cudaMemset(src.data(), 1, src.total()));
+  if (error.empty()) error = bench::cuda_error("setup", cudaDeviceSynchronize());
+  if (!error.empty()) return error;
+  return time_call([&](int i, cudaStream_t s) { return bench::launch_copy_kernel(src[i], dst[i], half, s); },
+                   batch, o, seconds);
+}
+
 /// The benchmark loop shared by every benchmark: skip on a setup error, else time and report.
-/// `rope_call`: a failure's text then includes rope's reason for rejecting the arguments.
 void run(benchmark::State& state, const std::string& setup_error, const bench::LaunchFn& launch, int batch,
-         double bytes, double tokens, Timing timing = Timing::kBatched, bool rope_call = false) {
+         double bytes, double tokens, const RunOptions& o = RunOptions{}) {
   // Setup copies and memsets run on the legacy default stream, which the timer's non-blocking
   // stream does not wait for: finish them first.
   const std::string not_ready = setup_error.empty() ? bench::cuda_error("setup", cudaDeviceSynchronize()) : setup_error;
@@ -55,12 +92,21 @@ void run(benchmark::State& state, const std::string& setup_error, const bench::L
   }
   for (auto _ : state) {
     double seconds = 0.0;
-    std::string error = timing == Timing::kBatched ? gpu().timer.time_batched(launch, batch, seconds)
-                                                   : gpu().timer.time_single(launch, seconds);
+    std::string error = time_call(launch, batch, o, seconds);
     if (!error.empty()) {
-      if (rope_call) error += std::string(" [rope: ") + rope::last_error_message() + "]";
+      if (o.rope_call) error += std::string(" [rope: ") + rope::last_error_message() + "]";
       state.SkipWithError(error.c_str());
       break;
+    }
+    if (o.rope_call) {
+      double copy_seconds = 0.0;
+      error = time_copy_companion(bytes, batch, o, copy_seconds);
+      if (!error.empty()) {
+        state.SkipWithError(("copy companion: " + error).c_str());
+        break;
+      }
+      state.counters["copy_us"] = copy_seconds * 1e6;
+      state.counters["x_copy"] = copy_seconds / seconds;
     }
     state.SetIterationTime(seconds);
     state.counters["bytes"] = bytes;
@@ -68,7 +114,7 @@ void run(benchmark::State& state, const std::string& setup_error, const bench::L
     state.counters["pct_of_copy"] = 100.0 * bytes / seconds / gpu().copy_bytes_per_s;
     state.counters["us_per_call"] = seconds * 1e6;
     state.counters["tokens"] = tokens;
-    state.counters["calls_per_sample"] = timing == Timing::kBatched ? batch : 1;
+    state.counters["calls_per_sample"] = o.timing == Timing::kBatched ? batch : 1;
   }
 }
 
@@ -119,12 +165,12 @@ struct OriginalData {
 };
 
 template <typename T>
-void original(benchmark::State& state, std::int64_t n) {
+void original(benchmark::State& state, std::int64_t n, bench::L2 l2 = bench::L2::kFlushed) {
   OriginalData<T> d;
   const std::string error = d.setup(n);
   run(state, error, [&](int i, cudaStream_t s) {
     return rope::rope_forward(d.x[i], d.cos[i], d.sin[i], d.y[i], n, kOriginalDim, s);
-  }, d.batch, original_bytes<T>(n), static_cast<double>(n), Timing::kBatched, true);
+  }, d.batch, original_bytes<T>(n), static_cast<double>(n), rope_options(Timing::kBatched, l2));
 }
 
 template <typename T>
@@ -160,6 +206,9 @@ struct HeadsCase {
   bool computed = false;  ///< cos/sin computed in the kernel instead of read from the cache
   bool in_place = false;
   bool backward = false;
+  /// 0: positions uniformly random in the cache. n > 0: the tokens are n sequences (a prefill
+  /// batch), each counting from 0.
+  int sequences = 0;
 };
 
 /// Inputs and outputs of a HeadsCase, one copy per input set; the cos/sin cache is shared,
@@ -179,10 +228,10 @@ struct HeadsData {
     const int half = c.rotary_dim / 2;
     std::vector<std::int64_t> host_pos;
     // Positions first: the distinct rows they hit are part of the bytes, which size the batch.
-    distinct_rows = bench::random_positions(c.tokens, kCacheRows, 1, 7, host_pos);
+    distinct_rows = draw_positions(1, host_pos);
     bytes = min_bytes();
     batch = bench::batch_for(bytes);
-    bench::random_positions(c.tokens, kCacheRows, batch, 7, host_pos);
+    draw_positions(batch, host_pos);
     const std::size_t q = static_cast<std::size_t>(c.tokens) * c.q_heads * c.head_dim;
     const std::size_t k = static_cast<std::size_t>(c.tokens) * c.k_heads * c.head_dim;
     std::string e = qx.allocate(q, batch);
@@ -199,6 +248,12 @@ struct HeadsData {
     if (e.empty()) e = bench::fill_uniform(qx, 2);
     if (e.empty()) e = bench::fill_uniform(kx, 3);
     return e;
+  }
+
+  /// Positions for `sets` input sets as `c` asks; returns the mean distinct positions per set.
+  double draw_positions(int sets, std::vector<std::int64_t>& out) const {
+    if (c.sequences == 0) return bench::random_positions(c.tokens, kCacheRows, sets, 7, out);
+    return bench::sequence_positions(c.tokens, c.sequences, sets, out);
   }
 
   /// x read and y written once (in place with partial rotary: only the rotated part), the
@@ -227,13 +282,14 @@ struct HeadsData {
 };
 
 template <typename T>
-void heads(benchmark::State& state, HeadsCase hc, Timing timing = Timing::kBatched) {
+void heads(benchmark::State& state, HeadsCase hc, Timing timing = Timing::kBatched,
+           bench::L2 l2 = bench::L2::kFlushed) {
   HeadsData<T> d;
   const std::string error = d.setup(hc);
   run(state, error, [&](int i, cudaStream_t s) {
     const rope::RopeParams<T> p = d.params(i);
     return d.c.backward ? rope::rope_backward(p, s) : rope::rope_forward(p, s);
-  }, d.batch, d.bytes, static_cast<double>(hc.tokens), timing, true);
+  }, d.batch, d.bytes, static_cast<double>(hc.tokens), rope_options(timing, l2));
 }
 
 /// The straightforward fused kernel on the same q + k + positions + cache inputs.
@@ -252,7 +308,7 @@ void copy_heads(benchmark::State& state, HeadsCase hc, bool kernel = false) {
   std::vector<std::int64_t> unused;
   HeadsData<__nv_bfloat16> d;
   d.c = hc;
-  d.distinct_rows = bench::random_positions(hc.tokens, kCacheRows, 1, 7, unused);
+  d.distinct_rows = d.draw_positions(1, unused);
   copy_bench(state, d.min_bytes(), static_cast<double>(hc.tokens), kernel);
 }
 
@@ -260,7 +316,11 @@ void empty_kernel_bench(benchmark::State& state, Timing timing) {
   run(state, {}, [](int, cudaStream_t s) {
     bench::empty_kernel<<<1, 1, 0, s>>>();
     return cudaGetLastError();
-  }, 256, 0.0, 0.0, timing);
+  }, 256, 0.0, 0.0, [timing] {
+    RunOptions o;
+    o.timing = timing;
+    return o;
+  }());
 }
 
 // ---- Registration ----
@@ -292,6 +352,11 @@ void register_all() {
   for (std::int64_t n = 2048; n <= 63488; n += 4096) sizes.push_back(n);
   for (const std::int64_t n : {262144, 1048576, 4194304}) sizes.push_back(n);
   register_original<float>(sizes);
+  // The seed's sweep with its inputs in L2, as when the previous kernel just wrote them.
+  for (const std::int64_t n : sizes) {
+    add("original_warm/fp32/N:" + std::to_string(n),
+        [n](benchmark::State& s) { original<float>(s, n, bench::L2::kWarm); });
+  }
   register_original<bf16>(sizes);
   register_original<__half>(sizes);
 
@@ -311,6 +376,12 @@ void register_all() {
         }
       }
     }
+    // A prefill batch of 8 sequences, each counting from 0: neighbouring tokens share table rows.
+    HeadsCase seqs;
+    seqs.tokens = t;
+    seqs.sequences = 8;
+    add("llama3_8b_prefill/fwd/table_8seqs/out_of_place" + tokens, [seqs](benchmark::State& s) { heads<bf16>(s, seqs); });
+    add("copy_kernel/llama3_8b_prefill_8seqs" + tokens, [seqs](benchmark::State& s) { copy_heads(s, seqs, true); });
     HeadsCase base;
     base.tokens = t;
     add("naive_fused/llama3_8b_prefill" + tokens, [base](benchmark::State& s) { naive_heads(s, base); });
@@ -327,6 +398,9 @@ void register_all() {
       hc.in_place = true;
       add(std::string("decode/") + (computed ? "computed" : "table") + "/T:" + std::to_string(t),
           [hc](benchmark::State& s) { heads<bf16>(s, hc); });
+      // Warm: back-to-back calls on the same q and k, as right after the QKV projection.
+      add(std::string("decode_warm/") + (computed ? "computed" : "table") + "/T:" + std::to_string(t),
+          [hc](benchmark::State& s) { heads<bf16>(s, hc, Timing::kBatched, bench::L2::kWarm); });
     }
   }
   for (const std::int64_t t : {1, 8, 64, 256}) {

@@ -8,6 +8,8 @@
 /// set, so no host launch gap and no L2 hit is inside the events; per-call time is the
 /// elapsed time / batch. The reported time is the median over `samples` samples.
 /// Latency mode instead times one direct launch on an idle stream: host launch cost included.
+/// Warm mode (L2::kWarm) replays `batch` calls on the same input set with no flush: the regime
+/// of a kernel that reads what the previous kernel just wrote (decode, small prefill).
 
 #include <algorithm>
 #include <cstdint>
@@ -34,6 +36,10 @@ inline std::string cuda_error(const char* what, cudaError_t e) {
 
 /// Enqueues call number `set` (0 <= set < batch) on the stream; returns its error code.
 using LaunchFn = std::function<cudaError_t(int set, cudaStream_t stream)>;
+
+/// Whether a sample starts with the inputs out of the L2 (flushed, each call on its own input
+/// set) or in it (warm: every call on input set 0, nothing flushed).
+enum class L2 { kFlushed, kWarm };
 
 /// Waits (on the GPU) until the host sets `*release`, so that everything enqueued behind it
 /// is already queued when it starts: the timed region then holds no host launch gaps.
@@ -74,7 +80,9 @@ class Timer {
 
   /// Median seconds per call of `launch` over `batch` input sets (graph replay, see above).
   /// `launch` is called directly once per set first: warm-up, and its errors surface here.
-  std::string time_batched(const LaunchFn& launch, int batch, double& seconds_per_call) {
+  std::string time_batched(const LaunchFn& launch_set, int batch, double& seconds_per_call, L2 l2 = L2::kFlushed) {
+    const bool warm = l2 == L2::kWarm;
+    const LaunchFn launch = warm ? LaunchFn([&](int, cudaStream_t s) { return launch_set(0, s); }) : launch_set;
     for (int i = 0; i < batch; ++i) BENCH_TRY(launch(i, stream_));
     BENCH_TRY(cudaStreamSynchronize(stream_));
     cudaGraph_t graph = nullptr;
@@ -93,7 +101,7 @@ class Timer {
     BENCH_TRY(destroyed);
     const std::string error = sample_loop(batch, seconds_per_call, [&] {
       return cudaGraphLaunch(exec, stream_);
-    }, /*hold_stream=*/true);
+    }, /*hold_stream=*/true, /*flush=*/!warm);
     const cudaError_t freed = cudaGraphExecDestroy(exec);
     return error.empty() ? cuda_error("cudaGraphExecDestroy", freed) : error;
   }
@@ -103,18 +111,18 @@ class Timer {
   std::string time_single(const LaunchFn& launch, double& seconds) {
     BENCH_TRY(launch(0, stream_));  // warm-up
     BENCH_TRY(cudaStreamSynchronize(stream_));
-    return sample_loop(1, seconds, [&] { return launch(0, stream_); }, /*hold_stream=*/false);
+    return sample_loop(1, seconds, [&] { return launch(0, stream_); }, /*hold_stream=*/false, /*flush=*/true);
   }
 
  private:
   template <typename Enqueue>
-  std::string sample_loop(int batch, double& seconds_per_call, Enqueue&& enqueue, bool hold_stream) {
+  std::string sample_loop(int batch, double& seconds_per_call, Enqueue&& enqueue, bool hold_stream, bool flush) {
     std::vector<double> per_call;
     per_call.reserve(samples_);
     // One unrecorded sample first: the first graph launch uploads the graph.
     for (int s = -1; s < samples_; ++s) {
       // A different fill byte each time, so no sample finds its flush already done.
-      BENCH_TRY(cudaMemsetAsync(flush_, (s + 2) & 0xff, flush_bytes_, stream_));
+      if (flush) BENCH_TRY(cudaMemsetAsync(flush_, (s + 2) & 0xff, flush_bytes_, stream_));
       if (hold_stream) {
         handshake_[0] = 0;  // release flag
         handshake_[1] = 0;  // timed-out flag

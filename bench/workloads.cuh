@@ -133,4 +133,16 @@ inline double random_positions(std::int64_t tokens, std::int64_t rows, int sets,
   return distinct / sets;
 }
 
+/// Positions of a prefill batch: `tokens` split into `sequences` sequences of (nearly) equal
+/// length, each counting from 0; the same in every set. Returns the distinct positions per set
+/// (the longest sequence's length).
+inline double sequence_positions(std::int64_t tokens, int sequences, int sets, std::vector<std::int64_t>& out) {
+  out.assign(static_cast<std::size_t>(tokens) * sets, 0);
+  const std::int64_t length = (tokens + sequences - 1) / sequences;
+  for (int s = 0; s < sets; ++s) {
+    for (std::int64_t t = 0; t < tokens; ++t) out[static_cast<std::size_t>(s) * tokens + t] = t % length;
+  }
+  return static_cast<double>(tokens < length ? tokens : length);
+}
+
 }  // namespace bench
