@@ -17,7 +17,8 @@ _NOT_DIFFERENTIABLE = ("positions", "cos", "sin", "cos_sin_cache", "inv_freq")
 
 
 @torch.library.register_fake("rope_cuda::rope")
-def _rope_fake(q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, inverse):
+def _rope_fake(q, k, positions=None, cos=None, sin=None, cos_sin_cache=None, inv_freq=None, attention_scaling=1.0,
+               interleaved=False, inverse=False):
     out = [q.new_empty(q.shape)]
     if k is not None:
         out.append(k.new_empty(k.shape))
@@ -25,12 +26,19 @@ def _rope_fake(q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_sca
 
 
 @torch.library.register_fake("rope_cuda::rope_")
-def _rope_inplace_fake(q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, inverse):
+def _rope_inplace_fake(q, k, positions=None, cos=None, sin=None, cos_sin_cache=None, inv_freq=None,
+                       attention_scaling=1.0, interleaved=False, inverse=False):
     return None
 
 
+# The schema's defaults, in case `inputs` lacks trailing arguments (the dispatcher drops those
+# equal to their defaults; torch.library fills them back in before setup_context today).
+_DEFAULTS = (None, None, None, None, None, None, None, 1.0, False, False)
+
+
 def _setup_context(ctx, inputs, output):
-    q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, inverse = inputs
+    full = tuple(inputs) + _DEFAULTS[len(inputs):]
+    q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, inverse = full
     ctx.save_for_backward(positions, cos, sin, cos_sin_cache, inv_freq)
     ctx.has_k = k is not None
     ctx.options = (attention_scaling, interleaved, inverse)
@@ -45,7 +53,7 @@ def _grad_view(g):
 
 
 def _backward(ctx, grads):
-    for name, needed in zip(_NOT_DIFFERENTIABLE, ctx.needs_input_grad[2:7]):
+    for name, needed in zip(_NOT_DIFFERENTIABLE, tuple(ctx.needs_input_grad)[2:7]):
         if needed:
             raise RuntimeError(f"rope_cuda: gradients flow to q and k only, but {name} requires grad; "
                                f"pass {name}.detach() (rope frequencies and tables are not trained)")
@@ -54,8 +62,11 @@ def _backward(ctx, grads):
     g_q = grads[0]
     g_k = grads[1] if ctx.has_k else None
     present = [g for g in (g_q, g_k) if g is not None]
+    # One gradient per argument the dispatcher passed: it leaves out trailing arguments equal to
+    # their defaults, and needs_input_grad has exactly one entry per argument passed.
+    rest = (None,) * (len(ctx.needs_input_grad) - 2)
     if not present:
-        return (None,) * 10
+        return (None, None) + rest
     # q and k share the rotation, so whichever gradients exist go through one launch.
     rotated = torch.ops.rope_cuda.rope.default(
         _grad_view(present[0]), _grad_view(present[1]) if len(present) == 2 else None, positions, cos, sin,
@@ -64,7 +75,7 @@ def _backward(ctx, grads):
         d_q, d_k = None, rotated[0]
     else:
         d_q, d_k = rotated[0], (rotated[1] if g_k is not None else None)
-    return (d_q, d_k) + (None,) * 8
+    return (d_q, d_k) + rest
 
 
 torch.library.register_autograd("rope_cuda::rope", _backward, setup_context=_setup_context)

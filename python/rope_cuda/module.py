@@ -20,8 +20,8 @@ class RotaryEmbedding(torch.nn.Module):
     By default cos/sin are computed in the kernel from an exact angle ``position * inv_freq``
     (no table traffic). transformers instead rounds that product to float32 before ``cos``, which
     at long positions differs by up to ~1e-3 rad (position 131072); with ``max_positions`` the
-    module instead builds transformers' own float32 table ``[max_positions, rot / 2]`` and gives
-    bit-compatible cos/sin at every position.
+    module instead builds a float32 table ``[max_positions, rot / 2]`` from transformers' own
+    float32 angles (cos/sin of them may still differ in the last bit between CPU and CUDA math).
     """
 
     def __init__(self, inv_freq: Tensor, attention_scaling: float = 1.0, *, interleaved: bool = False,
@@ -33,16 +33,16 @@ class RotaryEmbedding(torch.nn.Module):
         self.attention_scaling = float(attention_scaling)
         self.interleaved = interleaved
         self.register_buffer("inv_freq", inv_freq, persistent=False)
-        self.cos: Optional[Tensor] = None
-        self.sin: Optional[Tensor] = None
+        cos = sin = None
         if max_positions is not None:
             if max_positions < 1:
                 raise ValueError(f"rope_cuda: max_positions must be positive, got {max_positions}")
             # transformers' arithmetic: float32 angle = float(position) * inv_freq, then cos/sin,
-            # then the attention factor.
+            # then the attention factor (so the kernel is given attention_scaling 1).
             angles = torch.arange(max_positions, dtype=torch.float32, device=inv_freq.device)[:, None] * inv_freq[None, :]
-            self.register_buffer("cos", angles.cos() * self.attention_scaling, persistent=False)
-            self.register_buffer("sin", angles.sin() * self.attention_scaling, persistent=False)
+            cos, sin = angles.cos() * self.attention_scaling, angles.sin() * self.attention_scaling
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
 
     @classmethod
     def from_config(cls, config: Any, *, seq_len: Optional[int] = None, interleaved: bool = False,

@@ -2,8 +2,9 @@
 cos_sin_cache, is_neox)``: rotates query and key in place.
 
 - positions: int64 (or int32) ``[num_tokens]`` (or ``[batch, seq]``, flattened);
-- query: ``[num_tokens, num_heads * head_size]`` or ``[num_tokens, num_heads, head_size]``,
-  typically a slice of the fused QKV projection (any token stride; heads packed);
+- query: ``[num_tokens, num_heads * head_size]`` or ``[num_tokens, num_heads, head_size]`` (or
+  ``[batch, seq, num_heads * head_size]``), typically a slice of the fused QKV projection (any
+  token stride; heads packed);
 - key: likewise with its own head count, or None;
 - cos_sin_cache: ``[max_position, rot_dim]`` rows of ``[cos | sin]``, float32 or query's dtype;
   the first rot_dim elements of each head are rotated (partial rotary when rot_dim < head_size);
@@ -21,8 +22,8 @@ Tensor = torch.Tensor
 
 
 def _heads(x: Tensor, num_tokens: int, head_size: int, name: str) -> Tensor:
-    if x.dim() == 3:
-        return x
+    if x.dim() == 3 and x.shape[0] == num_tokens and x.shape[-1] == head_size:
+        return x  # already [num_tokens, num_heads, head_size]
     try:
         return x.view(num_tokens, -1, head_size)
     except RuntimeError as error:  # a view, never a copy: say why it is impossible

@@ -12,6 +12,8 @@
 
 #include <cstdint>
 #include <limits>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -25,10 +27,32 @@
 
 #include "launch.h"
 
-#define ROPE_CHECK_ARG(cond, ...) TORCH_CHECK_VALUE(cond, "rope_cuda: ", __VA_ARGS__)
-
 namespace rope_cuda {
 namespace {
+
+// Error text is assembled here (std::to_string for numbers) and reaches torch as one string.
+// Streaming numbers into torch's message builder from this extension crashed the process on one
+// installation (the H200 image: Python 3.12, GCC 13), and an error path must never crash.
+void append(std::string& s, const char* v) { s += v; }
+void append(std::string& s, const std::string& v) { s += v; }
+void append(std::string& s, const c10::Device& d) { s += d.str(); }
+void append(std::string& s, at::IntArrayRef v) {
+  s += "[";
+  for (std::size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  s += "]";
+}
+template <typename I, typename = std::enable_if_t<std::is_integral<I>::value>>
+void append(std::string& s, I v) {
+  s += std::to_string(v);
+}
+template <typename... Parts>
+std::string text(const Parts&... parts) {
+  std::string s = "rope_cuda: ";
+  (append(s, parts), ...);
+  return s;
+}
+
+#define ROPE_CHECK_ARG(cond, ...) TORCH_CHECK_VALUE(cond, text(__VA_ARGS__))
 
 /// Strides (in elements) of one [batch, seq, heads, head_dim] view; 3-D views have one batch.
 struct View {

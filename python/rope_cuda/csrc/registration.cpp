@@ -42,9 +42,10 @@ std::vector<at::Tensor> rope_functional_cuda(const at::Tensor& q, const OptTenso
 // CPU tensors: every argument check runs (so bad arguments get their reason on any machine,
 // which is also what CI tests without a GPU), then the call is refused: there is no CPU kernel.
 void refuse_cpu(const at::Tensor& q) {
-  TORCH_CHECK_NOT_IMPLEMENTED(false, "rope_cuda: the rope kernels run on CUDA tensors, got ", q.device(),
-                              " tensors (the arguments are otherwise valid); rope_cuda.hf.apply_rotary_pos_emb "
-                              "falls back to PyTorch math for CPU tensors");
+  // One prebuilt string (see apply.cpp on why messages are not streamed piecewise).
+  TORCH_CHECK_NOT_IMPLEMENTED(false, "rope_cuda: the rope kernels run on CUDA tensors, got " + q.device().str() +
+                                         " tensors (the arguments are otherwise valid); "
+                                         "rope_cuda.hf.apply_rotary_pos_emb falls back to PyTorch math for CPU tensors");
 }
 
 void rope_inplace_cpu(const at::Tensor& q, const OptTensor& k, const OptTensor& positions, const OptTensor& cos,
@@ -58,8 +59,12 @@ std::vector<at::Tensor> rope_functional_cpu(const at::Tensor& q, const OptTensor
                                             const OptTensor& cos, const OptTensor& sin,
                                             const OptTensor& cos_sin_cache, const OptTensor& inv_freq,
                                             double attention_scaling, bool interleaved, bool inverse) {
-  // The output layout does not change the checks; check against the inputs themselves.
-  apply({q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, inverse}, q, k, false);
+  // Checked against outputs allocated as the CUDA kernel allocates them, so that the overlap
+  // checks see the same layout.
+  const at::Tensor q_out = at::empty(q.sizes(), q.options());
+  const OptTensor k_out = k.has_value() ? OptTensor(at::empty(k->sizes(), k->options())) : OptTensor();
+  apply({q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, inverse}, q_out, k_out,
+        false);
   refuse_cpu(q);
   return {};
 }
