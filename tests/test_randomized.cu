@@ -82,6 +82,7 @@ TEST(RandomizedGenerator, HostCasesCoverEveryOption) {
       if (rot < c.head_dim) seen.insert("partial");
       if (c.q_heads == 40) seen.insert("q_heads=40");
       if (c.k_heads == 8) seen.insert("k_heads=8");
+      if (c.q_heads == 0) seen.insert("k_only");
       if (c.k_heads > 0 && c.fused_qkv) seen.insert("fused_qkv");
       if (c.in_place) seen.insert("in_place");
       if (c.head_pad > 0 && c.token_pad > 0) seen.insert("pads");
@@ -109,7 +110,7 @@ TEST(RandomizedGenerator, HostCasesCoverEveryOption) {
       }
     }
     const char* want[] = {"dtype0", "dtype1", "dtype2", "style0", "style1", "positions0", "positions1", "positions2",
-                          "head_dim%8", "head_dim=2", "head_dim=256", "partial", "q_heads=40", "k_heads=8",
+                          "head_dim%8", "head_dim=2", "head_dim=256", "partial", "q_heads=40", "k_heads=8", "k_only",
                           "fused_qkv", "in_place", "pads", "y_pad", "misalign3", "k_misalign", "inv_freq_misalign", "tokens=1", "tokens>=250", "lanes",
                           "backward", "negative_positions", "out_of_range", "pos>2^19", "attention_scaling", "table_attention_scaling",
                           "scaling0", "scaling1", "scaling2", "scaling3", "scaling4", "scaling5", "scaling6",

@@ -53,7 +53,7 @@ bool vector_width_fits(const RopeParams<T>& p, int vec) {
            multiple_of(t.x_token_stride, need) && multiple_of(t.x_head_stride, need) &&
            multiple_of(t.y_token_stride, need) && multiple_of(t.y_head_stride, need);
   };
-  if (!tensor_ok(p.q) || (p.k.num_heads > 0 && !tensor_ok(p.k))) return false;
+  if ((p.q.num_heads > 0 && !tensor_ok(p.q)) || (p.k.num_heads > 0 && !tensor_ok(p.k))) return false;
   const CosSin& cs = p.cos_sin;
   if (cs.kind == CosSin::Kind::kComputed) {
     const int f = vec < 4 ? vec : 4;  // fp32 frequencies, 16 bytes at most per access
