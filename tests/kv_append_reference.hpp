@@ -4,6 +4,7 @@
 // bit fields and quantized by searching the representable values (not CUDA's converter), and the
 // slot -> (block, row) arithmetic of a paged cache. The rotation itself is reference.hpp's.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
@@ -24,18 +25,21 @@ inline double e4m3_value(unsigned code) {
 /// representable value, ties to the even code (mantissa LSB 0). NaN gives 0x7F.
 inline unsigned e4m3_quantize(double v) {
   if (std::isnan(v)) return 0x7Fu;
+  // The finite non-negative values, ascending with their codes 0 .. 0x7E.
+  static const std::vector<double> values = [] {
+    std::vector<double> t;
+    for (unsigned code = 0; code < 0x7Fu; ++code) t.push_back(e4m3_value(code));
+    return t;
+  }();
   const unsigned sign = std::signbit(v) ? 0x80u : 0u;
   const double a = std::fmin(std::fabs(v), 448.0);
-  unsigned best = 0;
-  double best_distance = INFINITY;
-  for (unsigned code = 0; code < 0x7Fu; ++code) {  // every finite non-negative value, ascending
-    const double d = std::fabs(e4m3_value(code) - a);
-    if (d < best_distance || (d == best_distance && (code & 1u) == 0)) {
-      best = code;
-      best_distance = d;
-    }
-  }
-  return sign | best;
+  const auto above = std::lower_bound(values.begin(), values.end(), a);  // first value >= a
+  unsigned hi = static_cast<unsigned>(above - values.begin());
+  if (hi == 0 || values[hi] == a) return sign | hi;
+  const unsigned lo = hi - 1;
+  const double below_gap = a - values[lo], above_gap = values[hi] - a;
+  if (below_gap != above_gap) return sign | (below_gap < above_gap ? lo : hi);
+  return sign | ((lo & 1u) == 0 ? lo : hi);
 }
 
 /// Where slot s of a paged cache lies: block s / block_size, row s % block_size; nothing for a

@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "randomized.hpp"
+#include "randomized_append.hpp"
 
 namespace {
 
@@ -39,6 +40,15 @@ ROPE_GPU_BATCH(Cases2000To2999MatchReference, 2000)
 ROPE_GPU_BATCH(Cases3000To3999MatchReference, 3000)
 ROPE_GPU_BATCH(Cases4000To4999MatchReference, 4000)
 #undef ROPE_GPU_BATCH
+
+// RoPE + KV-cache append: 1000 drawn configurations on the host, 2000 on the GPU.
+TEST(RandomizedHostAppend, Cases0000To0999MatchReference) {
+  rope_test::run_random_append_batch("RandomizedHostAppend", Backend::kHost, 0, 1000);
+}
+TEST(RandomizedGpuAppend, Cases0000To1999MatchReference) {
+  ROPE_SKIP_WITHOUT_GPU();
+  rope_test::run_random_append_batch("RandomizedGpuAppend", Backend::kGpu, 0, 2000);
+}
 
 // The replay promise: a case is a function of (seed, index) alone, configuration and data.
 TEST(RandomizedGenerator, SameSeedAndIndexGiveSameCase) {
