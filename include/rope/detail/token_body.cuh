@@ -149,9 +149,10 @@ ROPE_HOST_DEVICE HeadPointers<T> head_pointers(const RopeParams<T>& p, std::int6
 /// several columns.
 ///
 /// Stages per head: load x -> rotate (fp32, rounded to T) -> store y and, in an append launch
-/// (`Append` a CacheAppend; NoAppend compiles every append step away), store k to its cache row. After the
-/// rotated part, the lanes share the pass-through tail (to y and the k cache) and then v (to the
-/// v cache), kVec elements per access.
+/// (`Append` a CacheAppend; NoAppend compiles every append step away), store k to its cache
+/// row. After the rotated part, the lanes share the pass-through tail (to y and the k cache) and
+/// then v (to the v cache), kVec elements per access. The plain path keeps its own tail loop so
+/// its generated code stays what it was.
 template <typename T, Style kStyle, int kVec, int kHeadBatch, typename Append = NoAppend>
 ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::int64_t token, int lane,
                                    int lanes, const Append& append = Append{}) {
