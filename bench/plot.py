@@ -62,10 +62,12 @@ def load_rows(path):
 
 _COPY = re.compile(r"(copy|copy_kernel)/(.+)")
 # Rows whose same-bytes copy is registered under another name: strip the prefix or the
-# direction/mode/placement part (llama3_8b_prefill/fwd/table/out_of_place/T:n -> llama3_8b_prefill/T:n).
+# direction/mode/placement part (llama3_8b_prefill/fwd/table/out_of_place/T:n -> llama3_8b_prefill/T:n;
+# kv_append/fused/bf16_cache/T:n -> kv_append/bf16_cache/T:n).
 _WORKLOAD = [(re.compile(r"(?:unfused|naive_fused)/(.+)"), r"\1"),
              (re.compile(r"(llama3_8b_prefill)/(?:fwd|bwd)/table_8seqs/\w+/(T:\d+)"), r"\1_8seqs/\2"),
-             (re.compile(r"(llama3_8b_prefill)/(?:fwd|bwd)/\w+/\w+/(T:\d+)"), r"\1/\2")]
+             (re.compile(r"(llama3_8b_prefill)/(?:fwd|bwd)/\w+/\w+/(T:\d+)"), r"\1/\2"),
+             (re.compile(r"(kv_append)/(?:fused|unfused)/(\w+/T:\d+)"), r"\1/\2")]
 
 
 def copy_ceilings(rows):

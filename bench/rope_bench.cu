@@ -16,16 +16,19 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 #include <benchmark/benchmark.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 #include <rope/rope.cuh>
 
 #include "baselines.cuh"
+#include "cache_write.cuh"
 #include "device.cuh"
 #include "timer.cuh"
 #include "workloads.cuh"
@@ -323,6 +326,114 @@ void empty_kernel_bench(benchmark::State& state, Timing timing) {
   }());
 }
 
+// ---- RoPE + KV-cache append: Llama-3-8B, fused QKV [T, 32 + 8 + 8, 128] bf16, NHD cache ----
+
+constexpr int kAppendQ = 32, kAppendKv = 8, kAppendDim = 128, kAppendBlock = 16;
+constexpr int kAppendRow = (kAppendQ + 2 * kAppendKv) * kAppendDim;
+
+/// q rotated in place; k rotated into the cache only (no write-back), v copied into it; int64
+/// positions into the shared fp32 cos/sin cache; each input set appends to its own cache rows
+/// (set s, token t -> slot s * T + t, contiguous as a prefill's are).
+template <typename C>
+struct AppendData {
+  std::int64_t tokens = 0;
+  SetArray<__nv_bfloat16> qkv;
+  SetArray<std::int64_t> pos, slots;
+  SetArray<float> cache_cos, cache_sin, freq;
+  SetArray<C> k_cache, v_cache;
+  std::int64_t num_blocks = 0;
+  double distinct_rows = 0.0, bytes = 0.0;
+  int batch = 0;
+
+  /// q read and written, k and v read, both cache rows written, positions and slots read, and
+  /// the cos/sin rows of the distinct positions: the fewest bytes of the fused operation.
+  static double min_bytes(std::int64_t tokens, double distinct_rows) {
+    const double head = kAppendDim;
+    return tokens * (2.0 * kAppendQ * head * 2 + 2.0 * kAppendKv * head * 2 + 2.0 * kAppendKv * head * sizeof(C) +
+                     2 * sizeof(std::int64_t)) +
+           distinct_rows * kAppendDim / 2 * sizeof(float) * 2;
+  }
+
+  std::string setup(std::int64_t t) {
+    tokens = t;
+    std::vector<std::int64_t> host_pos;
+    distinct_rows = bench::random_positions(t, kCacheRows, 1, 11, host_pos);
+    bytes = min_bytes(t, distinct_rows);
+    batch = bench::batch_for(bytes);
+    bench::random_positions(t, kCacheRows, batch, 11, host_pos);
+    std::vector<std::int64_t> host_slots(static_cast<std::size_t>(t) * batch);
+    for (std::size_t i = 0; i < host_slots.size(); ++i) host_slots[i] = static_cast<std::int64_t>(i);
+    num_blocks = (t * batch + kAppendBlock - 1) / kAppendBlock;
+    const std::size_t cache = static_cast<std::size_t>(num_blocks) * kAppendBlock * kAppendKv * kAppendDim;
+    std::string e = qkv.allocate(static_cast<std::size_t>(t) * kAppendRow, batch);
+    if (e.empty()) e = pos.allocate(static_cast<std::size_t>(t), batch);
+    if (e.empty()) e = pos.upload(host_pos);
+    if (e.empty()) e = slots.allocate(static_cast<std::size_t>(t), batch);
+    if (e.empty()) e = slots.upload(host_slots);
+    if (e.empty()) e = k_cache.allocate(cache, 1);
+    if (e.empty()) e = v_cache.allocate(cache, 1);
+    if (e.empty()) e = freq.allocate(kAppendDim / 2, 1);
+    if (e.empty()) e = freq.upload(bench::inv_freq(kLlamaBase, kAppendDim));
+    if (e.empty()) e = cache_cos.allocate(static_cast<std::size_t>(kCacheRows) * kAppendDim / 2, 1);
+    if (e.empty()) e = cache_sin.allocate(static_cast<std::size_t>(kCacheRows) * kAppendDim / 2, 1);
+    if (e.empty()) e = bench::fill_cos_sin(cache_cos[0], cache_sin[0], kCacheRows, kAppendDim / 2, freq[0]);
+    if (e.empty()) e = bench::fill_uniform(qkv, 4);
+    return e;
+  }
+
+  /// The RoPE part: q in place; k in place too (`k_out`: the unfused pair) or not written back.
+  rope::RopeParams<__nv_bfloat16> params(int i, bool k_in_place) const {
+    rope::RopeParams<__nv_bfloat16> p;
+    p.num_tokens = tokens;
+    p.head_dim = kAppendDim;
+    p.q = rope::strided_heads<__nv_bfloat16>(qkv[i], qkv[i], kAppendQ, kAppendRow, kAppendDim);
+    __nv_bfloat16* k = qkv[i] + kAppendQ * kAppendDim;
+    p.k = rope::strided_heads<__nv_bfloat16>(k, k_in_place ? k : nullptr, kAppendKv, kAppendRow, kAppendDim);
+    p.cos_sin = rope::cos_sin_table<float>(cache_cos[0], cache_sin[0], kCacheRows, kAppendDim / 2);
+    p.positions = rope::positions(pos[i]);
+    return p;
+  }
+
+  rope::KvCacheAppend<__nv_bfloat16, C> append(int i) const {
+    rope::KvCacheAppend<__nv_bfloat16, C> a;
+    a.v = qkv[i] + (kAppendQ + kAppendKv) * kAppendDim;
+    a.v_token_stride = kAppendRow;
+    a.v_head_stride = kAppendDim;
+    a.k_cache = rope::nhd_paged_cache<C>(k_cache[0], kAppendBlock, kAppendKv, kAppendDim);
+    a.v_cache = rope::nhd_paged_cache<C>(v_cache[0], kAppendBlock, kAppendKv, kAppendDim);
+    a.num_blocks = num_blocks;
+    a.block_size = kAppendBlock;
+    a.slots = rope::slot_mapping(static_cast<const std::int64_t*>(slots[i]));
+    if (std::is_same<C, __nv_fp8_e4m3>::value) a.k_scale = a.v_scale = 1.0f / 224.0f;
+    return a;
+  }
+};
+
+/// rope_forward_append: one launch.
+template <typename C>
+void append_fused(benchmark::State& state, std::int64_t tokens) {
+  AppendData<C> d;
+  const std::string error = d.setup(tokens);
+  run(state, error, [&](int i, cudaStream_t s) { return rope::rope_forward_append(d.params(i, false), d.append(i), s); },
+      d.batch, d.bytes, static_cast<double>(tokens), rope_options());
+}
+
+/// The same work unfused: rope_forward (q and k in place), then a separate cache-write kernel.
+/// Bytes counted are the fused operation's, so GB/s compare as times do.
+template <typename C>
+void append_unfused(benchmark::State& state, std::int64_t tokens) {
+  AppendData<C> d;
+  const std::string error = d.setup(tokens);
+  const float scale = std::is_same<C, __nv_fp8_e4m3>::value ? 1.0f / 224.0f : 1.0f;
+  run(state, error, [&](int i, cudaStream_t s) {
+    const cudaError_t e = rope::rope_forward(d.params(i, true), s);
+    if (e != cudaSuccess) return e;
+    const __nv_bfloat16* k = d.qkv[i] + kAppendQ * kAppendDim;
+    return bench::write_kv_cache<C>(k, k + kAppendKv * kAppendDim, kAppendRow, tokens, kAppendKv * kAppendDim,
+                                    d.slots[i], d.k_cache[0], d.v_cache[0], scale, scale, s);
+  }, d.batch, d.bytes, static_cast<double>(tokens), rope_options());
+}
+
 // ---- Registration ----
 
 template <typename F>
@@ -331,6 +442,20 @@ void add(const std::string& name, F&& fn) {
       ->UseManualTime()  // the median set by run(), not Google Benchmark's wall clock
       ->Iterations(1)    // one iteration = all samples of the median
       ->Unit(benchmark::kMicrosecond);
+}
+
+template <typename C>
+void register_append(const char* cache_name) {
+  for (const std::int64_t t : {1, 64, 4096, 16384, 65536}) {
+    const std::string suffix = std::string("/") + cache_name + "/T:" + std::to_string(t);
+    add("kv_append/fused" + suffix, [t](benchmark::State& s) { append_fused<C>(s, t); });
+    add("kv_append/unfused" + suffix, [t](benchmark::State& s) { append_unfused<C>(s, t); });
+    add("copy_kernel/kv_append" + suffix, [t](benchmark::State& s) {
+      std::vector<std::int64_t> unused;
+      const double rows = bench::random_positions(t, kCacheRows, 1, 11, unused);
+      copy_bench(s, AppendData<C>::min_bytes(t, rows), static_cast<double>(t), true);
+    });
+  }
 }
 
 template <typename T>
@@ -410,6 +535,10 @@ void register_all() {
     add("decode_latency/table/T:" + std::to_string(t),
         [hc](benchmark::State& s) { heads<bf16>(s, hc, Timing::kSingle); });
   }
+  // RoPE + KV-cache append vs RoPE then a cache-write kernel, bf16 and FP8 caches.
+  register_append<bf16>("bf16_cache");
+  register_append<__nv_fp8_e4m3>("fp8_cache");
+
   add("empty_kernel", [](benchmark::State& s) { empty_kernel_bench(s, Timing::kBatched); });
   add("empty_kernel_latency", [](benchmark::State& s) { empty_kernel_bench(s, Timing::kSingle); });
 

@@ -49,6 +49,7 @@ struct ElementNames {
     ::rope_test::expect_all<TypeParam>(::rope_test::position_cases(rope::PositionType::kInt64), backend);  \
   }                                                                                                        \
   TYPED_TEST(Suite, Gqa) { prelude; ::rope_test::expect_all<TypeParam>(::rope_test::gqa_cases(), backend); } \
+  TYPED_TEST(Suite, QOrKOnly) { prelude; ::rope_test::expect_all<TypeParam>(::rope_test::q_or_k_only_cases(), backend); } \
   TYPED_TEST(Suite, Interleaved) { prelude; ::rope_test::expect_all<TypeParam>(::rope_test::interleaved_cases(), backend); } \
   TYPED_TEST(Suite, PartialRotary) {                                                                       \
     prelude;                                                                                               \

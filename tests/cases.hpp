@@ -163,6 +163,32 @@ inline std::vector<CaseConfig> gqa_cases() {
   return v;
 }
 
+/// Launches that rotate only q or only k (the other tensor absent), as layers that rotate one of
+/// them do: every layout option the lone tensor can have.
+inline std::vector<CaseConfig> q_or_k_only_cases() {
+  std::vector<CaseConfig> v;
+  for (bool k_only : {false, true}) {
+    for (int variant = 0; variant < 6; ++variant) {
+      CaseConfig c;
+      c.q_heads = k_only ? 0 : 4;
+      c.k_heads = k_only ? 2 : 0;
+      c.tokens = 7;
+      c.in_place = variant % 2 == 1;
+      c.fused_qkv = variant == 2 || variant == 3;  // a slice of fused QKV (v and the other tensor untouched)
+      if (variant == 4) c.rotary_dim = 32, c.style = rope::Style::kInterleaved;
+      if (variant == 5) c.misalign = 1, c.position_type = rope::PositionType::kInt32, c.table_rows = 50;
+      if (variant == 2) c.computed = true;
+      v.push_back(c);
+    }
+    CaseConfig one_head;  // a single head: the double-width access
+    one_head.q_heads = k_only ? 0 : 1;
+    one_head.k_heads = k_only ? 1 : 0;
+    one_head.tokens = 5;
+    v.push_back(one_head);
+  }
+  return v;
+}
+
 inline std::vector<CaseConfig> interleaved_cases() {
   std::vector<CaseConfig> v;
   for (int d : {2, 6, 64, 80, 128, 136, 256}) {

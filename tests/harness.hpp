@@ -34,8 +34,8 @@ struct CaseConfig {
   int head_dim = 128;
   int rotary_dim = 0;  // 0: the whole head
   rope::Style style = rope::Style::kHalfSplit;
-  int q_heads = 1;
-  int k_heads = 0;
+  int q_heads = 1;      // 0: a k-only launch
+  int k_heads = 0;      // 0: a q-only launch
   int head_pad = 0;     // extra elements between heads
   int token_pad = 0;    // extra elements between tokens
   int y_token_pad = 0;  // extra padding of y's token stride over x's (out of place)
@@ -240,7 +240,7 @@ class Case {
       const std::int64_t y_ts = cfg_.in_place ? ts : ts + cfg_.y_token_pad;
       const int x = add_buffer(span(T_, all, D, ts, hs), false);
       const int y = cfg_.in_place ? x : add_buffer(span(T_, all, D, y_ts, hs), true);
-      place(q_, cfg_.q_heads, x, y, ts, y_ts, 0);
+      if (cfg_.q_heads > 0) place(q_, cfg_.q_heads, x, y, ts, y_ts, 0);
       if (cfg_.k_heads > 0) place(k_, cfg_.k_heads, x, y, ts, y_ts, std::int64_t{cfg_.q_heads} * hs);
     } else {
       auto one = [&](TensorPlace& t, int heads, int extra_misalign) {
@@ -250,7 +250,7 @@ class Case {
         const int y = cfg_.in_place ? x : add_buffer(span(T_, heads, D, y_ts, hs), true, extra_misalign);
         place(t, heads, x, y, ts, y_ts, extra_misalign);
       };
-      one(q_, cfg_.q_heads, 0);
+      if (cfg_.q_heads > 0) one(q_, cfg_.q_heads, 0);
       if (cfg_.k_heads > 0) one(k_, cfg_.k_heads, cfg_.k_misalign);
     }
     build_positions();
@@ -372,7 +372,7 @@ class Case {
       v.y_head_stride = t.y_hs;
       return v;
     };
-    p.q = view(q_);
+    if (q_.heads > 0) p.q = view(q_);  // an absent tensor stays default (no heads, null pointers)
     if (k_.heads > 0) p.k = view(k_);
     if (cfg_.computed) {
       p.cos_sin = rope::computed_cos_sin(inv_freq_.base(b) + freq_at_, attention_scaling_);

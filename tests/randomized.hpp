@@ -234,6 +234,8 @@ inline RandomCase random_case(std::uint64_t seed, std::uint64_t index, Backend b
   if (has_positions && d.chance(0.1)) c.out_of_range = static_cast<int>(d.range(1, 3));
   c.backward = d.chance(0.3);
   if (backend == Backend::kHost && d.chance(0.1)) c.lanes = static_cast<int>(d.log_range(1, 300));
+  // A k-only launch (drawn last, so the draws above keep their meaning): q absent.
+  if (c.k_heads > 0 && d.chance(0.1)) c.q_heads = 0;
   return r;
 }
 
@@ -315,7 +317,7 @@ inline void install_crash_note(const RandomCase&, const char*) {}
 struct Coverage {
   int run = 0, failed = 0;
   int dtype[3] = {0, 0, 0};
-  int interleaved = 0, partial = 0, odd_head_dim = 0, gqa = 0, fused = 0, in_place = 0, padded = 0,
+  int interleaved = 0, partial = 0, odd_head_dim = 0, gqa = 0, k_only = 0, fused = 0, in_place = 0, padded = 0,
       misaligned = 0, positions[3] = {0, 0, 0}, out_of_range = 0, computed = 0, scaled = 0, backward = 0;
   std::int64_t max_tokens = 0;
 
@@ -327,6 +329,7 @@ struct Coverage {
     partial += c.rotary_dim != 0 && c.rotary_dim < c.head_dim;
     odd_head_dim += c.head_dim % 8 != 0;
     gqa += c.k_heads > 0;
+    k_only += c.q_heads == 0;
     fused += c.fused_qkv;
     in_place += c.in_place;
     padded += c.head_pad > 0 || c.token_pad > 0 || c.y_token_pad > 0;
@@ -374,12 +377,12 @@ inline void run_random_batch(const char* suite, Backend backend, std::uint64_t f
   std::printf(
       "[ RANDOM   ] %s: %d configs run (cases %llu..%llu of seed %llu) in %.1f s, %d failed\n"
       "[ RANDOM   ]   float/half/bf16 %d/%d/%d, interleaved %d, partial rotary %d, head_dim %%8!=0 %d, "
-      "with k %d, fused qkv %d, in place %d, padded %d, misaligned %d, positions none/i32/i64 %d/%d/%d, "
+      "with k %d (k only %d), fused qkv %d, in place %d, padded %d, misaligned %d, positions none/i32/i64 %d/%d/%d, "
       "out of range %d, computed %d (scaled %d), backward %d, max tokens %lld\n",
       backend_name(backend), cov.run, static_cast<unsigned long long>(first),
       static_cast<unsigned long long>(first + count - 1), static_cast<unsigned long long>(seed), seconds,
       cov.failed, cov.dtype[0], cov.dtype[1], cov.dtype[2], cov.interleaved, cov.partial, cov.odd_head_dim, cov.gqa,
-      cov.fused, cov.in_place, cov.padded, cov.misaligned, cov.positions[0], cov.positions[1], cov.positions[2],
+      cov.k_only, cov.fused, cov.in_place, cov.padded, cov.misaligned, cov.positions[0], cov.positions[1], cov.positions[2],
       cov.out_of_range, cov.computed, cov.scaled, cov.backward, static_cast<long long>(cov.max_tokens));
   std::fflush(stdout);
   if (cov.failed > kReported) ADD_FAILURE() << cov.failed << " of " << cov.run << " random cases failed (first "

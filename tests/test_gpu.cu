@@ -5,10 +5,16 @@
 #include <gtest/gtest.h>
 
 #include "case_tests.hpp"
+#include "kv_append_cases.hpp"
 
 template <typename T>
 class Gpu : public ::testing::Test {};
 ROPE_DEFINE_CASE_TESTS(Gpu, ::rope_test::Backend::kGpu, ROPE_SKIP_WITHOUT_GPU())
+
+// RoPE + KV-cache append through rope_forward_append, on the same configurations as HostAppend.
+template <typename T>
+class GpuAppend : public ::testing::Test {};
+ROPE_DEFINE_APPEND_TESTS(GpuAppend, ::rope_test::Backend::kGpu, ROPE_SKIP_WITHOUT_GPU())
 
 namespace {
 
@@ -31,6 +37,24 @@ TEST(GpuLarge, LlamaShapes) {
   c.max_position = 1 << 20;
   Case<__nv_bfloat16> computed(c, 2);
   EXPECT_TRUE(computed.run(Backend::kGpu));
+}
+
+// Llama-3-8B prefill appended to a paged cache (bf16 and FP8), many blocks, padding slots.
+TEST(GpuLarge, LlamaAppend) {
+  ROPE_SKIP_WITHOUT_GPU();
+  rope_test::AppendConfig c;
+  c.tokens = 20000;
+  c.q_heads = 32;
+  c.kv_heads = 8;
+  c.block_size = 16;
+  c.negative_slots = 50;
+  c.fused_qkv = true;
+  c.in_place = true;
+  rope_test::AppendCase<__nv_bfloat16, __nv_bfloat16> same(c, 4);
+  EXPECT_TRUE(same.run(Backend::kGpu));
+  c.layout = rope_test::CacheLayout::kHnd;
+  rope_test::AppendCase<__nv_bfloat16, __nv_fp8_e4m3> fp8(c, 5);
+  EXPECT_TRUE(fp8.run(Backend::kGpu));
 }
 
 TEST(GpuLarge, OriginalSweepShape) {

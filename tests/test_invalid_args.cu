@@ -105,7 +105,20 @@ std::vector<BadArgument> bad_arguments() {
       {"OddRotaryDim", [](Params& p, B) { p.rotary_dim = 31; }, "rotary_dim must be even"},
       {"RotaryDimOverHeadDim", [](Params& p, B) { p.rotary_dim = 66; }, "rotary_dim is larger than head_dim"},
       {"BadStyle", [](Params& p, B) { p.style = static_cast<rope::Style>(7); }, "style"},
-      {"ZeroQHeads", [](Params& p, B) { p.q.num_heads = 0; }, "q.num_heads must be at least 1"},
+      {"NegativeQHeads", [](Params& p, B) { p.q.num_heads = -1; }, "q.num_heads is negative"},
+      {"QPointersWithoutHeads",  // a k-only launch that left q's pointers set
+       [](Params& p, B b) {
+         p.k = rope::packed_heads<float>(b.x(), b.y(), kHeads, kDim);
+         p.q.num_heads = 0;
+       },
+       "q pointers are set but q.num_heads is 0"},
+      {"NoHeadsAtAll", [](Params& p, B) { p.q = rope::HeadsTensor<float>{}; }, "must be at least 1"},
+      {"NoHeadsAtAllWithKPointers",
+       [](Params& p, B b) {
+         p.q = rope::HeadsTensor<float>{};
+         p.k.x = b.x();
+       },
+       "must be at least 1"},
       {"TooManyHeads", [](Params& p, B) { p.q.num_heads = 4097; }, "exceeds 4096"},
       {"HeadCountSumOverflows",
        [](Params& p, B b) {
@@ -313,6 +326,24 @@ TEST(ValidArgs, SharedBuffersWithoutSharedElements) {
   // ... but a broadcast output is rejected: its rows would be written twice.
   p.k = rope::HeadsTensor<float>{out.data(), out.data() + 4 * kTokens * kDim, 4, 4 * kDim, kDim, kDim, 0};
   EXPECT_FALSE(rope::validate(p).ok());
+}
+
+// A k-only (or q-only) launch checks the one tensor it has like any other: its own arguments
+// are still rejected, and the absent tensor's pointers must stay null.
+TEST(InvalidArgsSimple, KOnlyLaunchChecksK) {
+  Buffers b;
+  Params p = b.valid();
+  p.k = p.q;
+  p.q = rope::HeadsTensor<float>{};
+  EXPECT_TRUE(rope::validate(p).ok()) << rope::validate(p).message;
+  p.k.y = nullptr;
+  EXPECT_STREQ(rope::validate(p).message, "k.y is null");
+  p.k.y = b.y();
+  p.k.y_head_stride = 1;
+  EXPECT_STREQ(rope::validate(p).message, "k.y strides make output rows overlap (rows of the output must be disjoint)");
+  p.k.y_head_stride = kDim;
+  p.q.y = b.y();
+  EXPECT_STREQ(rope::validate(p).message, "q pointers are set but q.num_heads is 0");
 }
 
 TEST(InvalidArgsSimple, ZeroTokensSucceedWithoutLaunching) {

@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 
 #include "randomized.hpp"
+#include "randomized_append.hpp"
 
 namespace {
 
@@ -39,6 +40,15 @@ ROPE_GPU_BATCH(Cases2000To2999MatchReference, 2000)
 ROPE_GPU_BATCH(Cases3000To3999MatchReference, 3000)
 ROPE_GPU_BATCH(Cases4000To4999MatchReference, 4000)
 #undef ROPE_GPU_BATCH
+
+// RoPE + KV-cache append: 1000 drawn configurations on the host, 2000 on the GPU.
+TEST(RandomizedHostAppend, Cases0000To0999MatchReference) {
+  rope_test::run_random_append_batch("RandomizedHostAppend", Backend::kHost, 0, 1000);
+}
+TEST(RandomizedGpuAppend, Cases0000To1999MatchReference) {
+  ROPE_SKIP_WITHOUT_GPU();
+  rope_test::run_random_append_batch("RandomizedGpuAppend", Backend::kGpu, 0, 2000);
+}
 
 // The replay promise: a case is a function of (seed, index) alone, configuration and data.
 TEST(RandomizedGenerator, SameSeedAndIndexGiveSameCase) {
@@ -82,6 +92,7 @@ TEST(RandomizedGenerator, HostCasesCoverEveryOption) {
       if (rot < c.head_dim) seen.insert("partial");
       if (c.q_heads == 40) seen.insert("q_heads=40");
       if (c.k_heads == 8) seen.insert("k_heads=8");
+      if (c.q_heads == 0) seen.insert("k_only");
       if (c.k_heads > 0 && c.fused_qkv) seen.insert("fused_qkv");
       if (c.in_place) seen.insert("in_place");
       if (c.head_pad > 0 && c.token_pad > 0) seen.insert("pads");
@@ -109,7 +120,7 @@ TEST(RandomizedGenerator, HostCasesCoverEveryOption) {
       }
     }
     const char* want[] = {"dtype0", "dtype1", "dtype2", "style0", "style1", "positions0", "positions1", "positions2",
-                          "head_dim%8", "head_dim=2", "head_dim=256", "partial", "q_heads=40", "k_heads=8",
+                          "head_dim%8", "head_dim=2", "head_dim=256", "partial", "q_heads=40", "k_heads=8", "k_only",
                           "fused_qkv", "in_place", "pads", "y_pad", "misalign3", "k_misalign", "inv_freq_misalign", "tokens=1", "tokens>=250", "lanes",
                           "backward", "negative_positions", "out_of_range", "pos>2^19", "attention_scaling", "table_attention_scaling",
                           "scaling0", "scaling1", "scaling2", "scaling3", "scaling4", "scaling5", "scaling6",

@@ -23,6 +23,19 @@ template <typename T>
 constexpr bool kSupportedType = std::is_same<T, float>::value || std::is_same<T, __half>::value ||
                                 std::is_same<T, __nv_bfloat16>::value;
 
+/// Launches a validated, non-empty launch: one kernel instance per (style, width, append mode).
+template <typename Policy, typename T, typename Append>
+cudaError_t launch_validated(const RopeParams<T>& params, bool inverse, const Append& append, cudaStream_t stream) {
+  dispatch<Policy>(params, append, [&](auto style, auto vec, auto head_batch) {
+    const LaunchShape shape = choose_launch_shape<Policy>(params, vec, head_batch);
+    const std::int64_t blocks = (params.num_tokens + shape.tokens_per_block - 1) / shape.tokens_per_block;
+    const dim3 block(static_cast<unsigned>(shape.lanes_per_token), static_cast<unsigned>(shape.tokens_per_block));
+    rotate_tokens_kernel<T, Policy, decltype(style)::value, decltype(vec)::value, decltype(head_batch)::value, Append>
+        <<<static_cast<unsigned>(blocks), block, 0, stream>>>(params, inverse, append);
+  });
+  return record(cudaGetLastError());
+}
+
 /// Validates and launches with tuning `Policy` (a RopePolicy); the public launchers use the default.
 template <typename Policy, typename T>
 cudaError_t launch(const RopeParams<T>& params, bool inverse, cudaStream_t stream) {
@@ -30,14 +43,7 @@ cudaError_t launch(const RopeParams<T>& params, bool inverse, cudaStream_t strea
   const Status status = validate(params);
   if (!status.ok()) return record(status);
   if (params.num_tokens == 0) return record(cudaSuccess);
-  dispatch<Policy>(params, [&](auto style, auto vec, auto head_batch) {
-    const LaunchShape shape = choose_launch_shape<Policy>(params, vec, head_batch);
-    const std::int64_t blocks = (params.num_tokens + shape.tokens_per_block - 1) / shape.tokens_per_block;
-    const dim3 block(static_cast<unsigned>(shape.lanes_per_token), static_cast<unsigned>(shape.tokens_per_block));
-    rotate_tokens_kernel<T, Policy, decltype(style)::value, decltype(vec)::value, decltype(head_batch)::value>
-        <<<static_cast<unsigned>(blocks), block, 0, stream>>>(params, inverse);
-  });
-  return record(cudaGetLastError());
+  return launch_validated<Policy>(params, inverse, NoAppend{}, stream);
 }
 
 }  // namespace detail

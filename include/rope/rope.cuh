@@ -6,6 +6,7 @@
 
 #include <rope/config.cuh>
 #include <rope/frequencies.cuh>
+#include <rope/kv_cache.cuh>
 #include <rope/launch.cuh>
 #include <rope/status.cuh>
 #include <rope/types.cuh>

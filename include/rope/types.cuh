@@ -40,7 +40,7 @@ template <typename T>
 struct HeadsTensor {
   const T* x = nullptr;              ///< input, element [t, h, d] at x[t * x_token_stride + h * x_head_stride + d]
   T* y = nullptr;                    ///< output, likewise with the y strides
-  int num_heads = 0;                 ///< heads of this tensor (q: >= 1; k: 0 means no k)
+  int num_heads = 0;                 ///< heads of this tensor; 0 means absent (pointers null)
   std::int64_t x_token_stride = 0;   ///< elements between tokens of x
   std::int64_t x_head_stride = 0;    ///< elements between heads of x
   std::int64_t y_token_stride = 0;   ///< elements between tokens of y
@@ -138,7 +138,8 @@ inline Positions positions(const std::int32_t* p) { return Positions{p, Position
 /// int64 positions, one per token (device memory).
 inline Positions positions(const std::int64_t* p) { return Positions{p, PositionType::kInt64}; }
 
-/// Everything one launch needs. q is required; k is optional (leave it default-constructed).
+/// Everything one launch needs. q and k are each optional (leave one default-constructed for a
+/// k-only or q-only launch), but a launch rotates at least one head.
 /// Both share the tokens, head_dim, rotary_dim, style, cos/sin and positions, and the cos/sin
 /// of a token are fetched or computed once for both.
 template <typename T>
@@ -147,7 +148,7 @@ struct RopeParams {
   int head_dim = 0;             ///< elements per head: even, [2, 16384]
   int rotary_dim = 0;  ///< rotated leading part of each head; 0 means head_dim. The tail passes through.
   Style style = Style::kHalfSplit;  ///< which elements pair up
-  HeadsTensor<T> q;                 ///< required; q.num_heads + k.num_heads <= 4096
+  HeadsTensor<T> q;                 ///< optional; 1 <= q.num_heads + k.num_heads <= 4096
   HeadsTensor<T> k;                 ///< optional; shares no element with q where either is written (checked)
   CosSin cos_sin;                   ///< cos/sin from a table or computed
   Positions positions;              ///< optional; none: position of token t is t

@@ -185,9 +185,15 @@ Status validate(const RopeParams<T>& p) {
   if (p.style != Style::kHalfSplit && p.style != Style::kInterleaved) {
     return invalid("style is not a rope::Style value");
   }
-  if (p.q.num_heads <= 0) return invalid("q.num_heads must be at least 1");
+  // Either tensor may be absent (a q-only or k-only launch: num_heads 0, pointers null).
+  if (p.q.num_heads < 0) return invalid("q.num_heads is negative");
   if (p.k.num_heads < 0) return invalid("k.num_heads is negative");
+  if (p.q.num_heads == 0 && p.k.num_heads == 0) return invalid("q.num_heads + k.num_heads must be at least 1");
+  const bool has_q = p.q.num_heads > 0;
   const bool has_k = p.k.num_heads > 0;
+  if (!has_q && (p.q.x != nullptr || p.q.y != nullptr)) {
+    return invalid("q pointers are set but q.num_heads is 0");
+  }
   if (!has_k && (p.k.x != nullptr || p.k.y != nullptr)) {
     return invalid("k pointers are set but k.num_heads is 0");
   }
@@ -227,11 +233,16 @@ Status validate(const RopeParams<T>& p) {
   // Pointers are only dereferenced when there is a token: empty tensors may carry nullptr.
   if (p.num_tokens == 0) return Status{};
 
-  Status s = detail::validate_heads(p.q, p.num_tokens, p.head_dim, detail::kQMessages);
-  if (!s.ok()) return s;
+  Status s;
+  if (has_q) {
+    s = detail::validate_heads(p.q, p.num_tokens, p.head_dim, detail::kQMessages);
+    if (!s.ok()) return s;
+  }
   if (has_k) {
     s = detail::validate_heads(p.k, p.num_tokens, p.head_dim, detail::kKMessages);
     if (!s.ok()) return s;
+  }
+  if (has_q && has_k) {
     if (!detail::q_and_k_disjoint(p)) {
       return invalid("k overlaps q (one buffer may hold both only as disjoint parts of one layout with equal strides)");
     }

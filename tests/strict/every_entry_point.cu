@@ -5,6 +5,9 @@
 
 #include <rope/config.cuh>
 #include <rope/frequencies.cuh>
+#include <rope/kv_cache.cuh>
+#include <rope/kv_cache_types.cuh>
+#include <rope/kv_cache_validate.cuh>
 #include <rope/launch.cuh>
 #include <rope/rope.cuh>
 #include <rope/status.cuh>
@@ -14,6 +17,30 @@
 #include <cstdint>
 
 namespace {
+
+/// RoPE + KV-cache append with cache element type C: both layouts, both slot types, q only
+/// rotated in place and k to the cache without write-back.
+template <typename T, typename C>
+cudaError_t every_append(rope::RopeParams<T> p, const T* v, C* cache, const std::int64_t* slots64, int* flag,
+                         cudaStream_t stream) {
+  rope::KvCacheAppend<T, C> a;
+  a.v = v;
+  a.v_token_stride = 8 * 128;
+  a.v_head_stride = 128;
+  a.k_cache = rope::nhd_paged_cache<C>(cache, 16, 2, 128);
+  a.v_cache = rope::nhd_paged_cache<C>(cache + 64 * 16 * 2 * 128, 16, 2, 128);
+  a.num_blocks = 64;
+  a.block_size = 16;
+  a.slots = rope::slot_mapping(slots64);
+  a.slot_out_of_range_flag = flag;
+  if (!rope::validate(p, a).ok()) return cudaErrorInvalidValue;
+  cudaError_t e = rope::rope_forward_append(p, a, stream);
+  a.k_cache = rope::hnd_paged_cache<C>(cache, 16, 2, 128);
+  a.v_cache = rope::hnd_paged_cache<C>(cache + 64 * 16 * 2 * 128, 16, 2, 128);
+  a.slots = rope::slot_mapping(reinterpret_cast<const std::int32_t*>(slots64));
+  p.k.y = nullptr;
+  return e != cudaSuccess ? e : rope::rope_forward_append(p, a, stream);
+}
 
 template <typename T>
 cudaError_t every_launch(T* qkv, const float* cos, const float* sin, const T* cos_t, const T* sin_t,
@@ -39,7 +66,10 @@ cudaError_t every_launch(T* qkv, const float* cos, const float* sin, const T* co
   p.cos_sin = rope::computed_cos_sin(inv_freq, 1.2f);
   e = e != cudaSuccess ? e : rope::rope_forward(p, stream);
   e = e != cudaSuccess ? e : rope::rope_forward<T>(qkv, cos, sin, qkv, 16, 128, stream);
-  return e;
+  e = e != cudaSuccess ? e : every_append<T, T>(p, qkv + 6 * 128, reinterpret_cast<T*>(qkv + 8 * 128), pos64, flag, stream);
+  return e != cudaSuccess ? e
+                          : every_append<T, __nv_fp8_e4m3>(p, qkv + 6 * 128, reinterpret_cast<__nv_fp8_e4m3*>(qkv + 8 * 128),
+                                                           pos64, flag, stream);
 }
 
 }  // namespace

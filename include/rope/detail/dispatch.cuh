@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include <rope/detail/cache_append.cuh>
 #include <rope/detail/policy.cuh>
 #include <rope/detail/vector.cuh>
 #include <rope/types.cuh>
@@ -37,23 +38,56 @@ constexpr int kFewHeads = 2;
 
 inline bool multiple_of(std::int64_t v, std::int64_t m) { return v % m == 0; }
 
-/// Whether every access of a launch that moves `vec` pairs at a time stays aligned.
+/// Elements per access, and so the alignment in elements, that the body uses on a strided view of
+/// element type E when it moves `vec` pairs at a time: vec elements (half-split halves, the
+/// pass-through tail, v) or 2 * vec (interleaved pairs), at most 16 bytes. The body's accesses
+/// are these widths at offsets that are multiples of them, so a view whose base pointer and
+/// strides are multiples of this many elements is accessed aligned.
+template <typename E>
+constexpr int access_alignment(Style style, int vec) {
+  const int widest = 16 / static_cast<int>(sizeof(E));
+  const int span = style == Style::kInterleaved ? 2 * vec : vec;
+  return span < widest ? span : widest;
+}
+
+/// Whether a view of element type E (base pointer and strides in elements) is aligned to `need` elements.
+template <typename E>
+bool view_aligned(const E* base, int need, std::int64_t stride_a, std::int64_t stride_b, std::int64_t stride_c = 0) {
+  return is_aligned(base, static_cast<std::size_t>(need) * sizeof(E)) && multiple_of(stride_a, need) &&
+         multiple_of(stride_b, need) && multiple_of(stride_c, need);
+}
+
+/// The append stage's views: v (read like x) and the two caches (written like y, in elements of
+/// the cache type). NoAppend has none.
 template <typename T>
-bool vector_width_fits(const RopeParams<T>& p, int vec) {
+bool append_views_fit(const NoAppend&, Style, int) { return true; }
+
+template <typename T, typename C>
+bool append_views_fit(const CacheAppend<T, C>& append, Style style, int vec) {
+  const KvCacheAppend<T, C>& a = append.args;
+  const int need_v = access_alignment<T>(style, vec), need_cache = access_alignment<C>(style, vec);
+  auto cache_ok = [&](const PagedCache<C>& c) {
+    return view_aligned<C>(c.data, need_cache, c.block_stride, c.row_stride, c.head_stride);
+  };
+  return view_aligned<T>(a.v, need_v, a.v_token_stride, a.v_head_stride) && cache_ok(a.k_cache) &&
+         cache_ok(a.v_cache);
+}
+
+/// Whether every access of a launch that moves `vec` pairs at a time stays aligned: the one
+/// statement of the alignment rule, for q, k, the cos/sin source and the append stage's views.
+template <typename T, typename Append = NoAppend>
+bool vector_width_fits(const RopeParams<T>& p, int vec, const Append& append = Append{}) {
   if (vec == 1) return true;
   const int rotary_dim = p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
   if (!multiple_of(rotary_dim / 2, vec) || !multiple_of(p.head_dim - rotary_dim, vec)) return false;
-  // Accesses are vec elements (half-split, tail) or 2 * vec (interleaved), at most 16 bytes each,
-  // at offsets that are multiples of their size: base pointers and strides need that alignment.
-  const int widest = VectorWidths<T>::kWide;
-  const int span = p.style == Style::kInterleaved ? 2 * vec : vec;
-  const int need = span < widest ? span : widest;
+  const int need = access_alignment<T>(p.style, vec);
   auto tensor_ok = [&](const HeadsTensor<T>& t) {
-    return is_aligned(t.x, need * sizeof(T)) && is_aligned(t.y, need * sizeof(T)) &&
-           multiple_of(t.x_token_stride, need) && multiple_of(t.x_head_stride, need) &&
-           multiple_of(t.y_token_stride, need) && multiple_of(t.y_head_stride, need);
+    // A null y (k in an append launch without write-back) is never accessed.
+    return view_aligned<T>(t.x, need, t.x_token_stride, t.x_head_stride) &&
+           (t.y == nullptr || view_aligned<T>(t.y, need, t.y_token_stride, t.y_head_stride));
   };
-  if (!tensor_ok(p.q) || (p.k.num_heads > 0 && !tensor_ok(p.k))) return false;
+  if ((p.q.num_heads > 0 && !tensor_ok(p.q)) || (p.k.num_heads > 0 && !tensor_ok(p.k))) return false;
+  if (!append_views_fit<T>(append, p.style, vec)) return false;
   const CosSin& cs = p.cos_sin;
   if (cs.kind == CosSin::Kind::kComputed) {
     const int f = vec < 4 ? vec : 4;  // fp32 frequencies, 16 bytes at most per access
@@ -64,9 +98,11 @@ bool vector_width_fits(const RopeParams<T>& p, int vec) {
   return is_aligned(cs.cos, t * elem) && is_aligned(cs.sin, t * elem) && multiple_of(cs.row_stride, t);
 }
 
-/// Calls `f(style, vec, head_batch)` (integral constants) with the widest access the arguments allow.
-template <typename Policy, typename T, typename F>
-void dispatch(const RopeParams<T>& p, F&& f) {
+/// Calls `f(style, vec, head_batch)` (integral constants) with the widest access the arguments
+/// allow, for a plain launch (NoAppend) or an append launch (a CacheAppend, whose type is the
+/// kernel's append-mode template parameter).
+template <typename Policy, typename T, typename Append, typename F>
+void dispatch(const RopeParams<T>& p, const Append& append, F&& f) {
   using W = VectorWidths<T>;
   auto with_style = [&](auto vec) {
     constexpr int kBatch = head_batch_for<T, Policy>(decltype(vec)::value);
@@ -77,15 +113,21 @@ void dispatch(const RopeParams<T>& p, F&& f) {
       f(std::integral_constant<Style, Style::kHalfSplit>{}, vec, Batch{});
     }
   };
-  if (p.q.num_heads + p.k.num_heads <= kFewHeads && vector_width_fits(p, W::kDouble)) {
+  if (p.q.num_heads + p.k.num_heads <= kFewHeads && vector_width_fits(p, W::kDouble, append)) {
     with_style(std::integral_constant<int, W::kDouble>{});
-  } else if (vector_width_fits(p, W::kWide)) {
+  } else if (vector_width_fits(p, W::kWide, append)) {
     with_style(std::integral_constant<int, W::kWide>{});
-  } else if (vector_width_fits(p, W::kNarrow)) {
+  } else if (vector_width_fits(p, W::kNarrow, append)) {
     with_style(std::integral_constant<int, W::kNarrow>{});
   } else {
     with_style(std::integral_constant<int, 1>{});
   }
+}
+
+/// The plain RoPE launch.
+template <typename Policy, typename T, typename F>
+void dispatch(const RopeParams<T>& p, F&& f) {
+  dispatch<Policy>(p, NoAppend{}, static_cast<F&&>(f));
 }
 
 /// Threads of one token (lanes) and tokens per block.

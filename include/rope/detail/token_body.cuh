@@ -10,6 +10,7 @@
 
 #include <rope/config.cuh>
 #include <rope/detail/angle.cuh>
+#include <rope/detail/cache_append.cuh>
 #include <rope/detail/vector.cuh>
 #include <rope/types.cuh>
 
@@ -71,7 +72,10 @@ struct PairChunk {
     }
   }
 
-  /// y1 = x1 cos - x2 sin, y2 = x1 sin + x2 cos in fp32, stored to y.
+  /// y1 = x1 cos - x2 sin, y2 = x1 sin + x2 cos in fp32, rounded to T in the chunk's registers
+  /// and stored to y. Append launches may pass a null y (k without write-back; `kOptionalY`):
+  /// the chunk is then only rotated, for `store_to_cache`.
+  template <bool kOptionalY = false>
   ROPE_HOST_DEVICE void rotate_store(T* y, int half, int first_pair, const float (&c)[kVec],
                                      const float (&s)[kVec]) {
 ROPE_UNROLL
@@ -89,11 +93,27 @@ ROPE_UNROLL
         a.set(2 * i + 1, y2);
       }
     }
+    if (kOptionalY && y == nullptr) return;
     if (kHalfSplit) {
       a.store(y + first_pair);
       b.store(y + half + first_pair);
     } else {
       a.store(y + 2 * first_pair);
+    }
+  }
+
+  /// After `rotate_store`: stores the rotated chunk to a head of a cache of type C, with the
+  /// access pattern of the y store in elements of C. The bits of y when C is T; otherwise each
+  /// rotated value of T converted (FP8: scaled, saturated), so the cache holds exactly what a
+  /// separate cache write of y would store.
+  template <typename C>
+  ROPE_HOST_DEVICE void store_to_cache(C* head, int half, int first_pair, float scale) const {
+    constexpr int kCacheChunk = kHalfSplit ? Access<C, kVec>::value : kVec == 1 ? 1 : Access<C, 2 * kVec>::value;
+    if constexpr (kHalfSplit) {
+      fragment_to_cache<C, kCacheChunk>(a, head + first_pair, scale);
+      fragment_to_cache<C, kCacheChunk>(b, head + half + first_pair, scale);
+    } else {
+      fragment_to_cache<C, kCacheChunk>(a, head + 2 * first_pair, scale);
     }
   }
 };
@@ -127,9 +147,15 @@ ROPE_HOST_DEVICE HeadPointers<T> head_pointers(const RopeParams<T>& p, std::int6
 /// it waits on cos/sin or stores anything: the compiler cannot reorder loads of one head above
 /// stores of another itself, since y may alias x. With fewer lanes than columns each lane walks
 /// several columns.
-template <typename T, Style kStyle, int kVec, int kHeadBatch>
+///
+/// Stages per head: load x -> rotate (fp32, rounded to T) -> store y and, in an append launch
+/// (`Append` a CacheAppend; NoAppend compiles every append step away), store k to its cache
+/// row. After the rotated part, the lanes share the pass-through tail (to y and the k cache) and
+/// then v (to the v cache), kVec elements per access. The plain path keeps its own tail loop so
+/// its generated code stays what it was.
+template <typename T, Style kStyle, int kVec, int kHeadBatch, typename Append = NoAppend>
 ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::int64_t token, int lane,
-                                   int lanes) {
+                                   int lanes, const Append& append = Append{}) {
   std::int64_t position = token;
   if (p.positions.type == PositionType::kInt32) {
     position = static_cast<const std::int32_t*>(p.positions.data)[token];
@@ -140,6 +166,9 @@ ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::in
   // bounds) and tells the caller. The x loads below do not depend on it, so they are not made to
   // wait for the position: in decode, that is one memory round trip less.
   const bool in_range = p.cos_sin.kind == CosSin::Kind::kComputed || (position >= 0 && position < p.cos_sin.rows);
+  // The token's cache rows (append launches), likewise needed only when storing.
+  CacheRows<typename Append::Cache> rows;
+  if constexpr (Append::kEnabled) rows = cache_rows(append, token, lane == 0);
 
   const int rotary_dim = p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
   const int half = rotary_dim / 2;
@@ -172,8 +201,19 @@ ROPE_UNROLL
 ROPE_UNROLL
       for (int b = 0; b < kHeadBatch; ++b) {
         const int h = first_head + b * groups;
+        if (h >= heads) continue;
         // The output address is recomputed rather than kept: registers matter more than a few IMADs.
-        if (h < heads) chunk[b].rotate_store(head_pointers(p, token, h).y, half, first_pair, c, s);
+        if constexpr (Append::kEnabled) {
+          const int kv_head = h - p.q.num_heads;  // negative for q heads
+          T* y = kv_head < 0 || append.k_write_back ? head_pointers(p, token, h).y : nullptr;
+          chunk[b].template rotate_store<true>(y, half, first_pair, c, s);
+          if (kv_head >= 0 && rows.k != nullptr) {
+            chunk[b].store_to_cache(rows.k + kv_head * append.args.k_cache.head_stride, half, first_pair,
+                                    append.args.k_scale);
+          }
+        } else {
+          chunk[b].rotate_store(head_pointers(p, token, h).y, half, first_pair, c, s);
+        }
       }
     }
   }
@@ -181,11 +221,39 @@ ROPE_UNROLL
   // Partial rotary: elements [rotary_dim, head_dim) pass through (nothing to do in place).
   if (!in_range) return;
   const int tail_columns = (p.head_dim - rotary_dim) / kVec;
-  for (int item = lane; item < tail_columns * heads; item += lanes) {
-    const HeadPointers<T> ptr = head_pointers(p, token, item / tail_columns);
-    if (ptr.x == ptr.y) continue;
-    const int offset = rotary_dim + (item % tail_columns) * kVec;
-    copy_elements<kVec>(ptr.x + offset, ptr.y + offset);
+  if constexpr (Append::kEnabled) {
+    // k's tail also goes to its cache row, in place or not, and to y only with write-back.
+    for (int item = lane; item < tail_columns * heads; item += lanes) {
+      const int h = item / tail_columns;
+      const int offset = rotary_dim + (item % tail_columns) * kVec;
+      const int kv_head = h - p.q.num_heads;  // negative for q heads
+      const HeadPointers<T> ptr = head_pointers(p, token, h);
+      if (kv_head >= 0 && rows.k != nullptr) {
+        copy_to_cache<kVec>(ptr.x + offset, rows.k + kv_head * append.args.k_cache.head_stride + offset,
+                            append.args.k_scale);
+      }
+      if ((kv_head < 0 || append.k_write_back) && ptr.x != ptr.y) copy_elements<kVec>(ptr.x + offset, ptr.y + offset);
+    }
+  } else {
+    for (int item = lane; item < tail_columns * heads; item += lanes) {
+      const HeadPointers<T> ptr = head_pointers(p, token, item / tail_columns);
+      if (ptr.x == ptr.y) continue;
+      const int offset = rotary_dim + (item % tail_columns) * kVec;
+      copy_elements<kVec>(ptr.x + offset, ptr.y + offset);
+    }
+  }
+
+  // Append: v passes into its cache row whole.
+  if constexpr (Append::kEnabled) {
+    if (rows.v == nullptr) return;
+    const KvCacheAppend<T, typename Append::Cache>& a = append.args;
+    const int v_columns = p.head_dim / kVec;
+    for (int item = lane; item < v_columns * p.k.num_heads; item += lanes) {
+      const int h = item / v_columns;
+      const int offset = (item % v_columns) * kVec;
+      copy_to_cache<kVec>(a.v + token * a.v_token_stride + h * a.v_head_stride + offset,
+                          rows.v + h * a.v_cache.head_stride + offset, a.v_scale);
+    }
   }
 }
 

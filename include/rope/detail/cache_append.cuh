@@ -1,0 +1,113 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// \file
+/// The cache-append stage of the per-token body: which append a kernel instance does (a template
+/// parameter: none, or a cache of element type C), where a token's cache rows are, and the
+/// converting stores into them. All __host__ __device__, tested on the host with the body.
+
+#include <cstdint>
+#include <type_traits>
+
+#include <cuda_fp8.h>
+
+#include <rope/config.cuh>
+#include <rope/detail/vector.cuh>
+#include <rope/kv_cache_types.cuh>
+
+namespace rope {
+namespace detail {
+
+/// The plain RoPE launch: no append. Empty, so every use of it compiles away.
+struct NoAppend {
+  static constexpr bool kEnabled = false;
+  using Cache = unsigned char;  // names a type for the (unused) cache pointers
+};
+
+/// The kernel-side form of a KvCacheAppend, resolved once by the launcher (CUTLASS's Arguments
+/// -> Params): the slot count, and k's write-back as a flag. Without write-back the launcher
+/// points the kernel's k.y at k.x (never written then), so no address is ever formed from null.
+template <typename T, typename C>
+struct CacheAppend {
+  static constexpr bool kEnabled = true;
+  using Cache = C;
+  KvCacheAppend<T, C> args;
+  std::int64_t num_slots;  ///< num_blocks * block_size (checked by validation to fit)
+  bool k_write_back;       ///< store the rotated k to k.y too
+};
+
+/// One FP8 cache element from a value: saturate(x / scale) (IEEE division, finite values beyond
+/// the range clamped to +-448, round to nearest even, NaN kept NaN), as vLLM's cache writes do.
+template <typename C>
+ROPE_HOST_DEVICE C to_cache_element(float value, float scale);
+template <>
+ROPE_HOST_DEVICE __nv_fp8_e4m3 to_cache_element<__nv_fp8_e4m3>(float value, float scale) {
+  __nv_fp8_e4m3 out;
+  out.__x = __nv_cvt_float_to_fp8(value / scale, __NV_SATFINITE, __NV_E4M3);
+  return out;
+}
+
+/// Stores a fragment of T (N elements) to `dst` as cache elements, kChunk per access (dst aligned
+/// to kChunk elements of C): a bit copy when C is T, converted from each T value otherwise.
+template <typename C, int kChunk, typename T, int N, int kFragmentChunk>
+ROPE_HOST_DEVICE void fragment_to_cache(const Fragment<T, N, kFragmentChunk>& f, C* dst, float scale) {
+ROPE_UNROLL
+  for (int c = 0; c < N; c += kChunk) {
+    Packed<C, kChunk> v;
+ROPE_UNROLL
+    for (int i = 0; i < kChunk; ++i) {
+      const T e = f.vec[(c + i) / kFragmentChunk].elem[(c + i) % kFragmentChunk];
+      if constexpr (std::is_same<T, C>::value) {
+        v.elem[i] = e;
+      } else {
+        v.elem[i] = to_cache_element<C>(to_float(e), scale);
+      }
+    }
+    check_aligned<C, kChunk>(dst + c);
+    *reinterpret_cast<Packed<C, kChunk>*>(dst + c) = v;
+  }
+}
+
+/// Copies N elements of T to a cache of type C (a bit copy when C is T; converted otherwise).
+/// The un-rotated tail of k and all of v go this way.
+template <int N, typename T, typename C>
+ROPE_HOST_DEVICE void copy_to_cache(const T* src, C* dst, float scale) {
+  if constexpr (std::is_same<T, C>::value) {
+    (void)scale;
+    copy_elements<N>(src, dst);
+  } else {
+    Fragment<T, N> f;
+    f.load(src);
+    fragment_to_cache<C, Access<C, N>::value>(f, dst, scale);
+  }
+}
+
+/// Where one token's rows of the two caches start (or that the token writes none).
+template <typename C>
+struct CacheRows {
+  C* k = nullptr;  ///< head 0 of the token's k row; null: no cache write for this token
+  C* v = nullptr;
+};
+
+/// Reads token `token`'s slot. A negative slot writes nothing; a slot past the cache writes
+/// nothing and raises the flag (`report` is true for one lane of the token).
+template <typename T, typename C>
+ROPE_HOST_DEVICE CacheRows<C> cache_rows(const CacheAppend<T, C>& a, std::int64_t token, bool report) {
+  const KvCacheAppend<T, C>& args = a.args;
+  const std::int64_t slot = args.slots.type == SlotType::kInt32
+                                ? static_cast<const std::int32_t*>(args.slots.data)[token]
+                                : static_cast<const std::int64_t*>(args.slots.data)[token];
+  CacheRows<C> rows;
+  if (slot < 0) return rows;
+  if (slot >= a.num_slots) {
+    if (report && args.slot_out_of_range_flag != nullptr) *args.slot_out_of_range_flag = 1;
+    return rows;
+  }
+  const std::int64_t block = slot / args.block_size, row = slot % args.block_size;
+  rows.k = args.k_cache.data + block * args.k_cache.block_stride + row * args.k_cache.row_stride;
+  rows.v = args.v_cache.data + block * args.v_cache.block_stride + row * args.v_cache.row_stride;
+  return rows;
+}
+
+}  // namespace detail
+}  // namespace rope

@@ -1,0 +1,234 @@
+// SPDX-License-Identifier: MIT
+// Every argument rope_forward_append rejects: the error code, the reason, and that nothing was
+// written (caches and outputs read back when there is a GPU). Validation happens before any CUDA
+// call, so this runs without a GPU too (host memory then stands in for device memory).
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <limits>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include <cuda_fp8.h>
+#include <gtest/gtest.h>
+
+#include <rope/rope.cuh>
+
+#include "harness.hpp"
+
+namespace {
+
+using Params = rope::RopeParams<float>;
+using Append = rope::KvCacheAppend<float, float>;
+using Fp8Append = rope::KvCacheAppend<float, __nv_fp8_e4m3>;
+
+constexpr int kTokens = 8, kQHeads = 4, kKvHeads = 2, kDim = 64, kBlockSize = 4, kBlocks = 3;
+constexpr std::size_t kHeadElems = kTokens * kDim;
+constexpr std::size_t kCacheElems = std::size_t{kBlocks} * kBlockSize * kKvHeads * kDim;
+
+/// One allocation holding every buffer of a valid launch (device memory with a GPU).
+class Buffers {
+ public:
+  Buffers() : gpu_(rope_test::gpu_available()) {
+    const std::size_t bytes = kElems * sizeof(float);
+    std::vector<float> fill(kElems, 1234.5f);
+    if (gpu_) {
+      EXPECT_EQ(cudaMalloc(&base_, bytes), cudaSuccess);
+      EXPECT_EQ(cudaMemcpy(base_, fill.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
+    } else {
+      base_ = new float[kElems];
+      std::memcpy(base_, fill.data(), bytes);
+    }
+  }
+  ~Buffers() { gpu_ ? (void)cudaFree(base_) : delete[] base_; }
+
+  float* q() const { return base_; }
+  float* k() const { return base_ + kQHeads * kHeadElems; }
+  float* v() const { return base_ + (kQHeads + kKvHeads) * kHeadElems; }
+  float* k_cache() const { return base_ + (kQHeads + 2 * kKvHeads) * kHeadElems; }
+  float* v_cache() const { return k_cache() + kCacheElems; }
+  float* cos() const { return v_cache() + kCacheElems; }
+  std::int64_t* slots() const { return reinterpret_cast<std::int64_t*>(cos() + kTokens * kDim); }
+
+  Params params() const {
+    Params p;
+    p.num_tokens = kTokens;
+    p.head_dim = kDim;
+    p.q = rope::packed_heads<float>(q(), q(), kQHeads, kDim);
+    p.k = rope::packed_heads<float>(k(), k(), kKvHeads, kDim);
+    p.cos_sin = rope::cos_sin_table<float>(cos(), cos(), kTokens, kDim / 2);
+    return p;
+  }
+  template <typename C>
+  rope::KvCacheAppend<float, C> append() const {
+    rope::KvCacheAppend<float, C> a;
+    a.v = v();
+    a.v_token_stride = kKvHeads * kDim;
+    a.v_head_stride = kDim;
+    a.k_cache = rope::nhd_paged_cache<C>(reinterpret_cast<C*>(k_cache()), kBlockSize, kKvHeads, kDim);
+    a.v_cache = rope::nhd_paged_cache<C>(reinterpret_cast<C*>(v_cache()), kBlockSize, kKvHeads, kDim);
+    a.num_blocks = kBlocks;
+    a.block_size = kBlockSize;
+    a.slots = rope::slot_mapping(static_cast<const std::int64_t*>(slots()));
+    return a;
+  }
+  std::vector<float> contents() const {
+    std::vector<float> out(kElems);
+    if (gpu_) {
+      EXPECT_EQ(cudaMemcpy(out.data(), base_, kElems * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+    } else {
+      std::memcpy(out.data(), base_, kElems * sizeof(float));
+    }
+    return out;
+  }
+
+ private:
+  static constexpr std::size_t kElems = (kQHeads + 2 * kKvHeads) * kHeadElems + 2 * kCacheElems + kTokens * kDim + 64;
+  bool gpu_;
+  float* base_ = nullptr;
+};
+
+struct BadAppend {
+  const char* name;
+  std::function<void(Params&, Append&, const Buffers&)> spoil;
+  const char* reason;  // expected substring of the message
+};
+
+void PrintTo(const BadAppend& bad, std::ostream* os) { *os << bad.name; }
+
+template <typename P>
+P* shifted(P* p, int bytes) {
+  return reinterpret_cast<P*>(reinterpret_cast<std::uintptr_t>(p) + static_cast<std::uintptr_t>(bytes));
+}
+
+std::vector<BadAppend> bad_appends() {
+  using B = const Buffers&;
+  return {
+      {"NoK", [](Params& p, Append&, B) { p.k = rope::HeadsTensor<float>{}; }, "append needs k"},
+      {"BadRopeArgument", [](Params& p, Append&, B) { p.head_dim = 63; }, "head_dim must be even"},
+      {"ZeroBlockSize", [](Params&, Append& a, B) { a.block_size = 0; }, "block_size must be positive"},
+      {"NegativeBlocks", [](Params&, Append& a, B) { a.num_blocks = -1; }, "num_blocks is negative"},
+      {"TooManySlots", [](Params&, Append& a, B) { a.num_blocks = std::int64_t{1} << 62; }, "num_blocks * block_size"},
+      {"BadSlotType", [](Params&, Append& a, B) { a.slots.type = static_cast<rope::SlotType>(0); }, "slots.type"},
+      {"ScaleWithSameTypeCache", [](Params&, Append& a, B) { a.k_scale = 0.5f; }, "apply only to an FP8 cache"},
+      {"NegativeKCacheStride", [](Params&, Append& a, B) { a.k_cache.row_stride = -1; }, "k_cache strides are negative"},
+      {"NegativeVCacheStride", [](Params&, Append& a, B) { a.v_cache.head_stride = -1; }, "v_cache strides are negative"},
+      {"KCacheSpanOverflows",
+       [](Params&, Append& a, B) { a.k_cache.block_stride = std::numeric_limits<std::int64_t>::max() / 4; },
+       "k_cache strides and sizes exceed 64-bit offsets"},
+      {"KCacheHeadsOverlap", [](Params&, Append& a, B) { a.k_cache.head_stride = kDim - 2; }, "k_cache strides make cache rows overlap"},
+      {"VCacheRowsOverlap", [](Params&, Append& a, B) { a.v_cache.row_stride = kDim; }, "v_cache strides make cache rows overlap"},
+      {"KCacheBlocksOverlap", [](Params&, Append& a, B) { a.k_cache.block_stride = kKvHeads * kDim; }, "k_cache strides make cache rows overlap"},
+      {"NegativeVStride", [](Params&, Append& a, B) { a.v_token_stride = -1; }, "v strides are negative"},
+      {"VSpanOverflows",
+       [](Params&, Append& a, B) { a.v_token_stride = std::numeric_limits<std::int64_t>::max() / 4; },
+       "v strides and sizes exceed 64-bit offsets"},
+      {"NullV", [](Params&, Append& a, B) { a.v = nullptr; }, "v is null"},
+      {"NullKCache", [](Params&, Append& a, B) { a.k_cache.data = nullptr; }, "k_cache.data is null"},
+      {"NullVCache", [](Params&, Append& a, B) { a.v_cache.data = nullptr; }, "v_cache.data is null"},
+      {"NullSlots", [](Params&, Append& a, B) { a.slots.data = nullptr; }, "slots.data is null"},
+      {"MisalignedV", [](Params&, Append& a, B) { a.v = shifted(a.v, 2); }, "v is not aligned"},
+      {"MisalignedCache", [](Params&, Append& a, B) { a.v_cache.data = shifted(a.v_cache.data, 2); }, "not aligned to its element type"},
+      {"MisalignedSlots",
+       [](Params&, Append& a, B b) { a.slots = rope::SlotMapping{shifted(b.slots(), 4), rope::SlotType::kInt64}; },
+       "slots.data is not aligned"},
+      {"MisalignedSlotFlag",
+       [](Params&, Append& a, B b) { a.slot_out_of_range_flag = shifted(reinterpret_cast<int*>(b.slots()), 2); },
+       "slot_out_of_range_flag is not aligned"},
+      {"VIsQOutput", [](Params&, Append& a, B b) { a.v = b.q(); }, "v overlaps q.y or k.y"},
+      {"VIsKOutput", [](Params&, Append& a, B b) { a.v = b.k() + kDim; }, "v overlaps q.y or k.y"},
+      {"CachesOverlap", [](Params&, Append& a, B b) { a.v_cache.data = b.k_cache() + kDim; }, "k_cache and v_cache overlap"},
+      {"CachesSameBuffer", [](Params&, Append& a, B b) { a.v_cache.data = b.k_cache(); }, "k_cache and v_cache overlap"},
+      {"CacheOverlapsQ", [](Params&, Append& a, B b) { a.k_cache.data = b.q(); }, "a cache overlaps q, k or v"},
+      {"VInsideCache", [](Params&, Append& a, B b) { a.v = b.k_cache() + kDim; }, "a cache overlaps q, k or v"},
+  };
+}
+
+class InvalidAppendArgs : public ::testing::TestWithParam<BadAppend> {};
+
+TEST_P(InvalidAppendArgs, RejectedBeforeLaunchAndNothingWritten) {
+  Buffers b;
+  const std::vector<float> before = b.contents();
+  Params p = b.params();
+  Append a = b.append<float>();
+  ASSERT_TRUE(rope::validate(p, a).ok()) << rope::validate(p, a).message;
+  GetParam().spoil(p, a, b);
+  const rope::Status status = rope::validate(p, a);
+  EXPECT_EQ(status.error, cudaErrorInvalidValue);
+  EXPECT_NE(std::string(status.message).find(GetParam().reason), std::string::npos) << status.message;
+  EXPECT_EQ(rope::rope_forward_append(p, a), cudaErrorInvalidValue);
+  EXPECT_STREQ(rope::last_error_message(), status.message);
+  if (rope_test::gpu_available()) ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const std::vector<float> after = b.contents();
+  EXPECT_EQ(std::memcmp(before.data(), after.data(), before.size() * sizeof(float)), 0) << "a rejected launch wrote";
+}
+
+INSTANTIATE_TEST_SUITE_P(Launcher, InvalidAppendArgs, ::testing::ValuesIn(bad_appends()),
+                         [](const ::testing::TestParamInfo<BadAppend>& info) { return std::string(info.param.name); });
+
+TEST(InvalidAppendArgsFp8, ScalesMustBePositiveAndFinite) {
+  Buffers b;
+  const Params p = b.params();
+  Fp8Append a = b.append<__nv_fp8_e4m3>();
+  EXPECT_TRUE(rope::validate(p, a).ok()) << rope::validate(p, a).message;
+  for (float bad : {0.0f, -1.0f, NAN, INFINITY}) {
+    a.k_scale = bad;
+    EXPECT_EQ(rope::rope_forward_append(p, a), cudaErrorInvalidValue);
+    EXPECT_STREQ(rope::last_error_message(), "k_scale must be positive and finite");
+    a.k_scale = 1.0f;
+    a.v_scale = bad;
+    EXPECT_STREQ(rope::validate(p, a).message, "v_scale must be positive and finite");
+    a.v_scale = 1.0f;
+  }
+}
+
+// Layouts that share memory legitimately are accepted (validation only).
+TEST(ValidAppendArgs, SharedLayoutsAndOptionalParts) {
+  Buffers b;
+  Params p = b.params();
+  Append a = b.append<float>();
+  // No write-back: k.y null.
+  p.k.y = nullptr;
+  EXPECT_TRUE(rope::validate(p, a).ok()) << rope::validate(p, a).message;
+  // k only.
+  p.q = rope::HeadsTensor<float>{};
+  EXPECT_TRUE(rope::validate(p, a).ok()) << rope::validate(p, a).message;
+  // FlashInfer's [pages, 2, heads, page, dim]: k and v alternate per block in one buffer.
+  a.k_cache = rope::hnd_paged_cache<float>(b.k_cache(), kBlockSize, kKvHeads, kDim);
+  a.k_cache.block_stride *= 2;
+  a.v_cache = a.k_cache;
+  a.v_cache.data = b.k_cache() + kBlockSize * kKvHeads * kDim;
+  a.num_blocks = 1;  // the buffer holds one such block pair... and a bit: 2 * 1 block of each
+  EXPECT_TRUE(rope::validate(p, a).ok()) << rope::validate(p, a).message;
+  // v read from the fused QKV buffer that q and k are rotated in, in place.
+  Params fused = b.params();
+  fused.q = rope::strided_heads<float>(b.q(), b.q(), 2, 4 * kDim, kDim);
+  fused.k = rope::strided_heads<float>(b.q() + 2 * kDim, b.q() + 2 * kDim, 1, 4 * kDim, kDim);
+  Append fa = b.append<float>();
+  fa.v = b.q() + 3 * kDim;
+  fa.v_token_stride = 4 * kDim;
+  fa.k_cache = rope::nhd_paged_cache<float>(b.k_cache(), kBlockSize, 1, kDim);
+  fa.v_cache = rope::nhd_paged_cache<float>(b.v_cache(), kBlockSize, 1, kDim);
+  EXPECT_TRUE(rope::validate(fused, fa).ok()) << rope::validate(fused, fa).message;
+}
+
+TEST(InvalidAppendArgs, ZeroTokensSucceedWithoutLaunching) {
+  Params p;
+  p.num_tokens = 0;
+  p.head_dim = 128;
+  p.k.num_heads = 8;
+  p.cos_sin.row_stride = 64;
+  Append a;  // empty tensors and caches may carry null pointers
+  a.block_size = 16;
+  a.k_cache = rope::nhd_paged_cache<float>(nullptr, 16, 8, 128);
+  a.v_cache = a.k_cache;
+  EXPECT_EQ(rope::rope_forward_append(p, a), cudaSuccess);
+  EXPECT_STREQ(rope::last_error_message(), "ok");
+  a.block_size = 0;  // the configuration is still checked
+  EXPECT_EQ(rope::rope_forward_append(p, a), cudaErrorInvalidValue);
+}
+
+}  // namespace
