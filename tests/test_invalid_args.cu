@@ -218,6 +218,39 @@ std::vector<BadArgument> bad_arguments() {
          p.positions = rope::Positions{reinterpret_cast<const char*>(i64(b)) + 4, rope::PositionType::kInt64};
        },
        "positions.data is not aligned"},
+      // Multi-axis positions (M-RoPE): kDim 64 has 32 frequencies to assign.
+      {"PositionAxesOutOfRange",
+       [i64](Params& p, B b) { p.positions = rope::multi_axis_positions(i64(b), 4, kTokens, rope::AxisSections::kContiguous, 8, 12, 12); },
+       "positions.axes must be 1, 2 or 3"},
+      {"MultiAxisWithoutArray",
+       [](Params& p, B) {
+         p.positions = rope::Positions{};
+         p.positions.axes = 2;
+         p.positions.sections[0] = p.positions.sections[1] = 16;
+       },
+       "multi-axis positions need a positions array"},
+      {"BadAxisSectionsLayout",
+       [i64](Params& p, B b) {
+         p.positions = rope::multi_axis_positions(i64(b), 3, kTokens, static_cast<rope::AxisSections>(5), 8, 12, 12);
+       },
+       "rope::AxisSections"},
+      {"NegativeSection",
+       [i64](Params& p, B b) { p.positions = rope::multi_axis_positions(i64(b), 3, kTokens, rope::AxisSections::kContiguous, 40, -4, -4); },
+       "negative entry"},
+      {"SectionForMissingAxis",
+       [i64](Params& p, B b) { p.positions = rope::multi_axis_positions(i64(b), 2, kTokens, rope::AxisSections::kContiguous, 8, 12, 12); },
+       "past positions.axes"},
+      {"SectionsMissFrequencies",
+       [i64](Params& p, B b) { p.positions = rope::multi_axis_positions(i64(b), 3, kTokens, rope::AxisSections::kInterleaved, 8, 8, 8); },
+       "sum to rotary_dim / 2"},
+      {"NegativeAxisStride",
+       [i64](Params& p, B b) { p.positions = rope::multi_axis_positions(i64(b), 3, -kTokens, rope::AxisSections::kContiguous, 8, 12, 12); },
+       "axis_stride is negative"},
+      {"AxisStrideOverflows64Bit",
+       [i64](Params& p, B b) {
+         p.positions = rope::multi_axis_positions(i64(b), 3, std::int64_t{1} << 62, rope::AxisSections::kContiguous, 8, 12, 12);
+       },
+       "axis_stride exceeds 64-bit offsets"},
   };
 }
 

@@ -127,16 +127,61 @@ inline CosSin computed_cos_sin(const float* inv_freq, float attention_scaling = 
   return s;
 }
 
-/// Per-token positions on the device (or none: position = token index).
+/// Which position axis each frequency index uses with multi-axis positions (M-RoPE).
+enum class AxisSections : int {
+  /// Consecutive ranges, as Qwen2-VL's `mrope_section`: frequencies [0, s0) use axis 0, the next
+  /// s1 axis 1, the next s2 axis 2 (both halves of a head follow the same assignment).
+  kContiguous = 0,
+  /// Spread across frequencies, as Qwen3-VL: frequency j uses axis 1 when j % 3 == 1 and
+  /// j < 3 * s1, axis 2 when j % 3 == 2 and j < 3 * s2, axis 0 otherwise.
+  kInterleaved = 1,
+};
+
+/// Per-token positions on the device (or none: position = token index). With `axes` 2 or 3 they
+/// are multi-axis (M-RoPE's temporal/height/width, a vision tower's row/column): `axes` arrays of
+/// one position per token, `axis_stride` elements apart ([axes, tokens] when it is num_tokens),
+/// and `sections` say which axis each of the rotary_dim / 2 frequencies takes.
 struct Positions {
   const void* data = nullptr;               ///< device array of `type`, or nullptr with kNone
   PositionType type = PositionType::kNone;  ///< element type of data
+  int axes = 1;                             ///< 1 (one position per token), 2 or 3
+  std::int64_t axis_stride = 0;             ///< multi-axis: elements between the axes' arrays
+  AxisSections layout = AxisSections::kContiguous;  ///< multi-axis: how sections map frequencies
+  int sections[3] = {0, 0, 0};              ///< multi-axis: frequencies per axis, summing to rotary_dim / 2
 };
 
 /// int32 positions, one per token (device memory).
 inline Positions positions(const std::int32_t* p) { return Positions{p, PositionType::kInt32}; }
 /// int64 positions, one per token (device memory).
 inline Positions positions(const std::int64_t* p) { return Positions{p, PositionType::kInt64}; }
+
+namespace detail {
+template <typename I>
+Positions multi_axis(const I* p, PositionType type, int axes, std::int64_t axis_stride, AxisSections layout,
+                     int s0, int s1, int s2) {
+  Positions r{p, type};
+  r.axes = axes;
+  r.axis_stride = axis_stride;
+  r.layout = layout;
+  r.sections[0] = s0;
+  r.sections[1] = s1;
+  r.sections[2] = s2;
+  return r;
+}
+}  // namespace detail
+
+/// Multi-axis int64 positions: `axes` (2 or 3) arrays of num_tokens positions, `axis_stride`
+/// elements apart, and the frequencies per axis (`s2` only with 3 axes). Qwen2-VL:
+/// `multi_axis_positions(p, 3, T, AxisSections::kContiguous, 16, 24, 24)`.
+inline Positions multi_axis_positions(const std::int64_t* p, int axes, std::int64_t axis_stride, AxisSections layout,
+                                      int s0, int s1, int s2 = 0) {
+  return detail::multi_axis(p, PositionType::kInt64, axes, axis_stride, layout, s0, s1, s2);
+}
+/// Multi-axis int32 positions (see the int64 overload).
+inline Positions multi_axis_positions(const std::int32_t* p, int axes, std::int64_t axis_stride, AxisSections layout,
+                                      int s0, int s1, int s2 = 0) {
+  return detail::multi_axis(p, PositionType::kInt32, axes, axis_stride, layout, s0, s1, s2);
+}
 
 /// Everything one launch needs. q and k are each optional (leave one default-constructed for a
 /// k-only or q-only launch), but a launch rotates at least one head.

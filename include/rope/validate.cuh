@@ -229,6 +229,23 @@ Status validate(const RopeParams<T>& p) {
   if (pt == PositionType::kNone && p.positions.data != nullptr) {
     return invalid("positions.data is set but positions.type is kNone");
   }
+  const Positions& ps = p.positions;
+  if (ps.axes < 1 || ps.axes > 3) return invalid("positions.axes must be 1, 2 or 3");
+  if (ps.axes > 1) {
+    if (pt == PositionType::kNone) return invalid("multi-axis positions need a positions array");
+    if (ps.layout != AxisSections::kContiguous && ps.layout != AxisSections::kInterleaved) {
+      return invalid("positions.layout is not a rope::AxisSections value");
+    }
+    std::int64_t sum = 0;
+    for (int a = 0; a < 3; ++a) {
+      if (ps.sections[a] < 0) return invalid("positions.sections has a negative entry");
+      if (a >= ps.axes && ps.sections[a] != 0) return invalid("positions.sections gives frequencies to an axis past positions.axes");
+      sum += ps.sections[a];
+    }
+    if (sum != rotary_dim / 2) return invalid("positions.sections must sum to rotary_dim / 2");
+    if (ps.axis_stride < 0) return invalid("positions.axis_stride is negative");
+    if (ps.axis_stride > detail::kMaxSpan / (ps.axes - 1)) return invalid("positions.axis_stride exceeds 64-bit offsets");
+  }
 
   // Pointers are only dereferenced when there is a token: empty tensors may carry nullptr.
   if (p.num_tokens == 0) return Status{};

@@ -50,6 +50,57 @@ ROPE_UNROLL
   }
 }
 
+/// Position number `index` of the positions array (the caller knows there is one).
+ROPE_HOST_DEVICE std::int64_t read_position(const Positions& ps, std::int64_t index) {
+  return ps.type == PositionType::kInt32 ? static_cast<const std::int32_t*>(ps.data)[index]
+                                         : static_cast<const std::int64_t*>(ps.data)[index];
+}
+
+/// The position axis that frequency `j` takes with multi-axis positions (AxisSections).
+ROPE_HOST_DEVICE int axis_of_frequency(const Positions& ps, int j) {
+  if (ps.layout == AxisSections::kInterleaved) {
+    if (j % 3 == 1 && j < 3 * ps.sections[1]) return 1;
+    if (j % 3 == 2 && j < 3 * ps.sections[2]) return 2;
+    return 0;
+  }
+  return j < ps.sections[0] ? 0 : j < ps.sections[0] + ps.sections[1] ? 1 : 2;
+}
+
+/// A token's positions on each axis (all three equal with one-axis positions).
+struct AxisPositions {
+  std::int64_t axis[3];
+  /// Axis `a`'s position, by selects: a runtime index into a register array would put the
+  /// array in local memory.
+  ROPE_HOST_DEVICE std::int64_t of(int a) const { return a == 0 ? axis[0] : a == 1 ? axis[1] : axis[2]; }
+};
+
+/// load_cos_sin for multi-axis positions: each pair takes the position of its frequency's axis,
+/// so table values are read one pair at a time (a column may span rows of several axes).
+template <int kVec, typename T>
+ROPE_HOST_DEVICE void load_cos_sin_multi_axis(const CosSin& cs, const Positions& ps, const AxisPositions& pos,
+                                              int first_pair, bool inverse, float (&c)[kVec], float (&s)[kVec]) {
+ROPE_UNROLL
+  for (int i = 0; i < kVec; ++i) {
+    const int j = first_pair + i;
+    const std::int64_t position = pos.of(axis_of_frequency(ps, j));
+    if (cs.kind == CosSin::Kind::kComputed) {
+      rotary_sincos(position, cs.inv_freq[j], cs.attention_scaling, s[i], c[i]);
+    } else {
+      const std::int64_t offset = position * cs.row_stride + j;
+      if (cs.table_type == TableType::kFloat32) {
+        c[i] = static_cast<const float*>(cs.cos)[offset];
+        s[i] = static_cast<const float*>(cs.sin)[offset];
+      } else {
+        c[i] = to_float(static_cast<const T*>(cs.cos)[offset]);
+        s[i] = to_float(static_cast<const T*>(cs.sin)[offset]);
+      }
+      c[i] *= cs.attention_scaling;
+      s[i] *= cs.attention_scaling;
+    }
+    if (inverse) s[i] = -s[i];
+  }
+}
+
 /// Pairs [first_pair, first_pair + kVec) of one head, as loaded: loading and rotating are
 /// separate steps so a lane can have several heads' loads in flight before it rotates any.
 template <typename T, Style kStyle, int kVec>
@@ -156,16 +207,21 @@ ROPE_HOST_DEVICE HeadPointers<T> head_pointers(const RopeParams<T>& p, std::int6
 template <typename T, Style kStyle, int kVec, int kHeadBatch, typename Append = NoAppend>
 ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::int64_t token, int lane,
                                    int lanes, const Append& append = Append{}) {
-  std::int64_t position = token;
-  if (p.positions.type == PositionType::kInt32) {
-    position = static_cast<const std::int32_t*>(p.positions.data)[token];
-  } else if (p.positions.type == PositionType::kInt64) {
-    position = static_cast<const std::int64_t*>(p.positions.data)[token];
+  const bool has_positions = p.positions.type != PositionType::kNone;
+  const std::int64_t position = has_positions ? read_position(p.positions, token) : token;
+  // Multi-axis positions (M-RoPE): the token's other axes too; one axis repeats its position.
+  const bool multi_axis = p.positions.axes > 1;
+  AxisPositions axis_pos{{position, position, position}};
+  if (multi_axis) {
+    axis_pos.axis[1] = read_position(p.positions, token + p.positions.axis_stride);
+    if (p.positions.axes > 2) axis_pos.axis[2] = read_position(p.positions, token + 2 * p.positions.axis_stride);
   }
   // A position outside the table leaves the token unwritten (the table is never read out of
   // bounds) and tells the caller. The x loads below do not depend on it, so they are not made to
   // wait for the position: in decode, that is one memory round trip less.
-  const bool in_range = p.cos_sin.kind == CosSin::Kind::kComputed || (position >= 0 && position < p.cos_sin.rows);
+  auto in_table = [&](std::int64_t v) { return v >= 0 && v < p.cos_sin.rows; };
+  const bool in_range = p.cos_sin.kind == CosSin::Kind::kComputed ||
+                        (in_table(position) && (!multi_axis || (in_table(axis_pos.axis[1]) && in_table(axis_pos.axis[2]))));
   // The token's cache rows (append launches), likewise needed only when storing.
   CacheRows<typename Append::Cache> rows;
   if constexpr (Append::kEnabled) rows = cache_rows(append, token, lane == 0);
@@ -195,7 +251,11 @@ ROPE_UNROLL
         return;
       }
       if (!have_cos_sin) {
-        load_cos_sin<kVec, T>(p.cos_sin, position, first_pair, inverse, c, s);
+        if (multi_axis) {
+          load_cos_sin_multi_axis<kVec, T>(p.cos_sin, p.positions, axis_pos, first_pair, inverse, c, s);
+        } else {
+          load_cos_sin<kVec, T>(p.cos_sin, position, first_pair, inverse, c, s);
+        }
         have_cos_sin = true;
       }
 ROPE_UNROLL
