@@ -67,7 +67,8 @@ _COPY = re.compile(r"(copy|copy_kernel)/(.+)")
 _WORKLOAD = [(re.compile(r"(?:unfused|naive_fused)/(.+)"), r"\1"),
              (re.compile(r"(llama3_8b_prefill)/(?:fwd|bwd)/table_8seqs/\w+/(T:\d+)"), r"\1_8seqs/\2"),
              (re.compile(r"(llama3_8b_prefill)/(?:fwd|bwd)/\w+/\w+/(T:\d+)"), r"\1/\2"),
-             (re.compile(r"(kv_append)/(?:fused|unfused)/(\w+/T:\d+)"), r"\1/\2")]
+             (re.compile(r"(kv_append)/(?:fused|unfused)/(\w+/T:\d+)"), r"\1/\2"),
+             (re.compile(r"(qwen2vl_7b_mrope)/\w+/(T:\d+)"), r"\1/\2")]
 
 
 def copy_ceilings(rows):

@@ -212,7 +212,12 @@ struct HeadsCase {
   /// 0: positions uniformly random in the cache. n > 0: the tokens are n sequences (a prefill
   /// batch), each counting from 0.
   int sequences = 0;
+  /// 1: one position per token. 3: M-RoPE, [3, tokens] random positions, Qwen2-VL's sections.
+  int axes = 1;
+  double base = kLlamaBase;
 };
+
+constexpr int kMropeSections[3] = {16, 24, 24};  // Qwen2-VL's mrope_section for 128-dim heads
 
 /// Inputs and outputs of a HeadsCase, one copy per input set; the cos/sin cache is shared,
 /// as a model's is (random positions make each call gather mostly different rows).
@@ -241,10 +246,10 @@ struct HeadsData {
     if (e.empty()) e = kx.allocate(k, batch);
     if (e.empty() && !c.in_place) e = qy.allocate(q, batch);
     if (e.empty() && !c.in_place) e = ky.allocate(k, batch);
-    if (e.empty()) e = pos.allocate(static_cast<std::size_t>(c.tokens), batch);
+    if (e.empty()) e = pos.allocate(static_cast<std::size_t>(c.tokens) * c.axes, batch);
     if (e.empty()) e = pos.upload(host_pos);
     if (e.empty()) e = freq.allocate(half, 1);
-    if (e.empty()) e = freq.upload(bench::inv_freq(kLlamaBase, c.rotary_dim));
+    if (e.empty()) e = freq.upload(bench::inv_freq(c.base, c.rotary_dim));
     if (e.empty() && !c.computed) e = cache_cos.allocate(static_cast<std::size_t>(kCacheRows) * half, 1);
     if (e.empty() && !c.computed) e = cache_sin.allocate(static_cast<std::size_t>(kCacheRows) * half, 1);
     if (e.empty() && !c.computed) e = bench::fill_cos_sin(cache_cos[0], cache_sin[0], kCacheRows, half, freq[0]);
@@ -255,8 +260,21 @@ struct HeadsData {
 
   /// Positions for `sets` input sets as `c` asks; returns the mean distinct positions per set.
   double draw_positions(int sets, std::vector<std::int64_t>& out) const {
-    if (c.sequences == 0) return bench::random_positions(c.tokens, kCacheRows, sets, 7, out);
-    return bench::sequence_positions(c.tokens, c.sequences, sets, out);
+    if (c.sequences > 0) return bench::sequence_positions(c.tokens, c.sequences, sets, out);
+    if (c.axes == 1) return bench::random_positions(c.tokens, kCacheRows, sets, 7, out);
+    // M-RoPE: per set, [3, tokens]; each axis reads only its section's columns of its rows, so
+    // its distinct rows count in proportion to the section.
+    out.assign(static_cast<std::size_t>(3 * c.tokens) * sets, 0);
+    double rows = 0.0;
+    for (int a = 0; a < 3; ++a) {
+      std::vector<std::int64_t> axis;
+      rows += bench::random_positions(c.tokens, kCacheRows, sets, 7 + a, axis) * kMropeSections[a] / (c.rotary_dim / 2);
+      for (int s = 0; s < sets; ++s) {
+        std::copy(axis.begin() + s * c.tokens, axis.begin() + (s + 1) * c.tokens,
+                  out.begin() + (static_cast<std::size_t>(s) * 3 + a) * c.tokens);
+      }
+    }
+    return rows;
   }
 
   /// x read and y written once (in place with partial rotary: only the rotated part), the
@@ -267,7 +285,7 @@ struct HeadsData {
     const double tensors = 2.0 * c.tokens * heads * moved_dim * sizeof(T);
     const double cos_sin = c.computed ? c.rotary_dim / 2 * sizeof(float)
                                       : distinct_rows * c.rotary_dim / 2 * sizeof(float) * 2;
-    return tensors + c.tokens * sizeof(std::int64_t) + cos_sin;
+    return tensors + c.axes * c.tokens * sizeof(std::int64_t) + cos_sin;
   }
 
   rope::RopeParams<T> params(int i) const {
@@ -279,7 +297,9 @@ struct HeadsData {
     p.k = rope::packed_heads<T>(kx[i], c.in_place ? kx[i] : ky[i], c.k_heads, c.head_dim);
     p.cos_sin = c.computed ? rope::computed_cos_sin(freq[0])
                            : rope::cos_sin_table<float>(cache_cos[0], cache_sin[0], kCacheRows, c.rotary_dim / 2);
-    p.positions = rope::positions(pos[i]);
+    p.positions = c.axes == 1 ? rope::positions(pos[i])
+                              : rope::multi_axis_positions(pos[i], 3, c.tokens, rope::AxisSections::kContiguous,
+                                                           kMropeSections[0], kMropeSections[1], kMropeSections[2]);
     return p;
   }
 };
@@ -512,6 +532,27 @@ void register_all() {
     add("naive_fused/llama3_8b_prefill" + tokens, [base](benchmark::State& s) { naive_heads(s, base); });
     add("copy/llama3_8b_prefill" + tokens, [base](benchmark::State& s) { copy_heads(s, base); });
     add("copy_kernel/llama3_8b_prefill" + tokens, [base](benchmark::State& s) { copy_heads(s, base, true); });
+  }
+
+  // Qwen2-VL-7B with M-RoPE: 28 q / 4 kv heads, 128 dims, 3-axis positions, rope_theta 1e6.
+  for (const std::int64_t t : {4096, 16384}) {
+    for (const bool computed : {false, true}) {
+      HeadsCase hc;
+      hc.tokens = t;
+      hc.q_heads = 28;
+      hc.k_heads = 4;
+      hc.axes = 3;
+      hc.base = 1e6;
+      hc.computed = computed;
+      add(std::string("qwen2vl_7b_mrope/") + (computed ? "computed" : "table") + "/T:" + std::to_string(t),
+          [hc](benchmark::State& s) { heads<bf16>(s, hc); });
+    }
+    HeadsCase copy;
+    copy.tokens = t;
+    copy.q_heads = 28;
+    copy.k_heads = 4;
+    copy.axes = 3;
+    add("copy_kernel/qwen2vl_7b_mrope/T:" + std::to_string(t), [copy](benchmark::State& s) { copy_heads(s, copy, true); });
   }
 
   // Decode: rotated in place, as an engine does before appending k to its cache.

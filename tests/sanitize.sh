@@ -11,10 +11,10 @@ bin=${1:-build/tests}
 command -v compute-sanitizer >/dev/null || { echo "compute-sanitizer not found (it ships with the CUDA toolkit)"; exit 2; }
 # rope_randomized_tests is not listed: with its GPU part filtered out it makes no CUDA call, which
 # compute-sanitizer reports as an error; rope_gpu_tests covers every kernel instance it does.
-exclude='-GpuLarge.*:*Index64Bit*:*TokenCounts*'
+exclude='-GpuLarge.*:*Index64Bit*:*TokenCounts*:*RandomConfigurations*'
 status=0
 for tool in memcheck racecheck initcheck synccheck; do
-  for prog in rope_gpu_tests rope_frequency_tests rope_hardening_tests; do
+  for prog in rope_gpu_tests rope_frequency_tests rope_hardening_tests rope_variant_tests; do
     [ -x "$bin/$prog" ] || continue
     log=$(mktemp)
     compute-sanitizer --tool "$tool" --error-exitcode 99 "$bin/$prog" --gtest_brief=1 --gtest_filter="$exclude" >"$log" 2>&1
