@@ -14,14 +14,14 @@ namespace rope_test {
 template <typename Policy, typename T, typename Append>
 void run_body_on_host(const rope::RopeParams<T>& p, bool inverse, const Append& append, int lanes_override,
                       int* vec_out) {
-  rope::detail::dispatch<Policy>(p, append, [&](auto style, auto vec, auto head_batch) {
+  rope::detail::dispatch<Policy>(p, append, [&](auto style, auto vec, auto head_batch, auto multi_axis) {
     if (vec_out != nullptr) *vec_out = decltype(vec)::value;
     const rope::detail::LaunchShape shape = rope::detail::choose_launch_shape<Policy>(p, vec, head_batch);
     const int lanes = lanes_override > 0 ? lanes_override : shape.lanes_per_token;
     for (std::int64_t token = 0; token < p.num_tokens; ++token) {
       for (int lane = 0; lane < lanes; ++lane) {
         rope::detail::rotate_token<T, decltype(style)::value, decltype(vec)::value, decltype(head_batch)::value,
-                                   Append>(p, inverse, token, lane, lanes, append);
+                                   decltype(multi_axis)::value, Append>(p, inverse, token, lane, lanes, append);
       }
     }
   });

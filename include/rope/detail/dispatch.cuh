@@ -98,19 +98,27 @@ bool vector_width_fits(const RopeParams<T>& p, int vec, const Append& append = A
   return is_aligned(cs.cos, t * elem) && is_aligned(cs.sin, t * elem) && multiple_of(cs.row_stride, t);
 }
 
-/// Calls `f(style, vec, head_batch)` (integral constants) with the widest access the arguments
-/// allow, for a plain launch (NoAppend) or an append launch (a CacheAppend, whose type is the
-/// kernel's append-mode template parameter).
+/// Calls `f(style, vec, head_batch, multi_axis)` (integral constants) with the widest access the
+/// arguments allow, for a plain launch (NoAppend) or an append launch (a CacheAppend, whose type
+/// is the kernel's append-mode template parameter). `multi_axis` (M-RoPE positions) is a
+/// compile-time choice so that its per-pair position logic costs one-axis launches no registers.
 template <typename Policy, typename T, typename Append, typename F>
 void dispatch(const RopeParams<T>& p, const Append& append, F&& f) {
   using W = VectorWidths<T>;
   auto with_style = [&](auto vec) {
     constexpr int kBatch = head_batch_for<T, Policy>(decltype(vec)::value);
     using Batch = std::integral_constant<int, kBatch>;
+    auto with_axes = [&](auto style) {
+      if (p.positions.axes > 1) {
+        f(style, vec, Batch{}, std::true_type{});
+      } else {
+        f(style, vec, Batch{}, std::false_type{});
+      }
+    };
     if (p.style == Style::kInterleaved) {
-      f(std::integral_constant<Style, Style::kInterleaved>{}, vec, Batch{});
+      with_axes(std::integral_constant<Style, Style::kInterleaved>{});
     } else {
-      f(std::integral_constant<Style, Style::kHalfSplit>{}, vec, Batch{});
+      with_axes(std::integral_constant<Style, Style::kHalfSplit>{});
     }
   };
   if (p.q.num_heads + p.k.num_heads <= kFewHeads && vector_width_fits(p, W::kDouble, append)) {

@@ -19,13 +19,14 @@ namespace detail {
 /// rotation (by -theta); it is uniform across the launch, so the branch costs nothing.
 /// `Policy` (a RopePolicy) sets the launch bounds; kHeadBatch is the policy's batch for this kVec.
 /// `Append` is the append mode: NoAppend (plain RoPE; an empty parameter) or a CacheAppend.
-template <typename T, typename Policy, Style kStyle, int kVec, int kHeadBatch, typename Append = NoAppend>
+/// `kMultiAxis`: multi-axis (M-RoPE) positions.
+template <typename T, typename Policy, Style kStyle, int kVec, int kHeadBatch, bool kMultiAxis, typename Append = NoAppend>
 ROPE_KERNEL void __launch_bounds__(Policy::kMaxBlockThreads, Policy::kMinBlocksPerSm)
     rotate_tokens_kernel(const __grid_constant__ RopeParams<T> params, bool inverse,
                          const __grid_constant__ Append append) {
   const std::int64_t token = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
   if (token < params.num_tokens) {
-    rotate_token<T, kStyle, kVec, kHeadBatch, Append>(params, inverse, token, static_cast<int>(threadIdx.x),
+    rotate_token<T, kStyle, kVec, kHeadBatch, kMultiAxis, Append>(params, inverse, token, static_cast<int>(threadIdx.x),
                                                       static_cast<int>(blockDim.x), append);
   }
 }

@@ -207,15 +207,15 @@ ROPE_HOST_DEVICE HeadPointers<T> head_pointers(const RopeParams<T>& p, std::int6
 /// row. After the rotated part, the lanes share the pass-through tail (to y and the k cache) and
 /// then v (to the v cache), kVec elements per access. The plain path keeps its own tail loop so
 /// its generated code stays what it was.
-template <typename T, Style kStyle, int kVec, int kHeadBatch, typename Append = NoAppend>
+template <typename T, Style kStyle, int kVec, int kHeadBatch, bool kMultiAxis = false, typename Append = NoAppend>
 ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::int64_t token, int lane,
                                    int lanes, const Append& append = Append{}) {
   const bool has_positions = p.positions.type != PositionType::kNone;
   const std::int64_t position = has_positions ? read_position(p.positions, token) : token;
-  // Multi-axis positions (M-RoPE): the token's other axes too; one axis repeats its position.
-  const bool multi_axis = p.positions.axes > 1;
+  // Multi-axis positions (M-RoPE, kMultiAxis: dispatch's choice when positions.axes > 1): the
+  // token's other axes too; a missing third axis repeats the first.
   AxisPositions axis_pos{{position, position, position}};
-  if (multi_axis) {
+  if constexpr (kMultiAxis) {
     axis_pos.axis[1] = read_position(p.positions, token + p.positions.axis_stride);
     if (p.positions.axes > 2) axis_pos.axis[2] = read_position(p.positions, token + 2 * p.positions.axis_stride);
   }
@@ -224,7 +224,7 @@ ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::in
   // wait for the position: in decode, that is one memory round trip less.
   auto in_table = [&](std::int64_t v) { return v >= 0 && v < p.cos_sin.rows; };
   const bool in_range = p.cos_sin.kind == CosSin::Kind::kComputed ||
-                        (in_table(position) && (!multi_axis || (in_table(axis_pos.axis[1]) && in_table(axis_pos.axis[2]))));
+                        (in_table(position) && (!kMultiAxis || (in_table(axis_pos.axis[1]) && in_table(axis_pos.axis[2]))));
   // The token's cache rows (append launches), likewise needed only when storing.
   CacheRows<typename Append::Cache> rows;
   if constexpr (Append::kEnabled) rows = cache_rows(append, token, lane == 0);
@@ -254,7 +254,7 @@ ROPE_UNROLL
         return;
       }
       if (!have_cos_sin) {
-        if (multi_axis) {
+        if constexpr (kMultiAxis) {
           load_cos_sin_multi_axis<kVec, T>(p.cos_sin, p.positions, axis_pos, first_pair, inverse, c, s);
         } else {
           load_cos_sin<kVec, T>(p.cos_sin, position, first_pair, inverse, c, s);
