@@ -343,18 +343,29 @@ struct Coverage {
   }
 };
 
+/// The cases one batch runs: [first, first + count) of this process's seed, or, with
+/// ROPE_RANDOM_CASE set, exactly that case in the batch that starts at 0 (`skip` for the others).
+struct BatchCases {
+  bool skip = false;
+  bool replaying = false;  ///< ROPE_RANDOM_CASE is set
+  std::uint64_t seed = 0, first = 0, count = 0;
+};
+
+inline BatchCases batch_cases(std::uint64_t first, std::uint64_t count) {
+  const ReplayRequest replay = replay_request();
+  if (!replay.set) return BatchCases{false, false, base_seed(), first, count};
+  return BatchCases{first != 0, true, replay.seed, replay.index, 1};
+}
+
 /// Runs cases [first, first + count) of this process's seed on `backend` and reports each
 /// failure with its replay line. With ROPE_RANDOM_CASE set, the batch that starts at 0 runs
 /// exactly that one case and the other batches are skipped.
 inline void run_random_batch(const char* suite, Backend backend, std::uint64_t first, std::uint64_t count) {
-  const ReplayRequest replay = replay_request();
-  std::uint64_t seed = base_seed();
-  if (replay.set) {
-    if (first != 0) GTEST_SKIP() << "replaying ROPE_RANDOM_CASE in the first batch only";
-    seed = replay.seed;
-    first = replay.index;
-    count = 1;
-  }
+  const BatchCases cases = batch_cases(first, count);
+  if (cases.skip) GTEST_SKIP() << "replaying ROPE_RANDOM_CASE in the first batch only";
+  const std::uint64_t seed = cases.seed;
+  first = cases.first;
+  count = cases.count;
   constexpr int kReported = 10;  // failures shown in full; the rest are counted
   Coverage cov;
   const auto start = std::chrono::steady_clock::now();
@@ -362,7 +373,7 @@ inline void run_random_batch(const char* suite, Backend backend, std::uint64_t f
     const RandomCase rc = random_case(seed, i, backend);
     install_crash_note(rc, suite);
     cov.add(rc);
-    if (replay.set) std::printf("[ REPLAY   ] case %llu:%llu %s\n", static_cast<unsigned long long>(seed),
+    if (cases.replaying) std::printf("[ REPLAY   ] case %llu:%llu %s\n", static_cast<unsigned long long>(seed),
                                 static_cast<unsigned long long>(i), rc.describe().c_str());
     const ::testing::AssertionResult result = run_random_case(rc);
     if (!result) {

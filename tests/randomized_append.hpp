@@ -94,14 +94,11 @@ inline ::testing::AssertionResult run_random_append(const RandomAppend& ra) {
 /// Runs append cases [first, first + count) of this process's seed on `backend`; ROPE_RANDOM_CASE
 /// replays one case in the batch that starts at 0.
 inline void run_random_append_batch(const char* suite, Backend backend, std::uint64_t first, std::uint64_t count) {
-  const ReplayRequest replay = replay_request();
-  std::uint64_t seed = base_seed();
-  if (replay.set) {
-    if (first != 0) GTEST_SKIP() << "replaying ROPE_RANDOM_CASE in the first batch only";
-    seed = replay.seed;
-    first = replay.index;
-    count = 1;
-  }
+  const BatchCases cases = batch_cases(first, count);
+  if (cases.skip) GTEST_SKIP() << "replaying ROPE_RANDOM_CASE in the first batch only";
+  const std::uint64_t seed = cases.seed;
+  first = cases.first;
+  count = cases.count;
   constexpr int kReported = 10;
   int failed = 0, fp8 = 0, k_only = 0, partial = 0, no_write_back = 0, padded_slots = 0;
   int layouts[4] = {0, 0, 0, 0};
@@ -113,7 +110,7 @@ inline void run_random_append_batch(const char* suite, Backend backend, std::uin
     note.index = i;
     note.backend = backend;
     install_crash_note(note, suite);
-    if (replay.set) std::printf("[ REPLAY   ] case %llu:%llu %s\n", static_cast<unsigned long long>(seed),
+    if (cases.replaying) std::printf("[ REPLAY   ] case %llu:%llu %s\n", static_cast<unsigned long long>(seed),
                                 static_cast<unsigned long long>(i), ra.describe().c_str());
     fp8 += ra.fp8;
     k_only += ra.cfg.q_heads == 0;

@@ -21,6 +21,18 @@ using rope_test::Backend;
 using rope_test::Case;
 using rope_test::CaseConfig;
 
+/// cos and sin of angles drawn uniformly from [-3, 3), one per element of the (equally sized)
+/// tables: the per-token tables of the hand-written host tests below.
+template <typename Rng>
+void fill_random_angles(Rng& rng, std::uniform_real_distribution<float>& u, std::vector<float>& cos,
+                        std::vector<float>& sin) {
+  for (std::size_t i = 0; i < cos.size(); ++i) {
+    const double a = 3.0 * u(rng);
+    cos[i] = static_cast<float>(std::cos(a));
+    sin[i] = static_cast<float>(std::sin(a));
+  }
+}
+
 // Other splits of a token across lanes than the launcher picks: fewer lanes than columns
 // (each walks several), counts that leave lanes idle, more lanes than work.
 TEST(HostBodyLanes, AnyLaneCountCoversEveryElement) {
@@ -107,11 +119,7 @@ TEST(HostBodyDispatch, TuningPoliciesAgree) {
   std::vector<__nv_bfloat16> x(tokens * (q_heads + k_heads) * dim);
   for (auto& v : x) v = __float2bfloat16(u(rng));
   std::vector<float> cos(tokens * dim / 2), sin(cos.size());
-  for (std::size_t i = 0; i < cos.size(); ++i) {
-    const double a = 3.0 * u(rng);
-    cos[i] = static_cast<float>(std::cos(a));
-    sin[i] = static_cast<float>(std::sin(a));
-  }
+  fill_random_angles(rng, u, cos, sin);
   auto run = [&](auto policy) {
     std::vector<__nv_bfloat16> y(x.size(), __float2bfloat16(NAN));
     const std::int64_t stride = (q_heads + k_heads) * dim;
@@ -145,11 +153,7 @@ TEST(HostBodyLayouts, HeadMajorStrides) {
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   std::vector<float> x(heads * tokens * dim), y(x.size(), NAN), cos(tokens * half), sin(tokens * half);
   for (float& v : x) v = u(rng);
-  for (int i = 0; i < tokens * half; ++i) {
-    const double a = 3.0 * u(rng);
-    cos[i] = static_cast<float>(std::cos(a));
-    sin[i] = static_cast<float>(std::sin(a));
-  }
+  fill_random_angles(rng, u, cos, sin);
   rope::RopeParams<float> p;
   p.num_tokens = tokens;
   p.head_dim = dim;
@@ -184,11 +188,7 @@ TEST(HostBodyLayouts, BroadcastInputAndScaledTable) {
   std::vector<float> cos(tokens * half), sin(tokens * half);
   for (float& v : q) v = u(rng);
   for (float& v : k) v = u(rng);
-  for (int i = 0; i < tokens * half; ++i) {
-    const double a = 3.0 * u(rng);
-    cos[i] = static_cast<float>(std::cos(a));
-    sin[i] = static_cast<float>(std::sin(a));
-  }
+  fill_random_angles(rng, u, cos, sin);
   rope::RopeParams<float> p;
   p.num_tokens = tokens;
   p.head_dim = dim;
