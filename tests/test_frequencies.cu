@@ -510,7 +510,7 @@ TEST(Frequencies, FillTableHostFusedLayout) {
 }
 
 TEST(Frequencies, FillTableHostMatchesKernelAngle) {
-  // The table holds exactly what computed mode uses: rope::detail::rotary_sincos of (row, freq).
+  // The table holds exactly what computed mode uses: rope::device::rotary_sincos of (row, freq).
   const int rot = 128;
   const std::vector<float> f = llama3_freqs(rot);
   std::vector<float> c(300 * 64), s(300 * 64);
@@ -518,7 +518,7 @@ TEST(Frequencies, FillTableHostMatchesKernelAngle) {
   for (int r = 0; r < 300; r += 7) {
     for (int i = 0; i < 64; ++i) {
       float ws, wc;
-      rope::detail::rotary_sincos(r, f[i], 1.25f, ws, wc);
+      rope::device::rotary_sincos(r, f[i], 1.25f, ws, wc);
       ASSERT_EQ(std::memcmp(&wc, &c[r * 64 + i], 4), 0);
       ASSERT_EQ(std::memcmp(&ws, &s[r * 64 + i], 4), 0);
     }

@@ -26,7 +26,7 @@
 #include <cuda_runtime.h>
 
 #include <rope/config.cuh>
-#include <rope/detail/angle.cuh>
+#include <rope/device/rotation.cuh>
 #include <rope/detail/vector.cuh>
 #include <rope/status.cuh>
 #include <rope/validate.cuh>
@@ -352,7 +352,7 @@ template <typename E>
 ROPE_HOST_DEVICE void cos_sin_table_entry(std::int64_t row, int i, const float* inv_freq, float attention_scaling,
                                           E* cos_out, E* sin_out, std::int64_t row_stride) {
   float s, c;
-  rotary_sincos(row, inv_freq[i], attention_scaling, s, c);
+  device::rotary_sincos(row, inv_freq[i], attention_scaling, s, c);
   cos_out[row * row_stride + i] = from_float<E>(c);
   sin_out[row * row_stride + i] = from_float<E>(s);
 }

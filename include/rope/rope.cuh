@@ -5,6 +5,7 @@
 /// rope: fused Rotary Positional Embedding for CUDA. Include this header; link rope::rope.
 
 #include <rope/config.cuh>
+#include <rope/device.cuh>
 #include <rope/frequencies.cuh>
 #include <rope/kv_cache.cuh>
 #include <rope/launch.cuh>

@@ -4,6 +4,8 @@
 // device code) exactly as a user's build would. Compiled only (-c); never run.
 
 #include <rope/config.cuh>
+#include <rope/device.cuh>
+#include <rope/device/rotation.cuh>
 #include <rope/frequencies.cuh>
 #include <rope/kv_cache.cuh>
 #include <rope/kv_cache_types.cuh>
@@ -42,6 +44,29 @@ cudaError_t every_append(rope::RopeParams<T> p, const T* v, C* cache, const std:
   return e != cudaSuccess ? e : rope::rope_forward_append(p, a, stream);
 }
 
+/// The device API from a kernel of the user's: every building block, both styles, both rotations.
+template <typename T>
+__global__ void every_device_call(T* heads, rope::CosSin cs, const std::int64_t* pos) {
+  const rope::device::HeadGroup group{static_cast<int>(threadIdx.x % 8), 8};
+  const std::int64_t position = pos[threadIdx.x / 8];
+  T* head = heads + (threadIdx.x / 8) * 128;
+  rope::device::rotate_head<4, rope::Style::kHalfSplit>(group, head, head, 128, 128, cs, position);
+  rope::device::rotate_head<2, rope::Style::kInterleaved>(group, head, head, 128, 64, cs, position,
+                                                          rope::device::Rotation::kInverse);
+  float c[4], s[4], first[4], second[4], pairs[8];
+  rope::device::pair_cos_sin<4, T>(cs, position, 0, c, s);
+  for (int i = 0; i < 4; ++i) {
+    first[i] = pairs[2 * i] = rope::device::reduced_half_turns(position, c[i]);
+    second[i] = pairs[2 * i + 1] = s[i];
+  }
+  rope::device::rotate_half_split(first, second, c, s);
+  rope::device::rotate_interleaved(pairs, c, s);
+  float y1 = 0.0f, y2 = 0.0f;
+  rope::device::rotary_sincos(position, first[0], 1.0f, y1, y2);
+  rope::device::rotate_pair(y1, y2, c[0], s[0], y1, y2);
+  head[threadIdx.x % 8] = T(y1 + y2 + second[1] + pairs[3]);
+}
+
 template <typename T>
 cudaError_t every_launch(T* qkv, const float* cos, const float* sin, const T* cos_t, const T* sin_t,
                          const float* inv_freq, const std::int32_t* pos32, const std::int64_t* pos64, int* flag,
@@ -66,6 +91,8 @@ cudaError_t every_launch(T* qkv, const float* cos, const float* sin, const T* co
   p.cos_sin = rope::computed_cos_sin(inv_freq, 1.2f);
   e = e != cudaSuccess ? e : rope::rope_forward(p, stream);
   e = e != cudaSuccess ? e : rope::rope_forward<T>(qkv, cos, sin, qkv, 16, 128, stream);
+  every_device_call<T><<<1, 32, 0, stream>>>(qkv, p.cos_sin, pos64);
+  e = e != cudaSuccess ? e : cudaGetLastError();
   e = e != cudaSuccess ? e : every_append<T, T>(p, qkv + 6 * 128, reinterpret_cast<T*>(qkv + 8 * 128), pos64, flag, stream);
   return e != cudaSuccess ? e
                           : every_append<T, __nv_fp8_e4m3>(p, qkv + 6 * 128, reinterpret_cast<__nv_fp8_e4m3*>(qkv + 8 * 128),

@@ -5,7 +5,7 @@
     tests/tools/inv_freq_vs_fp32.py [--dump BIN] [--samples N] [--torch-json FILE]
 
 Not part of the build or of ctest: a measurement whose figures the headers quote
-(include/rope/frequencies.cuh, include/rope/detail/angle.cuh). Needs numpy and mpmath
+(include/rope/frequencies.cuh, include/rope/device/rotation.cuh). Needs numpy and mpmath
 (pip install numpy mpmath) and nvcc, or a prebuilt tests/tools/rope_freq_dump.cu (--dump).
 
 1. rope::compute_inv_freq (fp64, one rounding to fp32) against the same formulas evaluated in
@@ -23,7 +23,7 @@ Not part of the build or of ctest: a measurement whose figures the headers quote
    Also the exact (mpmath, 200-bit) value of each formula, to show which side the error is on.
    --torch-json FILE compares with inv_freq dumped by real torch/transformers instead
    (see tests/tools/hf_inv_freq_dump.py).
-2. detail::reduced_half_turns and the host detail::rotary_sincos against exact values over
+2. device::reduced_half_turns and the host device::rotary_sincos against exact values over
    random positions in [0, 2^29) and the frequencies of the configs of part 1.
 """
 

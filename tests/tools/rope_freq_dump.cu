@@ -6,7 +6,7 @@
 //     -> compute_inv_freq: "ok ATTN f0 f1 ...", or "error REASON". TYPE is the ScalingType
 //        number; for LongRoPE F... holds rotary_dim/2 short factors then rotary_dim/2 long ones.
 //   angle POSITION INV_FREQ_HEX
-//     -> "r S C": detail::reduced_half_turns and the host detail::rotary_sincos (scale 1).
+//     -> "r S C": device::reduced_half_turns and the host device::rotary_sincos (scale 1).
 //        With --device as the first argument, every angle request is answered by a kernel
 //        instead (the device rotary_sincos: sincospif), after all input is read.
 //
@@ -24,8 +24,8 @@
 __global__ void angles_kernel(const long long* pos, const float* freq, float* out, int n) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
-  out[3 * i] = rope::detail::reduced_half_turns(pos[i], freq[i]);
-  rope::detail::rotary_sincos(pos[i], freq[i], 1.0f, out[3 * i + 1], out[3 * i + 2]);
+  out[3 * i] = rope::device::reduced_half_turns(pos[i], freq[i]);
+  rope::device::rotary_sincos(pos[i], freq[i], 1.0f, out[3 * i + 1], out[3 * i + 2]);
 }
 
 static int device_angles(const std::vector<long long>& pos, const std::vector<float>& freq) {
@@ -101,9 +101,9 @@ int main(int argc, char** argv) {
         dev_freq.push_back(freq);
         continue;
       }
-      const float r = rope::detail::reduced_half_turns(pos, freq);
+      const float r = rope::device::reduced_half_turns(pos, freq);
       float s, c;
-      rope::detail::rotary_sincos(pos, freq, 1.0f, s, c);
+      rope::device::rotary_sincos(pos, freq, 1.0f, s, c);
       std::printf("%a %a %a\n", r, s, c);
     } else if (!op.empty()) {
       std::printf("error unknown request\n");

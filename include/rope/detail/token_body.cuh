@@ -9,7 +9,7 @@
 #include <cstdint>
 
 #include <rope/config.cuh>
-#include <rope/detail/angle.cuh>
+#include <rope/device/rotation.cuh>
 #include <rope/detail/cache_append.cuh>
 #include <rope/detail/vector.cuh>
 #include <rope/types.cuh>
@@ -27,7 +27,7 @@ ROPE_HOST_DEVICE void load_cos_sin(const CosSin& cs, std::int64_t position, int 
     float inv_freq[kVec];
     load_floats<kVec>(cs.inv_freq + first_pair, inv_freq);
 ROPE_UNROLL
-    for (int i = 0; i < kVec; ++i) rotary_sincos(position, inv_freq[i], cs.attention_scaling, s[i], c[i]);
+    for (int i = 0; i < kVec; ++i) device::rotary_sincos(position, inv_freq[i], cs.attention_scaling, s[i], c[i]);
   } else {
     const std::int64_t offset = position * cs.row_stride + first_pair;
     if (cs.table_type == TableType::kFloat32) {
@@ -87,7 +87,7 @@ ROPE_UNROLL
     const int j = first_pair + i;
     const std::int64_t position = pos.of(axis_of_frequency(ps, j));
     if (cs.kind == CosSin::Kind::kComputed) {
-      rotary_sincos(position, cs.inv_freq[j], cs.attention_scaling, s[i], c[i]);
+      device::rotary_sincos(position, cs.inv_freq[j], cs.attention_scaling, s[i], c[i]);
     } else {
       const std::int64_t offset = position * cs.row_stride + j;
       if (cs.table_type == TableType::kFloat32) {
@@ -137,8 +137,8 @@ ROPE_UNROLL
       // Pair i: (a[i], b[i]) half-split, (a[2i], a[2i + 1]) interleaved.
       const float x1 = kHalfSplit ? a.get(i) : a.get(2 * i);
       const float x2 = kHalfSplit ? b.get(i) : a.get(2 * i + 1);
-      const float y1 = x1 * c[i] - x2 * s[i];
-      const float y2 = x1 * s[i] + x2 * c[i];
+      float y1, y2;
+      device::rotate_pair(x1, x2, c[i], s[i], y1, y2);
       if (kHalfSplit) {
         a.set(i, y1);
         b.set(i, y2);

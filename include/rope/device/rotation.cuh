@@ -2,6 +2,11 @@
 #pragma once
 
 /// \file
+/// Device API, part 1: the accurate angle, its cos and sin, and the rotation of pairs held in
+/// registers. These are the functions the library's own kernel uses; a kernel of yours that
+/// loads q or k (an attention kernel, a QKV epilogue) can call them to apply RoPE on the way, with
+/// the launcher's accuracy. `<rope/device.cuh>` adds the cooperative per-head routine.
+///
 /// cos and sin of position * inv_freq, accurate at large positions.
 ///
 /// A plain fp32 product position * inv_freq already loses the angle's low bits (at position
@@ -22,7 +27,7 @@
 #include <rope/config.cuh>
 
 namespace rope {
-namespace detail {
+namespace device {
 
 /// The angle position * inv_freq in half-turns (units of pi), reduced into [-1, 1].
 ROPE_HOST_DEVICE float reduced_half_turns(std::int64_t position, float inv_freq) {
@@ -31,7 +36,8 @@ ROPE_HOST_DEVICE float reduced_half_turns(std::int64_t position, float inv_freq)
   return static_cast<float>(half_turns - 2.0 * rint(0.5 * half_turns));
 }
 
-/// sin and cos of position * inv_freq, each multiplied by `scale`.
+/// sin and cos of position * inv_freq, each multiplied by `scale` (a model's attention factor,
+/// 1 for most). The order of the outputs is `sincosf`'s.
 ROPE_HOST_DEVICE void rotary_sincos(std::int64_t position, float inv_freq, float scale,
                                     float& sin_out, float& cos_out) {
   const float r = reduced_half_turns(position, inv_freq);
@@ -46,5 +52,30 @@ ROPE_HOST_DEVICE void rotary_sincos(std::int64_t position, float inv_freq, float
   cos_out *= scale;
 }
 
-}  // namespace detail
+/// Rotates one pair by the angle whose cos and sin are c and s:
+/// y1 = x1 cos - x2 sin, y2 = x1 sin + x2 cos. Rotation by -theta (the gradient) is s negated.
+ROPE_HOST_DEVICE void rotate_pair(float x1, float x2, float c, float s, float& y1, float& y2) {
+  y1 = x1 * c - x2 * s;
+  y2 = x1 * s + x2 * c;
+}
+
+/// Rotates a register fragment of N half-split pairs in place: pair i is (first[i], second[i]),
+/// element i of each half of the rotated slice (Llama, GPT-NeoX).
+template <int N>
+ROPE_HOST_DEVICE void rotate_half_split(float (&first)[N], float (&second)[N], const float (&c)[N],
+                                        const float (&s)[N]) {
+ROPE_UNROLL
+  for (int i = 0; i < N; ++i) rotate_pair(first[i], second[i], c[i], s[i], first[i], second[i]);
+}
+
+/// Rotates a register fragment of M / 2 interleaved pairs in place: pair i is (x[2i], x[2i + 1])
+/// (GPT-J, DeepSeek's MLA slice).
+template <int M>
+ROPE_HOST_DEVICE void rotate_interleaved(float (&x)[M], const float (&c)[M / 2], const float (&s)[M / 2]) {
+  static_assert(M % 2 == 0, "interleaved pairs are two elements each");
+ROPE_UNROLL
+  for (int i = 0; i < M / 2; ++i) rotate_pair(x[2 * i], x[2 * i + 1], c[i], s[i], x[2 * i], x[2 * i + 1]);
+}
+
+}  // namespace device
 }  // namespace rope
