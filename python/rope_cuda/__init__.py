@@ -11,6 +11,8 @@ torch.compile. Python entry points:
 - :func:`inv_freq_from_config`: inverse frequencies exactly as transformers computes them.
 """
 
+import torch  # noqa: F401  (first: loads libtorch / libc10, which _C links against)
+
 from . import _C  # noqa: F401  (loads the op library: registers torch.ops.rope_cuda.*)
 from . import _registrations  # noqa: F401  (fake kernels and autograd)
 from ._api import apply_rope, apply_rope_

@@ -49,3 +49,43 @@ def assert_close_rel(actual, expected, dtype=None):
     err = (a - e).abs().max().item() if a.numel() else 0.0
     assert rel <= rel_bound and err <= abs_bound * max(1.0, e.abs().max().item()), \
         f"relative L2 {rel:.3g} (bound {rel_bound}), max abs {err:.3g} (bound {abs_bound})"
+
+
+def axis_of_frequency(sections, layout):
+    """Which position axis each of the sum(sections) frequencies takes (multi-axis positions).
+
+    "contiguous" (Qwen2-VL's mrope_section, 2D vision): consecutive ranges, axis 0 first.
+    "interleaved" (Qwen3-VL): frequency j takes axis 1 when j % 3 == 1 and j < 3 * s1, axis 2 when
+    j % 3 == 2 and j < 3 * s2, axis 0 otherwise.
+    """
+    if layout == "contiguous":
+        return [a for a, s in enumerate(sections) for _ in range(s)]
+    s1, s2 = sections[1], (sections[2] if len(sections) > 2 else 0)
+    return [1 if j % 3 == 1 and j < 3 * s1 else 2 if j % 3 == 2 and j < 3 * s2 else 0 for j in range(sum(sections))]
+
+
+def multi_axis_cos_sin(positions, inv_freq, sections, layout, scaling=1.0):
+    """Exact-angle cos/sin [..., rot/2] in float64 for positions [axes, ...]: frequency j's angle is
+    (position on its axis) * inv_freq[j]."""
+    axis = torch.tensor(axis_of_frequency(sections, layout), device=positions.device)
+    chosen = positions.double().movedim(0, -1)[..., axis]  # [..., rot/2]: each frequency's position
+    angle = chosen * inv_freq.double().to(positions.device)
+    return torch.cos(angle) * scaling, torch.sin(angle) * scaling
+
+
+def multi_axis_table_rows(positions, cos, sin, sections, layout, scaling=1.0):
+    """cos/sin [..., rot/2] in float64 read from tables [rows, >= rot/2]: frequency j from the row
+    of its axis' position (one axis: ``positions[None]``, ``sections=[rot/2]``)."""
+    axis = torch.tensor(axis_of_frequency(sections, layout), device=positions.device)
+    chosen = positions.long().movedim(0, -1)[..., axis]
+    j = torch.arange(axis.numel(), device=positions.device).expand_as(chosen)
+    return cos.double()[chosen, j] * scaling, sin.double()[chosen, j] * scaling
+
+
+def exact_cos_sin(args, positions, sections, layout):
+    """The float64 cos/sin [..., rot/2] an apply_rope call with these source arguments (cos/sin
+    tables or inv_freq and attention_scaling) must use, for positions [axes, ...]."""
+    scaling = args.get("attention_scaling", 1.0)
+    if "inv_freq" in args:
+        return multi_axis_cos_sin(positions, args["inv_freq"], sections, layout, scaling)
+    return multi_axis_table_rows(positions, args["cos"], args["sin"], sections, layout, scaling)

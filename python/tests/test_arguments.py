@@ -82,7 +82,26 @@ CASES = {
     "too many heads": (lambda: edit(q=torch.randn(1, 4000, 2).half(), k=torch.randn(1, 97, 2).half(), positions=torch.zeros(1, dtype=torch.int64), cos=torch.randn(16, 1), sin=torch.randn(16, 1)), "q.num_heads + k.num_heads exceeds 4096"),
     "non-finite scaling": (lambda: edit(attention_scaling=math.nan), "attention_scaling is not finite"),
     "rows without positions": (lambda: edit(positions=None, cos=torch.randn(3, 32), sin=torch.randn(3, 32)), "fewer rows than tokens and no positions"),
+    # multi-axis positions (M-RoPE): base_args has 5 tokens and rotary_dim / 2 = 32
+    "mrope one entry": (lambda: edit(positions=axes_positions(1), mrope_section=[32]), "mrope_section must have 2 or 3 entries"),
+    "mrope four entries": (lambda: edit(positions=axes_positions(4), mrope_section=[8, 8, 8, 8]), "mrope_section must have 2 or 3 entries"),
+    "mrope negative entry": (lambda: edit(positions=axes_positions(2), mrope_section=[40, -8]), "mrope_section entries must be non-negative"),
+    "mrope sum": (lambda: edit(positions=axes_positions(3), mrope_section=[8, 8, 8]), "mrope_section [8, 8, 8] sums to 24 but rotary_dim / 2 is 32"),
+    "mrope sum computed": (lambda: edit(cos=None, sin=None, inv_freq=torch.ones(24), positions=axes_positions(3), mrope_section=[8, 8, 16]), "sums to 32 but rotary_dim / 2 is 24"),
+    "mrope without positions": (lambda: edit(positions=None, mrope_section=[16, 16]), "mrope_section needs positions of shape [2, tokens]"),
+    "mrope axes mismatch": (lambda: edit(positions=axes_positions(3), mrope_section=[16, 16]), "positions must be [axes, tokens] = [2, 5] for an mrope_section of 2 entries, got [3, 5]"),
+    "mrope one-axis positions": (lambda: edit(mrope_section=[16, 8, 8]), "positions must be [axes, tokens] = [3, 5]"),
+    "mrope positions tokens": (lambda: edit(positions=torch.zeros(3, 6, dtype=torch.int64), mrope_section=[16, 8, 8]), "positions must be [axes, tokens] = [3, 5]"),
+    "mrope positions strided": (lambda: edit(positions=torch.zeros(5, 3, dtype=torch.int64).T, mrope_section=[16, 8, 8]), "positions must be contiguous along the tokens"),
+    "mrope positions dtype": (lambda: edit(positions=torch.zeros(3, 5), mrope_section=[16, 8, 8]), "positions dtype must be int32 or int64"),
+    "multi-axis positions without mrope_section": (lambda: edit(positions=axes_positions(3)), "multi-axis positions [axes, ...] need mrope_section"),
+    "mrope_layout unknown": (lambda: edit(positions=axes_positions(3), mrope_section=[16, 8, 8], mrope_layout="Interleaved"), 'mrope_layout must be "contiguous" (Qwen2-VL\'s mrope_section) or "interleaved" (Qwen3-VL), got "Interleaved"'),
+    "mrope_layout without sections": (lambda: edit(mrope_layout="interleaved"), 'mrope_layout "interleaved" applies to multi-axis positions: pass mrope_section too'),
 }
+
+
+def axes_positions(axes, tokens=5, rows=16):
+    return torch.randint(0, rows, (axes, tokens))
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -139,9 +158,49 @@ def test_vllm_refuses_a_copying_view():
 def test_module_arguments():
     with pytest.raises(ValueError, match="inv_freq must be 1-D and non-empty"):
         rope_cuda.RotaryEmbedding(torch.ones(2, 3))
+    with pytest.raises(ValueError, match=r"mrope_section \[16, 24, 20\] must sum to the number of frequencies \(64\)"):
+        rope_cuda.RotaryEmbedding(torch.ones(64), mrope_section=[16, 24, 20])
     with pytest.raises(ValueError, match="max_positions must be positive"):
         rope_cuda.RotaryEmbedding(torch.ones(4), max_positions=0)
     with pytest.raises(ValueError, match="rope_type 'mrope' is not supported"):
         rope_cuda.inv_freq_from_config({"head_dim": 64, "rope_parameters": {"rope_type": "mrope", "rope_theta": 1e4}})
     with pytest.raises(ValueError, match="rotary dimension 0 is too small"):
         rope_cuda.inv_freq_from_config({"head_dim": 64, "partial_rotary_factor": 0.0})
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+@pytest.mark.parametrize("layout", ["contiguous", "interleaved"])
+def test_multi_axis_arguments_reach_the_device_check(dtype, layout):
+    q, k = torch.randn(2, 7, 4, 128).bfloat16(), torch.randn(2, 7, 1, 128).bfloat16()
+    cos = torch.randn(32, 64)
+    valid = [
+        (torch.randint(0, 32, (3, 2, 7), dtype=dtype), [16, 24, 24]),  # [axes, batch, seq]
+        (torch.arange(7, dtype=dtype).expand(3, 2, 7), [24, 20, 20]),  # text-only ids, axis/batch strides 0
+        (torch.randint(0, 32, (2, 2, 7), dtype=dtype), [32, 32]),  # two axes (2D vision)
+        (torch.randint(0, 32, (3, 2, 10), dtype=dtype)[..., :7], [16, 24, 24]),  # rows 10 apart: one launch per batch
+    ]
+    for positions, sections in valid:
+        for fn in (rope_cuda.apply_rope, rope_cuda.apply_rope_):
+            with pytest.raises(NotImplementedError, match="run on CUDA tensors"):
+                fn(q, k, positions=positions, cos=cos, sin=cos.clone(), mrope_section=sections, mrope_layout=layout)
+    with pytest.raises(NotImplementedError):  # 3-D q: [axes, tokens]; computed cos/sin
+        rope_cuda.apply_rope(q[0], k[0], positions=torch.zeros(3, 7, dtype=dtype), inv_freq=torch.ones(64),
+                             mrope_section=(16, 24, 24))
+
+
+def test_multi_axis_four_d_positions_shape():
+    q = torch.randn(3, 5, 4, 64)
+    with pytest.raises(ValueError, match=r"positions must be \[axes, batch, seq\] = \[3, 3, 5\]"):
+        rope_cuda.apply_rope(q, positions=torch.zeros(3, 15, dtype=torch.int64), inv_freq=torch.ones(32),
+                             mrope_section=[16, 8, 8])
+
+
+def test_python_layer_type_errors():
+    q, cos = torch.randn(5, 4, 64), torch.randn(16, 32)
+    positions = torch.zeros(3, 5, dtype=torch.int64)
+    with pytest.raises(TypeError, match="mrope_layout must be a string"):
+        rope_cuda.apply_rope(q, positions=positions, cos=cos, sin=cos, mrope_section=[16, 8, 8], mrope_layout=True)
+    with pytest.raises(TypeError, match="mrope_section must be a list of ints"):
+        rope_cuda.apply_rope(q, positions=positions, cos=cos, sin=cos, mrope_section=32)
+    with pytest.raises(TypeError, match="mrope_section must be a list of ints"):
+        rope_cuda.apply_rope_(q, positions=positions, cos=cos, sin=cos, mrope_section=[16.0, 8, 8])

@@ -18,7 +18,8 @@ def test_schemas():
     inplace = str(torch.ops.rope_cuda.rope_.default._schema)
     functional = str(torch.ops.rope_cuda.rope.default._schema)
     assert inplace.startswith("rope_cuda::rope_(Tensor(a!) q, Tensor(b!)? k, Tensor? positions=None,")
-    assert inplace.endswith("-> ()")
+    assert inplace.endswith('bool inverse=False, int[]? mrope_section=None, str mrope_layout="contiguous") -> ()')
+    assert functional.endswith('bool inverse=False, int[]? mrope_section=None, str mrope_layout="contiguous") -> Tensor[]')
     assert functional.startswith("rope_cuda::rope(Tensor q, Tensor? k, Tensor? positions=None,")
     assert functional.endswith("-> Tensor[]")
     assert torch.ops.rope_cuda.rope_.default._schema.is_mutable
@@ -54,3 +55,46 @@ def test_fake_under_fake_tensor_mode():
         assert torch.ops.rope_cuda.rope_(q, None, positions, cos_sin_cache=cache) is None
         (out,) = torch.ops.rope_cuda.rope(q, None, positions, cos_sin_cache=cache)
         assert out.shape == (9, 4, 128) and out.stride() == (512, 128, 1)
+
+
+def test_fake_with_multi_axis_positions():
+    with FakeTensorMode():
+        q = torch.empty(2, 9, 4, 128, dtype=torch.bfloat16)
+        k = torch.empty(2, 9, 1, 128, dtype=torch.bfloat16)
+        positions = torch.empty(3, 2, 9, dtype=torch.int64)
+        inv_freq = torch.empty(64)
+        out = torch.ops.rope_cuda.rope(q, k, positions, inv_freq=inv_freq, mrope_section=[24, 20, 20],
+                                       mrope_layout="interleaved")
+        assert [o.shape for o in out] == [q.shape, k.shape]
+        assert torch.ops.rope_cuda.rope_(q, k, positions, inv_freq=inv_freq, mrope_section=[16, 24, 24]) is None
+
+
+def test_backward_passes_the_multi_axis_arguments_on():
+    # On meta tensors the autograd formula runs through the fake kernel; the recorded calls show
+    # the backward is the inverse rotation with the same sections and layout.
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    calls = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.rope_cuda.rope.default:
+                calls.append((args, kwargs))
+            return func(*args, **(kwargs or {}))
+
+    q = torch.empty(2, 9, 4, 128, device="meta", requires_grad=True)
+    k = torch.empty(2, 9, 1, 128, device="meta", requires_grad=True)
+    positions = torch.empty(3, 2, 9, dtype=torch.int64, device="meta")
+    with Record():
+        out_q, out_k = rope_cuda.apply_rope(q, k, positions=positions, inv_freq=torch.empty(64, device="meta"),
+                                            mrope_section=[24, 20, 20], mrope_layout="interleaved")
+        (out_q.sum() + out_k.sum()).backward()
+    assert q.grad.shape == q.shape and k.grad.shape == k.shape
+    (forward, _), (backward, _) = calls
+
+    def options(args):  # (inverse, mrope_section, mrope_layout), defaults filled in
+        full = tuple(args) + (None,) * 12
+        return bool(full[9]), full[10], full[11] if full[11] is not None else "contiguous"
+
+    assert options(forward) == (False, [24, 20, 20], "interleaved")
+    assert options(backward) == (True, [24, 20, 20], "interleaved")

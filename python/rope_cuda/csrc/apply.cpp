@@ -7,6 +7,10 @@
 // seq * token stride, true for contiguous tensors, transposed HF views and fused-QKV slices) and
 // the positions / cos-sin rows merge the same way. Otherwise it becomes one launch per batch
 // entry, all on the same stream, with no copy and no synchronization.
+//
+// Multi-axis positions (M-RoPE, 2D vision RoPE) are [axes, tokens] or [axes, batch, seq]: each
+// axis' slice merges or not as one-axis positions do, and the axis stride and sections go into
+// rope::Positions through rope::multi_axis_positions.
 
 #include "apply.h"
 
@@ -202,23 +206,79 @@ struct PositionsInfo {
   std::int64_t element_bytes = 0;
   std::int64_t batch_stride = 0;  // elements
   bool merges = true;             // [batch, seq] rows are consecutive, so batch * seq tokens read one array
+  // Multi-axis (M-RoPE): filled into rope::Positions by the library's multi_axis_positions.
+  int axes = 1;
+  std::int64_t axis_stride = 0;  // elements between the axes' arrays
+  rope::AxisSections layout = rope::AxisSections::kContiguous;
+  int sections[3] = {0, 0, 0};
 };
 
-PositionsInfo check_positions(const RopeInputs& in) {
+/// The section layout named by the op's string argument.
+rope::AxisSections layout_of(c10::string_view name) {
+  if (name == "contiguous") return rope::AxisSections::kContiguous;
+  if (name == "interleaved") return rope::AxisSections::kInterleaved;
+  ROPE_CHECK_ARG(false, "mrope_layout must be \"contiguous\" (Qwen2-VL's mrope_section) or \"interleaved\" ",
+                 "(Qwen3-VL), got \"", std::string(name), "\"");
+  return rope::AxisSections::kContiguous;
+}
+
+/// Checks mrope_section / mrope_layout; returns the number of position axes (1 without sections).
+int check_sections(const RopeInputs& in, std::int64_t half, PositionsInfo& p) {
+  const rope::AxisSections layout = layout_of(in.mrope_layout);
+  if (!in.mrope_section.has_value()) {
+    ROPE_CHECK_ARG(layout == rope::AxisSections::kContiguous,
+                   "mrope_layout \"interleaved\" applies to multi-axis positions: pass mrope_section too");
+    return 1;
+  }
+  const at::IntArrayRef sections = *in.mrope_section;
+  ROPE_CHECK_ARG(sections.size() == 2 || sections.size() == 3,
+                 "mrope_section must have 2 or 3 entries (frequencies per position axis), got ", sections,
+                 "; one-axis positions need no mrope_section");
+  std::int64_t sum = 0;
+  for (const std::int64_t s : sections) {
+    ROPE_CHECK_ARG(s >= 0, "mrope_section entries must be non-negative, got ", sections);
+    sum += s;
+  }
+  ROPE_CHECK_ARG(sum == half, "mrope_section ", sections, " sums to ", sum, " but rotary_dim / 2 is ", half,
+                 " (each frequency takes exactly one axis)");
+  ROPE_CHECK_ARG(in.positions.has_value(), "mrope_section needs positions of shape [", sections.size(),
+                 ", tokens] or [", sections.size(), ", batch, seq] (one row per axis)");
+  p.axes = static_cast<int>(sections.size());
+  p.layout = layout;
+  for (std::size_t a = 0; a < sections.size(); ++a) p.sections[a] = static_cast<int>(sections[a]);
+  return p.axes;
+}
+
+PositionsInfo check_positions(const RopeInputs& in, std::int64_t half) {
   PositionsInfo p;
+  const int axes = check_sections(in, half, p);
   if (!in.positions.has_value()) return p;
-  const at::Tensor& t = *in.positions;
+  const at::Tensor& full = *in.positions;
   const at::Tensor& q = in.q;
-  check_same_device(t, "positions", q);
-  ROPE_CHECK_ARG(t.scalar_type() == at::kInt || t.scalar_type() == at::kLong, "positions dtype must be int32 or int64, got ",
-                 dtype_name(t.scalar_type()));
+  check_same_device(full, "positions", q);
+  ROPE_CHECK_ARG(full.scalar_type() == at::kInt || full.scalar_type() == at::kLong,
+                 "positions dtype must be int32 or int64, got ", dtype_name(full.scalar_type()));
   const auto lead = q.sizes().slice(0, q.dim() - 2);
-  ROPE_CHECK_ARG(t.sizes() == lead, "positions must have q's leading shape ", lead, " (one per token), got ", t.sizes());
+  if (axes == 1) {
+    ROPE_CHECK_ARG(full.sizes() == lead, "positions must have q's leading shape ", lead, " (one per token), got ",
+                   full.sizes(), full.dim() == static_cast<std::int64_t>(lead.size()) + 1
+                                     ? "; multi-axis positions [axes, ...] need mrope_section"
+                                     : "");
+  } else {
+    std::vector<std::int64_t> want{axes};
+    want.insert(want.end(), lead.begin(), lead.end());
+    ROPE_CHECK_ARG(full.sizes() == at::IntArrayRef(want), "positions must be [axes, ",
+                   lead.size() == 1 ? "tokens" : "batch, seq", "] = ", at::IntArrayRef(want), " for an mrope_section of ",
+                   axes, " entries, got ", full.sizes());
+    p.axis_stride = full.stride(0);
+  }
+  // Per axis, the same [tokens] or [batch, seq] array a one-axis call takes.
+  const at::Tensor t = axes == 1 ? full : full.select(0, 0);
   ROPE_CHECK_ARG(t.size(-1) <= 1 || t.stride(-1) == 1, "positions must be contiguous along the tokens, got strides ",
-                 t.strides());
-  p.data = static_cast<const char*>(t.data_ptr());
-  p.type = t.scalar_type() == at::kInt ? rope::PositionType::kInt32 : rope::PositionType::kInt64;
-  p.element_bytes = static_cast<std::int64_t>(t.element_size());
+                 full.strides());
+  p.data = static_cast<const char*>(full.data_ptr());
+  p.type = full.scalar_type() == at::kInt ? rope::PositionType::kInt32 : rope::PositionType::kInt64;
+  p.element_bytes = static_cast<std::int64_t>(full.element_size());
   if (t.dim() == 2) {
     const std::int64_t batches = t.size(0), seq = t.size(1);
     p.batch_stride = t.stride(0);
@@ -226,6 +286,23 @@ PositionsInfo check_positions(const RopeInputs& in) {
     p.merges = batches <= 1 || seq == 0 || t.stride(0) == (seq == 1 ? 1 : seq);
   }
   return p;
+}
+
+/// rope::Positions for the array starting at `data`, through the library's own constructors.
+rope::Positions positions_at(const PositionsInfo& pos, const char* data) {
+  if (pos.axes == 1) {
+    rope::Positions p;
+    p.data = data;
+    p.type = pos.type;
+    return p;
+  }
+  const int s2 = pos.axes == 3 ? pos.sections[2] : 0;
+  if (pos.type == rope::PositionType::kInt32) {
+    return rope::multi_axis_positions(reinterpret_cast<const std::int32_t*>(data), pos.axes, pos.axis_stride,
+                                      pos.layout, pos.sections[0], pos.sections[1], s2);
+  }
+  return rope::multi_axis_positions(reinterpret_cast<const std::int64_t*>(data), pos.axes, pos.axis_stride,
+                                    pos.layout, pos.sections[0], pos.sections[1], s2);
 }
 
 template <typename T>
@@ -253,7 +330,7 @@ void apply_typed(const RopeInputs& in, const at::Tensor& q_out, const std::optio
   const Source src = check_source(in, batches);
   // The library reports rotary_dim > head_dim itself; this only keeps the int conversion exact.
   ROPE_CHECK_ARG(src.half <= q.size(-1), "rotary_dim (", 2 * src.half, ") is larger than head_dim (", q.size(-1), ")");
-  const PositionsInfo pos = check_positions(in);
+  const PositionsInfo pos = check_positions(in, src.half);
   const bool has_positions = pos.type != rope::PositionType::kNone;
 
   const View qx = view_of(q), qy = view_of(q_out);
@@ -316,10 +393,7 @@ void apply_typed(const RopeInputs& in, const at::Tensor& q_out, const std::optio
       p.cos_sin = rope::computed_cos_sin(src.inv_freq, 1.0f);
     }
     p.cos_sin.attention_scaling = static_cast<float>(in.attention_scaling);
-    if (has_positions) {
-      p.positions.data = pos.data + b * pos.batch_stride * pos.element_bytes;
-      p.positions.type = pos.type;
-    }
+    if (has_positions) p.positions = positions_at(pos, pos.data + b * pos.batch_stride * pos.element_bytes);
   }
 
   // Every launch is checked before the first one runs, so a rejection writes nothing.

@@ -6,6 +6,8 @@
 #include <optional>
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/OptionalArrayRef.h>
+#include <c10/util/string_view.h>
 
 namespace rope_cuda {
 
@@ -21,6 +23,11 @@ struct RopeInputs {
   double attention_scaling;
   bool interleaved;
   bool inverse;
+  /// Multi-axis positions (M-RoPE, 2D vision): frequencies per position axis (2 or 3 entries,
+  /// summing to rotary_dim / 2); positions are then [axes, tokens] or [axes, batch, seq].
+  at::OptionalIntArrayRef mrope_section;
+  /// How mrope_section maps frequencies to axes: "contiguous" (Qwen2-VL) or "interleaved" (Qwen3-VL).
+  c10::string_view mrope_layout;
 };
 
 /// Checks every argument (the binding's own shape/dtype/device checks, then rope::validate for

@@ -6,6 +6,8 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <c10/util/OptionalArrayRef.h>
+#include <c10/util/string_view.h>
 #include <torch/library.h>
 
 #include "apply.h"
@@ -14,28 +16,33 @@ namespace rope_cuda {
 namespace {
 
 using OptTensor = std::optional<at::Tensor>;
+using OptIntList = at::OptionalIntArrayRef;
+
+// Every op takes the schema's arguments in this order (see TORCH_LIBRARY below).
+#define ROPE_OP_PARAMS                                                                                  \
+  const at::Tensor &q, const OptTensor &k, const OptTensor &positions, const OptTensor &cos,            \
+      const OptTensor &sin, const OptTensor &cos_sin_cache, const OptTensor &inv_freq,                  \
+      double attention_scaling, bool interleaved, bool inverse, OptIntList mrope_section,               \
+      c10::string_view mrope_layout
+#define ROPE_OP_INPUTS                                                                                  \
+  RopeInputs {                                                                                          \
+    q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, inverse,        \
+        mrope_section, mrope_layout                                                                     \
+  }
 
 // In place: q (and k) are overwritten with their rotation. Returns nothing, as torch.library
 // asks of ops that mutate their inputs.
-void rope_inplace_cuda(const at::Tensor& q, const OptTensor& k, const OptTensor& positions, const OptTensor& cos,
-                       const OptTensor& sin, const OptTensor& cos_sin_cache, const OptTensor& inv_freq,
-                       double attention_scaling, bool interleaved, bool inverse) {
-  apply({q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, inverse}, q, k, true);
-}
+void rope_inplace_cuda(ROPE_OP_PARAMS) { apply(ROPE_OP_INPUTS, q, k, true); }
 
 // Functional: new contiguous tensors [q_out] or [q_out, k_out], the tail beyond rotary_dim copied.
-std::vector<at::Tensor> rope_functional_cuda(const at::Tensor& q, const OptTensor& k, const OptTensor& positions,
-                                             const OptTensor& cos, const OptTensor& sin,
-                                             const OptTensor& cos_sin_cache, const OptTensor& inv_freq,
-                                             double attention_scaling, bool interleaved, bool inverse) {
+std::vector<at::Tensor> rope_functional_cuda(ROPE_OP_PARAMS) {
   std::vector<at::Tensor> out{at::empty(q.sizes(), q.options())};
   OptTensor k_out;
   if (k.has_value()) {
     k_out = at::empty(k->sizes(), k->options());
     out.push_back(*k_out);
   }
-  apply({q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, inverse}, out[0], k_out,
-        true);
+  apply(ROPE_OP_INPUTS, out[0], k_out, true);
   return out;
 }
 
@@ -48,38 +55,37 @@ void refuse_cpu(const at::Tensor& q) {
                                          "rope_cuda.hf.apply_rotary_pos_emb falls back to PyTorch math for CPU tensors");
 }
 
-void rope_inplace_cpu(const at::Tensor& q, const OptTensor& k, const OptTensor& positions, const OptTensor& cos,
-                      const OptTensor& sin, const OptTensor& cos_sin_cache, const OptTensor& inv_freq,
-                      double attention_scaling, bool interleaved, bool inverse) {
-  apply({q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, inverse}, q, k, false);
+void rope_inplace_cpu(ROPE_OP_PARAMS) {
+  apply(ROPE_OP_INPUTS, q, k, false);
   refuse_cpu(q);
 }
 
-std::vector<at::Tensor> rope_functional_cpu(const at::Tensor& q, const OptTensor& k, const OptTensor& positions,
-                                            const OptTensor& cos, const OptTensor& sin,
-                                            const OptTensor& cos_sin_cache, const OptTensor& inv_freq,
-                                            double attention_scaling, bool interleaved, bool inverse) {
+std::vector<at::Tensor> rope_functional_cpu(ROPE_OP_PARAMS) {
   // Checked against outputs allocated as the CUDA kernel allocates them, so that the overlap
   // checks see the same layout.
   const at::Tensor q_out = at::empty(q.sizes(), q.options());
   const OptTensor k_out = k.has_value() ? OptTensor(at::empty(k->sizes(), k->options())) : OptTensor();
-  apply({q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, inverse}, q_out, k_out,
-        false);
+  apply(ROPE_OP_INPUTS, q_out, k_out, false);
   refuse_cpu(q);
   return {};
 }
 
+#undef ROPE_OP_INPUTS
+#undef ROPE_OP_PARAMS
+
 }  // namespace
 
 TORCH_LIBRARY(rope_cuda, m) {
+  // mrope_section / mrope_layout (multi-axis positions) come last so that calls written before
+  // them keep their meaning.
   m.def(
       "rope_(Tensor(a!) q, Tensor(b!)? k, Tensor? positions=None, Tensor? cos=None, Tensor? sin=None, "
       "Tensor? cos_sin_cache=None, Tensor? inv_freq=None, float attention_scaling=1.0, bool interleaved=False, "
-      "bool inverse=False) -> ()");
+      "bool inverse=False, int[]? mrope_section=None, str mrope_layout=\"contiguous\") -> ()");
   m.def(
       "rope(Tensor q, Tensor? k, Tensor? positions=None, Tensor? cos=None, Tensor? sin=None, "
       "Tensor? cos_sin_cache=None, Tensor? inv_freq=None, float attention_scaling=1.0, bool interleaved=False, "
-      "bool inverse=False) -> Tensor[]");
+      "bool inverse=False, int[]? mrope_section=None, str mrope_layout=\"contiguous\") -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(rope_cuda, CUDA, m) {
