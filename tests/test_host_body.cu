@@ -110,6 +110,33 @@ TEST(HostBodyDispatch, LaunchShapeIsValid) {
   }
 }
 
+// Few tokens take smaller blocks so the launch covers more SMs; many tokens keep full blocks.
+TEST(HostBodyDispatch, FewTokensTakeSmallerBlocks) {
+  using Policy = rope::detail::DefaultPolicy;
+  auto shape = [](std::int64_t tokens, int heads) {
+    rope::RopeParams<float> p;
+    p.head_dim = 128;
+    p.q.num_heads = heads;
+    p.num_tokens = tokens;
+    return rope::detail::choose_launch_shape<Policy>(p, 4, 4);
+  };
+  auto blocks = [](std::int64_t tokens, rope::detail::LaunchShape s) {
+    return (tokens + s.tokens_per_block - 1) / s.tokens_per_block;
+  };
+  // One head: 16 lanes a token. 2048 tokens: 64-thread blocks, 512 of them (16 tokens a block
+  // would be 128 blocks).
+  const auto small = shape(2048, 1);
+  EXPECT_EQ(small.lanes_per_token * small.tokens_per_block, 64);
+  EXPECT_EQ(blocks(2048, small), 512);
+  // Enough tokens for 264 full blocks: unchanged.
+  const auto large = shape(1 << 20, 1);
+  EXPECT_EQ(large.lanes_per_token * large.tokens_per_block, Policy::kMaxBlockThreads);
+  // Decode, 40 heads: 80 lanes, one token a block.
+  EXPECT_EQ(shape(1, 40).tokens_per_block, 1);
+  EXPECT_EQ(shape(64, 40).tokens_per_block, 1);
+  EXPECT_EQ(shape(1 << 16, 40).tokens_per_block, Policy::kMaxBlockThreads / shape(1 << 16, 40).lanes_per_token);
+}
+
 // Every tuning policy computes the same function: the head batch only changes the order of
 // loads and stores, so outputs must match the default policy's bit for bit.
 TEST(HostBodyDispatch, TuningPoliciesAgree) {

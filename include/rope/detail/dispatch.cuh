@@ -147,8 +147,8 @@ struct LaunchShape {
 /// At most Policy::kMaxBlockThreads (256) threads per block. A token gets one lane per column of `vec`
 /// pairs times enough head groups that each lane has about `head_batch` heads (twice that with
 /// computed cos/sin and many tokens; heads split evenly across groups). When one token is too
-/// little work for the block (a single 64-dim head, say), the block takes several tokens. A head
-/// wider than the block has its lanes walk columns.
+/// little work for the block (a single 64-dim head, say), the block takes several tokens, fewer
+/// when that would leave too few blocks. A head wider than the block has its lanes walk columns.
 template <typename Policy, typename T>
 LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch) {
   constexpr int kMaxBlockThreads = Policy::kMaxBlockThreads;
@@ -167,7 +167,17 @@ LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch)
   const int heads_per_group = (heads + groups - 1) / groups;
   groups = (heads + heads_per_group - 1) / heads_per_group;
   const int lanes = columns * groups;
-  return LaunchShape{lanes, kMaxBlockThreads / lanes};
+  // A launch of few blocks leaves SMs idle (2048 single-head tokens in 256-thread blocks are 64
+  // blocks for the H200's 132 SMs): halve the tokens per block, down to 64-thread blocks, until
+  // there are kFewBlocks (two per SM there) or the block holds one token.
+  constexpr std::int64_t kFewBlocks = 264;
+  constexpr int kMinBlockThreads = 64;
+  int tokens_per_block = kMaxBlockThreads / lanes;
+  while (tokens_per_block > 1 && lanes * (tokens_per_block / 2) >= kMinBlockThreads &&
+         (p.num_tokens + tokens_per_block - 1) / tokens_per_block < kFewBlocks) {
+    tokens_per_block /= 2;
+  }
+  return LaunchShape{lanes, tokens_per_block};
 }
 
 }  // namespace detail

@@ -7,10 +7,12 @@
 /// host tests call it in a loop, so all indexing, vector and tail logic is tested without a GPU.
 
 #include <cstdint>
+#include <type_traits>
 
 #include <rope/config.cuh>
 #include <rope/device/rotation.cuh>
 #include <rope/detail/cache_append.cuh>
+#include <rope/detail/pass_through.cuh>
 #include <rope/detail/vector.cuh>
 #include <rope/types.cuh>
 
@@ -77,11 +79,18 @@ struct AxisPositions {
   ROPE_HOST_DEVICE std::int64_t of(int a) const { return a == 0 ? axis[0] : a == 1 ? axis[1] : axis[2]; }
 };
 
-/// load_cos_sin for multi-axis positions: each pair takes the position of its frequency's axis,
-/// so table values are read one pair at a time (a column may span rows of several axes).
+/// load_cos_sin for multi-axis positions: each pair takes the position of its frequency's axis.
+/// A column whose pairs all take one axis (contiguous sections, where the axis only grows with
+/// the frequency, so its first and last pairs tell) reads like a one-axis launch, by vectors;
+/// any other column (interleaved sections, or one across a section boundary) one pair at a time.
 template <int kVec, typename T>
 ROPE_HOST_DEVICE void load_cos_sin_multi_axis(const CosSin& cs, const Positions& ps, const AxisPositions& pos,
                                               int first_pair, bool inverse, float (&c)[kVec], float (&s)[kVec]) {
+  const int first_axis = axis_of_frequency(ps, first_pair);
+  if (ps.layout == AxisSections::kContiguous && axis_of_frequency(ps, first_pair + kVec - 1) == first_axis) {
+    load_cos_sin<kVec, T>(cs, pos.of(first_axis), first_pair, inverse, c, s);
+    return;
+  }
 ROPE_UNROLL
   for (int i = 0; i < kVec; ++i) {
     const int j = first_pair + i;
@@ -205,8 +214,7 @@ ROPE_HOST_DEVICE HeadPointers<T> head_pointers(const RopeParams<T>& p, std::int6
 /// Stages per head: load x -> rotate (fp32, rounded to T) -> store y and, in an append launch
 /// (`Append` a CacheAppend; NoAppend compiles every append step away), store k to its cache
 /// row. After the rotated part, the lanes share the pass-through tail (to y and the k cache) and
-/// then v (to the v cache), kVec elements per access. The plain path keeps its own tail loop so
-/// its generated code stays what it was.
+/// then v (to the v cache), kVec elements per access, kHeadBatch accesses in flight.
 template <typename T, Style kStyle, int kVec, int kHeadBatch, bool kMultiAxis = false, typename Append = NoAppend>
 ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::int64_t token, int lane,
                                    int lanes, const Append& append = Append{}) {
@@ -281,42 +289,49 @@ ROPE_UNROLL
     }
   }
 
-  // Partial rotary: elements [rotary_dim, head_dim) pass through (nothing to do in place).
+  // Partial rotary: elements [rotary_dim, head_dim) pass through: to y where y is not x, and for
+  // k in an append launch to its cache row (and to y only with write-back). A tensor given in
+  // place has nothing to copy to y, so with q in place the items start at k's heads.
   if (!in_range) return;
   const int tail_columns = (p.head_dim - rotary_dim) / kVec;
+  using Cache = typename Append::Cache;
+  using TailCache = std::conditional_t<Append::kEnabled, Cache, T>;  // plain launches: never used
+  const bool q_in_place = p.q.x == p.q.y;
+  bool k_to_cache = false, k_to_y = p.k.x != p.k.y;
   if constexpr (Append::kEnabled) {
-    // k's tail also goes to its cache row, in place or not, and to y only with write-back.
-    for (int item = lane; item < tail_columns * heads; item += lanes) {
-      const int h = item / tail_columns;
+    k_to_cache = rows.k != nullptr;
+    k_to_y = k_to_y && append.k_write_back;
+  }
+  const int first_tail_head = q_in_place ? p.q.num_heads : 0;
+  const int tail_heads = k_to_cache || k_to_y ? heads - first_tail_head : p.q.num_heads - first_tail_head;
+  if (tail_columns > 0 && tail_heads > 0) {
+    float k_scale = 1.0f;
+    if constexpr (Append::kEnabled) k_scale = append.args.k_scale;
+    copy_items<kHeadBatch, kVec, T, TailCache>(lane, lanes, tail_columns * tail_heads, k_scale, [&](int item) {
+      const int h = first_tail_head + item / tail_columns;
       const int offset = rotary_dim + (item % tail_columns) * kVec;
       const int kv_head = h - p.q.num_heads;  // negative for q heads
       const HeadPointers<T> ptr = head_pointers(p, token, h);
-      if (kv_head >= 0 && rows.k != nullptr) {
-        copy_to_cache<kVec>(ptr.x + offset, rows.k + kv_head * append.args.k_cache.head_stride + offset,
-                            append.args.k_scale);
+      TailCache* cache = nullptr;
+      if constexpr (Append::kEnabled) {
+        if (kv_head >= 0 && k_to_cache) cache = rows.k + kv_head * append.args.k_cache.head_stride + offset;
       }
-      if ((kv_head < 0 || append.k_write_back) && ptr.x != ptr.y) copy_elements<kVec>(ptr.x + offset, ptr.y + offset);
-    }
-  } else {
-    for (int item = lane; item < tail_columns * heads; item += lanes) {
-      const HeadPointers<T> ptr = head_pointers(p, token, item / tail_columns);
-      if (ptr.x == ptr.y) continue;
-      const int offset = rotary_dim + (item % tail_columns) * kVec;
-      copy_elements<kVec>(ptr.x + offset, ptr.y + offset);
-    }
+      const bool to_y = kv_head < 0 ? !q_in_place : k_to_y;
+      return CopyRoute<T, TailCache>{ptr.x + offset, to_y ? ptr.y + offset : nullptr, cache};
+    });
   }
 
   // Append: v passes into its cache row whole.
   if constexpr (Append::kEnabled) {
     if (rows.v == nullptr) return;
-    const KvCacheAppend<T, typename Append::Cache>& a = append.args;
+    const KvCacheAppend<T, Cache>& a = append.args;
     const int v_columns = p.head_dim / kVec;
-    for (int item = lane; item < v_columns * p.k.num_heads; item += lanes) {
+    copy_items<kHeadBatch, kVec, T, Cache>(lane, lanes, v_columns * p.k.num_heads, a.v_scale, [&](int item) {
       const int h = item / v_columns;
       const int offset = (item % v_columns) * kVec;
-      copy_to_cache<kVec>(a.v + token * a.v_token_stride + h * a.v_head_stride + offset,
-                          rows.v + h * a.v_cache.head_stride + offset, a.v_scale);
-    }
+      return CopyRoute<T, Cache>{a.v + token * a.v_token_stride + h * a.v_head_stride + offset, nullptr,
+                                 rows.v + h * a.v_cache.head_stride + offset};
+    });
   }
 }
 
