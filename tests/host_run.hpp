@@ -139,7 +139,7 @@ struct HostLaneGroup {
 template <typename T, typename W>
 cudaError_t run_norm_on_host(const rope::RopeParams<T>& p, const rope::QkNorm<T, W>& n, int lanes_override = 0,
                              int* vec_out = nullptr, int* lanes_out = nullptr) {
-  using Policy = rope::detail::DefaultPolicy;
+  using Policy = rope::detail::NormPolicy;  // the launcher's
   const rope::Status status = rope::validate(p, n);
   if (!status.ok()) return status.error;
   if (p.num_tokens == 0) return cudaSuccess;

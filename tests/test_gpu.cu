@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#define ROPE_TEST_QK_NORM 1  // Case runs norm configurations here (harness.hpp)
 #include "case_tests.hpp"
 #include "kv_append_cases.hpp"
 #include "qk_norm_cases.hpp"

@@ -11,6 +11,7 @@
 
 #include <gtest/gtest.h>
 
+#define ROPE_TEST_QK_NORM 1  // Case runs norm configurations here (harness.hpp)
 #include "randomized.hpp"
 #include "randomized_append.hpp"
 #include "randomized_norm.hpp"

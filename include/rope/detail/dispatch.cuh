@@ -134,7 +134,8 @@ void dispatch(const RopeParams<T>& p, const Append& append, F&& f, const Norm& n
       with_axes(std::integral_constant<Style, Style::kHalfSplit>{});
     }
   };
-  if (p.q.num_heads + p.k.num_heads <= kFewHeads && vector_width_fits(p, W::kDouble, append, norm)) {
+  // Norm launches skip the double width: its weight and data chunks spill under NormPolicy.
+  if (!Norm::kEnabled && p.q.num_heads + p.k.num_heads <= kFewHeads && vector_width_fits(p, W::kDouble, append, norm)) {
     with_style(std::integral_constant<int, W::kDouble>{});
   } else if (vector_width_fits(p, W::kWide, append, norm)) {
     with_style(std::integral_constant<int, W::kWide>{});
