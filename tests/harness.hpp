@@ -156,6 +156,42 @@ struct Mirror {
   }
 };
 
+/// One float allocation for the invalid-argument tests: device memory when there is a GPU, host
+/// memory otherwise (validation happens before any CUDA call), every element `fill`.
+/// `contents()` reads it back, to prove a rejected launch wrote nothing.
+class ScratchFloats {
+ public:
+  ScratchFloats(std::size_t elems, float fill) : gpu_(gpu_available()), elems_(elems) {
+    const std::vector<float> values(elems, fill);
+    if (gpu_) {
+      EXPECT_EQ(cudaMalloc(&base_, elems * sizeof(float)), cudaSuccess);
+      EXPECT_EQ(cudaMemcpy(base_, values.data(), elems * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+    } else {
+      base_ = new float[elems];
+      std::memcpy(base_, values.data(), elems * sizeof(float));
+    }
+  }
+  ScratchFloats(const ScratchFloats&) = delete;
+  ScratchFloats& operator=(const ScratchFloats&) = delete;
+  ~ScratchFloats() { gpu_ ? (void)cudaFree(base_) : delete[] base_; }
+
+  float* data() const { return base_; }
+  std::vector<float> contents() const {
+    std::vector<float> out(elems_);
+    if (gpu_) {
+      EXPECT_EQ(cudaMemcpy(out.data(), base_, elems_ * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+    } else {
+      std::memcpy(out.data(), base_, elems_ * sizeof(float));
+    }
+    return out;
+  }
+
+ private:
+  bool gpu_;
+  std::size_t elems_;
+  float* base_ = nullptr;
+};
+
 constexpr int kGuard = 48;  // elements before and after every tensor, checked untouched
 
 /// Where one rotated tensor (q or k) lives inside the buffers.

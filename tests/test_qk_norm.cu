@@ -97,21 +97,8 @@ constexpr int kTokens = 8, kQHeads = 4, kKHeads = 2, kDim = 64;
 /// One allocation holding every buffer of a valid launch (device memory with a GPU).
 class NormBuffers {
  public:
-  NormBuffers() : gpu_(rope_test::gpu_available()) {
-    const std::size_t bytes = kElems * sizeof(float);
-    std::vector<float> fill(kElems, 0.75f);
-    if (gpu_) {
-      EXPECT_EQ(cudaMalloc(&base_, bytes), cudaSuccess);
-      EXPECT_EQ(cudaMemcpy(base_, fill.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
-    } else {
-      base_ = new float[kElems];
-      std::memcpy(base_, fill.data(), bytes);
-    }
-  }
-  ~NormBuffers() { gpu_ ? (void)cudaFree(base_) : delete[] base_; }
-
-  float* q() const { return base_; }
-  float* k() const { return base_ + kTokens * kQHeads * kDim; }
+  float* q() const { return memory_.data(); }
+  float* k() const { return q() + kTokens * kQHeads * kDim; }
   float* cos() const { return k() + kTokens * kKHeads * kDim; }
   float* weights() const { return cos() + kTokens * kDim; }
 
@@ -130,20 +117,11 @@ class NormBuffers {
     n.k_weight = weights() + kDim;
     return n;
   }
-  std::vector<float> contents() const {
-    std::vector<float> out(kElems);
-    if (gpu_) {
-      EXPECT_EQ(cudaMemcpy(out.data(), base_, kElems * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
-    } else {
-      std::memcpy(out.data(), base_, kElems * sizeof(float));
-    }
-    return out;
-  }
+  std::vector<float> contents() const { return memory_.contents(); }
 
  private:
   static constexpr std::size_t kElems = std::size_t{kTokens} * (kQHeads + kKHeads + 1) * kDim + 2 * kDim + 64;
-  bool gpu_;
-  float* base_ = nullptr;
+  rope_test::ScratchFloats memory_{kElems, 0.75f};
 };
 
 struct BadNorm {
