@@ -30,6 +30,7 @@
 #include "baselines.cuh"
 #include "cache_write.cuh"
 #include "device.cuh"
+#include "qk_rms_norm.cuh"
 #include "timer.cuh"
 #include "workloads.cuh"
 
@@ -454,6 +455,90 @@ void append_unfused(benchmark::State& state, std::int64_t tokens) {
   }, d.batch, d.bytes, static_cast<double>(tokens), rope_options());
 }
 
+// ---- QK-RMSNorm + RoPE: Qwen3-8B, fused QKV [T, 48, 128] bf16 (q 32, k 8, v 8) ----
+
+constexpr int kNormQ = 32, kNormK = 8, kNormV = 8, kNormDim = 128;
+constexpr int kNormRow = (kNormQ + kNormK + kNormV) * kNormDim;
+
+/// q and k normalized and rotated in place in the fused buffer (v untouched); bf16 weights;
+/// int64 positions into the shared fp32 cos/sin cache.
+struct QkNormData {
+  std::int64_t tokens = 0;
+  SetArray<__nv_bfloat16> qkv, weights;
+  SetArray<std::int64_t> pos;
+  SetArray<float> cache_cos, cache_sin, freq;
+  double distinct_rows = 0.0, bytes = 0.0;
+  int batch = 0;
+
+  /// q and k read and written once, the positions, the cos/sin rows of the distinct positions,
+  /// and the two weight vectors: the fewest bytes of the fused operation.
+  static double min_bytes(std::int64_t tokens, double distinct_rows) {
+    return tokens * (2.0 * (kNormQ + kNormK) * kNormDim * 2 + sizeof(std::int64_t)) +
+           distinct_rows * kNormDim / 2 * sizeof(float) * 2 + 2.0 * kNormDim * 2;
+  }
+
+  std::string setup(std::int64_t t) {
+    tokens = t;
+    std::vector<std::int64_t> host_pos;
+    distinct_rows = bench::random_positions(t, kCacheRows, 1, 13, host_pos);
+    bytes = min_bytes(t, distinct_rows);
+    batch = bench::batch_for(bytes);
+    bench::random_positions(t, kCacheRows, batch, 13, host_pos);
+    std::string e = qkv.allocate(static_cast<std::size_t>(t) * kNormRow, batch);
+    if (e.empty()) e = weights.allocate(2 * kNormDim, 1);
+    if (e.empty()) e = pos.allocate(static_cast<std::size_t>(t), batch);
+    if (e.empty()) e = pos.upload(host_pos);
+    if (e.empty()) e = freq.allocate(kNormDim / 2, 1);
+    if (e.empty()) e = freq.upload(bench::inv_freq(1000000.0, kNormDim));  // Qwen3's rope_theta
+    if (e.empty()) e = cache_cos.allocate(static_cast<std::size_t>(kCacheRows) * kNormDim / 2, 1);
+    if (e.empty()) e = cache_sin.allocate(static_cast<std::size_t>(kCacheRows) * kNormDim / 2, 1);
+    if (e.empty()) e = bench::fill_cos_sin(cache_cos[0], cache_sin[0], kCacheRows, kNormDim / 2, freq[0]);
+    if (e.empty()) e = bench::fill_uniform(qkv, 5);
+    if (e.empty()) e = bench::fill_uniform(weights, 6);
+    return e;
+  }
+
+  rope::RopeParams<__nv_bfloat16> params(int i) const {
+    rope::RopeParams<__nv_bfloat16> p;
+    p.num_tokens = tokens;
+    p.head_dim = kNormDim;
+    p.q = rope::strided_heads<__nv_bfloat16>(qkv[i], qkv[i], kNormQ, kNormRow, kNormDim);
+    __nv_bfloat16* k = qkv[i] + kNormQ * kNormDim;
+    p.k = rope::strided_heads<__nv_bfloat16>(k, k, kNormK, kNormRow, kNormDim);
+    p.cos_sin = rope::cos_sin_table<float>(cache_cos[0], cache_sin[0], kCacheRows, kNormDim / 2);
+    p.positions = rope::positions(pos[i]);
+    return p;
+  }
+
+  rope::QkNorm<__nv_bfloat16> norm() const {
+    rope::QkNorm<__nv_bfloat16> n;
+    n.q_weight = weights[0];
+    n.k_weight = weights[0] + kNormDim;
+    return n;
+  }
+};
+
+/// rope_forward_qk_norm: one launch.
+void qk_norm_fused(benchmark::State& state, std::int64_t tokens) {
+  QkNormData d;
+  const std::string error = d.setup(tokens);
+  run(state, error, [&](int i, cudaStream_t s) { return rope::rope_forward_qk_norm(d.params(i), d.norm(), s); },
+      d.batch, d.bytes, static_cast<double>(tokens), rope_options());
+}
+
+/// The same work unfused: a per-head RMSNorm kernel (q and k in place), then rope_forward.
+/// Bytes counted are the fused operation's, so GB/s compare as times do.
+void qk_norm_unfused(benchmark::State& state, std::int64_t tokens) {
+  QkNormData d;
+  const std::string error = d.setup(tokens);
+  run(state, error, [&](int i, cudaStream_t s) {
+    const rope::QkNorm<__nv_bfloat16> n = d.norm();
+    const cudaError_t e = bench::qk_rms_norm<kNormDim>(d.qkv[i], kNormRow, tokens, kNormQ, kNormK, n.q_weight,
+                                                        n.k_weight, n.eps, s);
+    return e != cudaSuccess ? e : rope::rope_forward(d.params(i), s);
+  }, d.batch, d.bytes, static_cast<double>(tokens), rope_options());
+}
+
 // ---- Registration ----
 
 template <typename F>
@@ -579,6 +664,17 @@ void register_all() {
   // RoPE + KV-cache append vs RoPE then a cache-write kernel, bf16 and FP8 caches.
   register_append<bf16>("bf16_cache");
   register_append<__nv_fp8_e4m3>("fp8_cache");
+  // QK-RMSNorm + RoPE (Qwen3-8B) vs a separate norm kernel then RoPE.
+  for (const std::int64_t t : {1, 4096, 16384}) {
+    const std::string suffix = "/T:" + std::to_string(t);
+    add("qk_norm/fused" + suffix, [t](benchmark::State& s) { qk_norm_fused(s, t); });
+    add("qk_norm/unfused" + suffix, [t](benchmark::State& s) { qk_norm_unfused(s, t); });
+    add("copy_kernel/qk_norm" + suffix, [t](benchmark::State& s) {
+      std::vector<std::int64_t> unused;
+      const double rows = bench::random_positions(t, kCacheRows, 1, 13, unused);
+      copy_bench(s, QkNormData::min_bytes(t, rows), static_cast<double>(t), true);
+    });
+  }
 
   add("empty_kernel", [](benchmark::State& s) { empty_kernel_bench(s, Timing::kBatched); });
   add("empty_kernel_latency", [](benchmark::State& s) { empty_kernel_bench(s, Timing::kSingle); });

@@ -22,6 +22,7 @@
 #include <rope/rope.cuh>
 
 #include "host_run.hpp"
+#include "qk_norm_reference.hpp"
 #include "reference.hpp"
 
 namespace rope_test {
@@ -65,6 +66,13 @@ struct CaseConfig {
   rope::RopeScaling scaling;
   std::int64_t scaling_seq_len = 0;
   std::vector<float> longrope_short, longrope_long;
+  // QK-RMSNorm before the rotation (rope_forward_qk_norm): random weights for q and k, of T or
+  // (float_weights) fp32, `weight_misalign` elements past an aligned address. No backward.
+  bool qk_norm = false;
+  rope::NormWeighting weighting = rope::NormWeighting::kMultiply;
+  bool float_weights = false;
+  float eps = 1e-6f;
+  int weight_misalign = 0;
 
   std::string describe() const {
     std::ostringstream o;
@@ -79,6 +87,11 @@ struct CaseConfig {
       << " computed=" << computed << " max_position=" << max_position << " scaling=" << attention_scaling
       << " backward=" << backward << " lanes=" << lanes;
     if (data_seed != 0) o << " data_seed=" << data_seed;
+    if (qk_norm) {
+      o << " qk_norm{weighting=" << (weighting == rope::NormWeighting::kOnePlus ? "1+w" : "w")
+        << " weights=" << (float_weights ? "float" : "T") << " eps=" << eps << " weight_misalign=" << weight_misalign
+        << "}";
+    }
     if (scaled) {
       o << " scaling{type=" << static_cast<int>(scaling.type) << " base=" << scaling.base
         << " factor=" << scaling.factor << " original_max=" << scaling.original_max_position_embeddings
@@ -143,6 +156,42 @@ struct Mirror {
   }
 };
 
+/// One float allocation for the invalid-argument tests: device memory when there is a GPU, host
+/// memory otherwise (validation happens before any CUDA call), every element `fill`.
+/// `contents()` reads it back, to prove a rejected launch wrote nothing.
+class ScratchFloats {
+ public:
+  ScratchFloats(std::size_t elems, float fill) : gpu_(gpu_available()), elems_(elems) {
+    const std::vector<float> values(elems, fill);
+    if (gpu_) {
+      EXPECT_EQ(cudaMalloc(&base_, elems * sizeof(float)), cudaSuccess);
+      EXPECT_EQ(cudaMemcpy(base_, values.data(), elems * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
+    } else {
+      base_ = new float[elems];
+      std::memcpy(base_, values.data(), elems * sizeof(float));
+    }
+  }
+  ScratchFloats(const ScratchFloats&) = delete;
+  ScratchFloats& operator=(const ScratchFloats&) = delete;
+  ~ScratchFloats() { gpu_ ? (void)cudaFree(base_) : delete[] base_; }
+
+  float* data() const { return base_; }
+  std::vector<float> contents() const {
+    std::vector<float> out(elems_);
+    if (gpu_) {
+      EXPECT_EQ(cudaMemcpy(out.data(), base_, elems_ * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
+    } else {
+      std::memcpy(out.data(), base_, elems_ * sizeof(float));
+    }
+    return out;
+  }
+
+ private:
+  bool gpu_;
+  std::size_t elems_;
+  float* base_ = nullptr;
+};
+
 constexpr int kGuard = 48;  // elements before and after every tensor, checked untouched
 
 /// Where one rotated tensor (q or k) lives inside the buffers.
@@ -174,10 +223,22 @@ class Case {
       pos32_.upload();
       pos64_.upload();
       flag_.upload();
+      weights_.upload();
     }
     const rope::RopeParams<T> p = params(backend);
     cudaError_t err;
-    if (backend == Backend::kGpu) {
+    if (cfg_.qk_norm) {
+      if (cfg_.backward) return fail() << "the norm has no backward";
+#if defined(ROPE_TEST_QK_NORM)
+      err = cfg_.float_weights ? run_norm(p, norm_args<float>(backend), backend) : run_norm(p, norm_args<T>(backend), backend);
+#else
+      return fail() << "norm configurations run only where ROPE_TEST_QK_NORM is defined";
+#endif
+      if (backend == Backend::kGpu) {
+        for (auto& b : buffers_) b->download();
+        flag_.download();
+      }
+    } else if (backend == Backend::kGpu) {
       err = cfg_.backward ? rope::rope_backward(p) : rope::rope_forward(p);
       if (err == cudaSuccess) err = cudaDeviceSynchronize();
       for (auto& b : buffers_) b->download();
@@ -190,6 +251,8 @@ class Case {
   }
 
   int vec_used() const { return vec_used_; }
+  /// Lanes per token of the last host norm run.
+  int lanes_used() const { return lanes_used_; }
   /// Errors of the last successful check against the double-precision reference.
   double rel_l2() const { return rel_l2_; }
   double max_abs() const { return max_abs_; }
@@ -202,6 +265,55 @@ class Case {
   }
 
   int rotary_dim() const { return cfg_.rotary_dim == 0 ? cfg_.head_dim : cfg_.rotary_dim; }
+
+  /// The norm's weights in W (T or float), from weights_ (kept as bytes in a float buffer).
+  template <typename W>
+  rope::QkNorm<T, W> norm_args(Backend b) {
+    const W* base = reinterpret_cast<const W*>(weights_.base(b));
+    rope::QkNorm<T, W> n;
+    if (q_.heads > 0) n.q_weight = base + cfg_.weight_misalign;
+    if (k_.heads > 0) n.k_weight = base + weight_k_at_ + cfg_.weight_misalign;
+    n.eps = cfg_.eps;
+    n.weighting = cfg_.weighting;
+    return n;
+  }
+
+  // Only the test binaries that define ROPE_TEST_QK_NORM compile the norm kernels (72 instances
+  // per architecture); the others keep their build time.
+  template <typename W>
+  cudaError_t run_norm(const rope::RopeParams<T>& p, const rope::QkNorm<T, W>& n, Backend backend) {
+    if (backend == Backend::kHost) return run_norm_on_host(p, n, cfg_.lanes, &vec_used_, &lanes_used_);
+    cudaError_t err = rope::rope_forward_qk_norm(p, n);
+    return err == cudaSuccess ? cudaDeviceSynchronize() : err;
+  }
+
+  /// Weights of q (at 0) and k (at weight_k_at_), shifted by weight_misalign, in T or float; the
+  /// reference reads the stored values back.
+  void build_weights() {
+    const int D = cfg_.head_dim;
+    weight_k_at_ = D + 16;
+    const std::int64_t elements = 2 * weight_k_at_ + cfg_.weight_misalign;
+    weights_.host.assign(static_cast<std::size_t>(elements), 0.0f);  // bytes in float units
+    // Qwen3-like weights around 1 (w), Gemma-like ones around 0 (1 + w).
+    const bool one_plus = cfg_.weighting == rope::NormWeighting::kOnePlus;
+    std::uniform_real_distribution<double> u(one_plus ? -0.5 : 0.5, one_plus ? 0.5 : 1.25);
+    for (int which = 0; which < 2; ++which) {
+      std::vector<double>& ref = which == 0 ? ref_q_weight_ : ref_k_weight_;
+      ref.resize(static_cast<std::size_t>(D));
+      for (int d = 0; d < D; ++d) {
+        const std::int64_t at = (which == 0 ? 0 : weight_k_at_) + cfg_.weight_misalign + d;
+        const float v = static_cast<float>(u(rng_));
+        if (cfg_.float_weights) {
+          weights_.host[at] = v;
+          ref[d] = v;
+        } else {
+          const T e = rope::detail::from_float<T>(v);
+          std::memcpy(reinterpret_cast<unsigned char*>(weights_.host.data()) + at * sizeof(T), &e, sizeof(T));
+          ref[d] = rope::detail::to_float(e);
+        }
+      }
+    }
+  }
 
   int add_buffer(std::int64_t elements, bool poison, int extra_misalign = 0) {
     buffers_.push_back(std::make_unique<Mirror<T>>());
@@ -255,6 +367,8 @@ class Case {
     }
     build_positions();
     build_cos_sin();
+    if (cfg_.qk_norm) build_weights();
+    if (weights_.host.empty()) weights_.host.push_back(0.0f);
     flag_.host.assign(1, 0);
   }
 
@@ -404,6 +518,10 @@ class Case {
           const std::int64_t yo = t->y_offset + tok * t->y_ts + h * t->y_hs;
           if (!valid) continue;  // the token must stay unwritten: checked with the untouched elements
           for (int d = 0; d < cfg_.head_dim; ++d) x[d] = rope::detail::to_float(before[t->x_buffer][xo + d]);
+          if (cfg_.qk_norm) {
+            reference_rms_norm(x.data(), cfg_.head_dim, (t == &q_ ? ref_q_weight_ : ref_k_weight_).data(), cfg_.eps,
+                               cfg_.weighting == rope::NormWeighting::kOnePlus, x.data());
+          }
           reference_head(ref_, tok, x.data(), want.data());
           for (int d = 0; d < cfg_.head_dim; ++d) {
             covered[t->y_buffer][yo + d] = 1;
@@ -413,7 +531,10 @@ class Case {
             }
             err2 += (got - want[d]) * (got - want[d]);
             ref2 += want[d] * want[d];
-            max_abs = std::max(max_abs, std::fabs(got - want[d]));
+            // Normalized values reach past 1, where T's rounding step grows: the bound is
+            // relative there (the plain cases stay within [-1.5, 1.5] and keep the absolute one).
+            const double magnitude = cfg_.qk_norm ? std::max(1.0, std::fabs(want[d])) : 1.0;
+            max_abs = std::max(max_abs, std::fabs(got - want[d]) / magnitude);
           }
         }
       }
@@ -445,6 +566,10 @@ class Case {
   Mirror<std::int32_t> pos32_;
   Mirror<std::int64_t> pos64_;
   Mirror<int> flag_;
+  Mirror<float> weights_;  // the norm's weights (T or float, as bytes)
+  std::vector<double> ref_q_weight_, ref_k_weight_;
+  std::int64_t weight_k_at_ = 0;
+  int lanes_used_ = 0;
   ReferenceInput ref_;
   std::int64_t rows_ = 0, cos_at_ = 0, sin_at_ = 0;
   int stride_ = 0;

@@ -2,8 +2,18 @@
 #pragma once
 // Runs a launch on the host: the launcher's own validation, dispatch and launch shape, then the
 // per-token body in a loop over (token, lane) exactly as the kernel's threads would run it.
+// Norm launches sum across a head's group of lanes, which a loop cannot do: there every lane is a
+// thread, and a group's lanes meet at a barrier (HostLaneGroups) where the warp shuffle would be.
 
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
 
 #include <rope/rope.cuh>
 
@@ -49,6 +59,115 @@ cudaError_t run_append_on_host(const rope::RopeParams<T>& p, const rope::KvCache
   if (p.num_tokens == 0) return cudaSuccess;
   run_body_on_host<rope::detail::DefaultPolicy>(rope::detail::resolve_k_write_back(p), false,
                                                 rope::detail::make_cache_append(p, a), lanes_override, vec_out);
+  return cudaSuccess;
+}
+
+/// The host's stand-in for the warp shuffle of a norm launch: the lanes (threads) of one group
+/// post their partial sums, wait for each other, and each adds the group's posts in lane order,
+/// so every lane gets the same total, reproducibly. A group whose lanes do not all reach the sum
+/// the same number of times would hang on the GPU; here it aborts after a timeout, saying so.
+class HostLaneGroups {
+ public:
+  static constexpr int kMaxValues = 16;  ///< values per sum (the body sums kHeadBatch at once)
+
+  HostLaneGroups(int lanes, int width) : width_(width), posts_(static_cast<std::size_t>(lanes) * kMaxValues) {
+    for (int g = 0; g < lanes / width; ++g) barriers_.push_back(std::make_unique<Barrier>());
+  }
+
+  template <int N>
+  void sum(int lane, float (&v)[N], int width) {
+    static_assert(N <= kMaxValues, "more values than a post holds");
+    if (width != width_) fail("the body's group width differs from the launch's");
+    const int first = lane / width_ * width_;
+    for (int i = 0; i < N; ++i) posts_[static_cast<std::size_t>(lane) * kMaxValues + i] = v[i];
+    Barrier& barrier = *barriers_[static_cast<std::size_t>(lane / width_)];
+    barrier.wait(width_);  // every post of the group is in
+    for (int i = 0; i < N; ++i) {
+      float total = 0.0f;
+      for (int l = first; l < first + width_; ++l) total += posts_[static_cast<std::size_t>(l) * kMaxValues + i];
+      v[i] = total;
+    }
+    barrier.wait(width_);  // every lane has read the posts before any posts again
+  }
+
+ private:
+  struct Barrier {
+    std::mutex mutex;
+    std::condition_variable cv;
+    int waiting = 0;
+    std::uint64_t generation = 0;
+
+    void wait(int count) {
+      std::unique_lock<std::mutex> lock(mutex);
+      const std::uint64_t mine = generation;
+      if (++waiting == count) {
+        waiting = 0;
+        ++generation;
+        cv.notify_all();
+        return;
+      }
+      if (!cv.wait_for(lock, std::chrono::seconds(60), [&] { return generation != mine; })) {
+        fail("a lane group's lanes did not all reach the sum (they would hang on the GPU)");
+      }
+    }
+  };
+
+  [[noreturn]] static void fail(const char* why) {
+    std::fprintf(stderr, "rope host run: %s\n", why);
+    std::fflush(stderr);
+    std::abort();
+  }
+
+  int width_;
+  std::vector<float> posts_;
+  std::vector<std::unique_ptr<Barrier>> barriers_;
+};
+
+/// One lane's view of HostLaneGroups: the body's `Group` in host norm runs.
+struct HostLaneGroup {
+  HostLaneGroups* groups;
+  int lane;
+  template <int N>
+  void sum(float (&v)[N], int width) const {
+    groups->sum(lane, v, width);
+  }
+};
+
+/// A QK-RMSNorm + RoPE launch on the host: the launcher's validation, conversion and dispatch,
+/// then one thread per lane, each running the body for every token. `lanes_override` > 0 is
+/// rounded up to a multiple of the launch's group width (the lane rule of norm launches).
+template <typename T, typename W>
+cudaError_t run_norm_on_host(const rope::RopeParams<T>& p, const rope::QkNorm<T, W>& n, int lanes_override = 0,
+                             int* vec_out = nullptr, int* lanes_out = nullptr) {
+  using Policy = rope::detail::NormPolicy;  // the launcher's
+  const rope::Status status = rope::validate(p, n);
+  if (!status.ok()) return status.error;
+  if (p.num_tokens == 0) return cudaSuccess;
+  const rope::detail::RmsNorm<W> norm = rope::detail::make_rms_norm(n);
+  rope::detail::dispatch<Policy>(
+      p, rope::detail::NoAppend{},
+      [&](auto style, auto vec, auto head_batch, auto multi_axis) {
+        if (vec_out != nullptr) *vec_out = decltype(vec)::value;
+        const rope::detail::LaunchShape shape = rope::detail::choose_launch_shape<Policy>(p, vec, head_batch, rope::detail::HeadLanes::kNormGroup);
+        const int rotary_dim = p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
+        const int width = rope::detail::norm_group_width(rotary_dim / 2 / decltype(vec)::value);
+        const int lanes = lanes_override > 0 ? (lanes_override + width - 1) / width * width : shape.lanes_per_token;
+        if (lanes_out != nullptr) *lanes_out = lanes;
+        HostLaneGroups groups(lanes, width);
+        std::vector<std::thread> threads;
+        for (int lane = 0; lane < lanes; ++lane) {
+          threads.emplace_back([&, lane] {
+            for (std::int64_t token = 0; token < p.num_tokens; ++token) {
+              rope::detail::rotate_token<T, decltype(style)::value, decltype(vec)::value, decltype(head_batch)::value,
+                                         decltype(multi_axis)::value, rope::detail::NoAppend, rope::detail::RmsNorm<W>,
+                                         HostLaneGroup>(p, false, token, lane, lanes, rope::detail::NoAppend{}, norm,
+                                                        HostLaneGroup{&groups, lane});
+            }
+          });
+        }
+        for (std::thread& t : threads) t.join();
+      },
+      norm);
   return cudaSuccess;
 }
 

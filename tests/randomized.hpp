@@ -318,7 +318,8 @@ struct Coverage {
   int run = 0, failed = 0;
   int dtype[3] = {0, 0, 0};
   int interleaved = 0, partial = 0, odd_head_dim = 0, gqa = 0, k_only = 0, fused = 0, in_place = 0, padded = 0,
-      misaligned = 0, positions[3] = {0, 0, 0}, out_of_range = 0, computed = 0, scaled = 0, backward = 0;
+      misaligned = 0, positions[3] = {0, 0, 0}, out_of_range = 0, computed = 0, scaled = 0, backward = 0,
+      qk_norm = 0;
   std::int64_t max_tokens = 0;
 
   void add(const RandomCase& rc) {
@@ -339,6 +340,7 @@ struct Coverage {
     computed += c.computed;
     scaled += c.scaled;
     backward += c.backward;
+    qk_norm += c.qk_norm;
     max_tokens = std::max(max_tokens, c.tokens);
   }
 };
@@ -359,8 +361,11 @@ inline BatchCases batch_cases(std::uint64_t first, std::uint64_t count) {
 
 /// Runs cases [first, first + count) of this process's seed on `backend` and reports each
 /// failure with its replay line. With ROPE_RANDOM_CASE set, the batch that starts at 0 runs
-/// exactly that one case and the other batches are skipped.
-inline void run_random_batch(const char* suite, Backend backend, std::uint64_t first, std::uint64_t count) {
+/// exactly that one case and the other batches are skipped. `draw` makes case (seed, index):
+/// random_case, or another generator over the same CaseConfig (random_norm_case).
+using CaseDraw = RandomCase (*)(std::uint64_t seed, std::uint64_t index, Backend backend);
+inline void run_random_batch(const char* suite, Backend backend, std::uint64_t first, std::uint64_t count,
+                             CaseDraw draw = random_case) {
   const BatchCases cases = batch_cases(first, count);
   if (cases.skip) GTEST_SKIP() << "replaying ROPE_RANDOM_CASE in the first batch only";
   const std::uint64_t seed = cases.seed;
@@ -370,7 +375,7 @@ inline void run_random_batch(const char* suite, Backend backend, std::uint64_t f
   Coverage cov;
   const auto start = std::chrono::steady_clock::now();
   for (std::uint64_t i = first; i < first + count; ++i) {
-    const RandomCase rc = random_case(seed, i, backend);
+    const RandomCase rc = draw(seed, i, backend);
     install_crash_note(rc, suite);
     cov.add(rc);
     if (cases.replaying) std::printf("[ REPLAY   ] case %llu:%llu %s\n", static_cast<unsigned long long>(seed),
@@ -389,12 +394,12 @@ inline void run_random_batch(const char* suite, Backend backend, std::uint64_t f
       "[ RANDOM   ] %s: %d configs run (cases %llu..%llu of seed %llu) in %.1f s, %d failed\n"
       "[ RANDOM   ]   float/half/bf16 %d/%d/%d, interleaved %d, partial rotary %d, head_dim %%8!=0 %d, "
       "with k %d (k only %d), fused qkv %d, in place %d, padded %d, misaligned %d, positions none/i32/i64 %d/%d/%d, "
-      "out of range %d, computed %d (scaled %d), backward %d, max tokens %lld\n",
+      "out of range %d, computed %d (scaled %d), backward %d, qk-norm %d, max tokens %lld\n",
       backend_name(backend), cov.run, static_cast<unsigned long long>(first),
       static_cast<unsigned long long>(first + count - 1), static_cast<unsigned long long>(seed), seconds,
       cov.failed, cov.dtype[0], cov.dtype[1], cov.dtype[2], cov.interleaved, cov.partial, cov.odd_head_dim, cov.gqa,
       cov.k_only, cov.fused, cov.in_place, cov.padded, cov.misaligned, cov.positions[0], cov.positions[1], cov.positions[2],
-      cov.out_of_range, cov.computed, cov.scaled, cov.backward, static_cast<long long>(cov.max_tokens));
+      cov.out_of_range, cov.computed, cov.scaled, cov.backward, cov.qk_norm, static_cast<long long>(cov.max_tokens));
   std::fflush(stdout);
   if (cov.failed > kReported) ADD_FAILURE() << cov.failed << " of " << cov.run << " random cases failed (first "
                                             << kReported << " shown)";

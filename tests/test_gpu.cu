@@ -4,8 +4,10 @@
 
 #include <gtest/gtest.h>
 
+#define ROPE_TEST_QK_NORM 1  // Case runs norm configurations here (harness.hpp)
 #include "case_tests.hpp"
 #include "kv_append_cases.hpp"
+#include "qk_norm_cases.hpp"
 
 template <typename T>
 class Gpu : public ::testing::Test {};
@@ -15,6 +17,12 @@ ROPE_DEFINE_CASE_TESTS(Gpu, ::rope_test::Backend::kGpu, ROPE_SKIP_WITHOUT_GPU())
 template <typename T>
 class GpuAppend : public ::testing::Test {};
 ROPE_DEFINE_APPEND_TESTS(GpuAppend, ::rope_test::Backend::kGpu, ROPE_SKIP_WITHOUT_GPU())
+
+// QK-RMSNorm + RoPE through rope_forward_qk_norm (warp-shuffle group sums), on the same
+// configurations as HostQkNorm.
+template <typename T>
+class GpuQkNorm : public ::testing::Test {};
+ROPE_DEFINE_NORM_TESTS(GpuQkNorm, ::rope_test::Backend::kGpu, ROPE_SKIP_WITHOUT_GPU())
 
 namespace {
 
@@ -55,6 +63,28 @@ TEST(GpuLarge, LlamaAppend) {
   c.layout = rope_test::CacheLayout::kHnd;
   rope_test::AppendCase<__nv_bfloat16, __nv_fp8_e4m3> fp8(c, 5);
   EXPECT_TRUE(fp8.run(Backend::kGpu));
+}
+
+// Qwen3-8B prefill (q 32, k 8 of a fused [T, 48, 128] bf16 buffer, in place, int64 positions
+// into a 131072-row table), and Gemma 3's (1 + w) with 256-dim heads and fp32 weights; a token
+// count that leaves the last block part empty (lanes of no token share warps with real ones).
+TEST(GpuLarge, QkNormShapes) {
+  ROPE_SKIP_WITHOUT_GPU();
+  CaseConfig c = rope_test::norm_case(128, 32, 8);
+  c.tokens = 20001;
+  c.fused_qkv = true;
+  c.in_place = true;
+  c.table_rows = 131072;
+  Case<__nv_bfloat16> qwen(c, 6);
+  EXPECT_TRUE(qwen.run(Backend::kGpu));
+  CaseConfig g = rope_test::norm_case(256, 8, 4);
+  g.tokens = 4097;
+  g.weighting = rope::NormWeighting::kOnePlus;
+  g.float_weights = true;
+  g.computed = true;
+  g.max_position = 1 << 20;
+  Case<__nv_bfloat16> gemma(g, 7);
+  EXPECT_TRUE(gemma.run(Backend::kGpu));
 }
 
 TEST(GpuLarge, OriginalSweepShape) {

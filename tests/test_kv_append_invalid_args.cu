@@ -32,23 +32,10 @@ constexpr std::size_t kCacheElems = std::size_t{kBlocks} * kBlockSize * kKvHeads
 /// One allocation holding every buffer of a valid launch (device memory with a GPU).
 class Buffers {
  public:
-  Buffers() : gpu_(rope_test::gpu_available()) {
-    const std::size_t bytes = kElems * sizeof(float);
-    std::vector<float> fill(kElems, 1234.5f);
-    if (gpu_) {
-      EXPECT_EQ(cudaMalloc(&base_, bytes), cudaSuccess);
-      EXPECT_EQ(cudaMemcpy(base_, fill.data(), bytes, cudaMemcpyHostToDevice), cudaSuccess);
-    } else {
-      base_ = new float[kElems];
-      std::memcpy(base_, fill.data(), bytes);
-    }
-  }
-  ~Buffers() { gpu_ ? (void)cudaFree(base_) : delete[] base_; }
-
-  float* q() const { return base_; }
-  float* k() const { return base_ + kQHeads * kHeadElems; }
-  float* v() const { return base_ + (kQHeads + kKvHeads) * kHeadElems; }
-  float* k_cache() const { return base_ + (kQHeads + 2 * kKvHeads) * kHeadElems; }
+  float* q() const { return memory_.data(); }
+  float* k() const { return q() + kQHeads * kHeadElems; }
+  float* v() const { return q() + (kQHeads + kKvHeads) * kHeadElems; }
+  float* k_cache() const { return q() + (kQHeads + 2 * kKvHeads) * kHeadElems; }
   float* v_cache() const { return k_cache() + kCacheElems; }
   float* cos() const { return v_cache() + kCacheElems; }
   std::int64_t* slots() const { return reinterpret_cast<std::int64_t*>(cos() + kTokens * kDim); }
@@ -75,20 +62,11 @@ class Buffers {
     a.slots = rope::slot_mapping(static_cast<const std::int64_t*>(slots()));
     return a;
   }
-  std::vector<float> contents() const {
-    std::vector<float> out(kElems);
-    if (gpu_) {
-      EXPECT_EQ(cudaMemcpy(out.data(), base_, kElems * sizeof(float), cudaMemcpyDeviceToHost), cudaSuccess);
-    } else {
-      std::memcpy(out.data(), base_, kElems * sizeof(float));
-    }
-    return out;
-  }
+  std::vector<float> contents() const { return memory_.contents(); }
 
  private:
   static constexpr std::size_t kElems = (kQHeads + 2 * kKvHeads) * kHeadElems + 2 * kCacheElems + kTokens * kDim + 64;
-  bool gpu_;
-  float* base_ = nullptr;
+  rope_test::ScratchFloats memory_{kElems, 1234.5f};
 };
 
 struct BadAppend {

@@ -11,8 +11,10 @@
 
 #include <gtest/gtest.h>
 
+#define ROPE_TEST_QK_NORM 1  // Case runs norm configurations here (harness.hpp)
 #include "randomized.hpp"
 #include "randomized_append.hpp"
+#include "randomized_norm.hpp"
 
 namespace {
 
@@ -50,6 +52,16 @@ TEST(RandomizedGpuAppend, Cases0000To1999MatchReference) {
   rope_test::run_random_append_batch("RandomizedGpuAppend", Backend::kGpu, 0, 2000);
 }
 
+// QK-RMSNorm + RoPE: 500 drawn configurations on the host (lanes as threads, fewer tokens),
+// 2000 on the GPU.
+TEST(RandomizedHostQkNorm, Cases0000To0499MatchReference) {
+  rope_test::run_random_batch("RandomizedHostQkNorm", Backend::kHost, 0, 500, rope_test::random_norm_case);
+}
+TEST(RandomizedGpuQkNorm, Cases0000To1999MatchReference) {
+  ROPE_SKIP_WITHOUT_GPU();
+  rope_test::run_random_batch("RandomizedGpuQkNorm", Backend::kGpu, 0, 2000, rope_test::random_norm_case);
+}
+
 // The replay promise: a case is a function of (seed, index) alone, configuration and data.
 TEST(RandomizedGenerator, SameSeedAndIndexGiveSameCase) {
   for (std::uint64_t i = 0; i < 200; ++i) {
@@ -59,6 +71,10 @@ TEST(RandomizedGenerator, SameSeedAndIndexGiveSameCase) {
     EXPECT_EQ(a.cfg.longrope_long, b.cfg.longrope_long);
   }
   EXPECT_NE(rope_test::random_case(1, 0, Backend::kHost).describe(), rope_test::random_case(2, 0, Backend::kHost).describe());
+  for (std::uint64_t i = 0; i < 50; ++i) {
+    EXPECT_EQ(rope_test::random_norm_case(7, i, Backend::kHost).describe(),
+              rope_test::random_norm_case(7, i, Backend::kHost).describe());
+  }
   EXPECT_NE(rope_test::random_case(1, 0, Backend::kHost).describe(), rope_test::random_case(1, 1, Backend::kHost).describe());
 }
 

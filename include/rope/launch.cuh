@@ -23,17 +23,23 @@ template <typename T>
 constexpr bool kSupportedType = std::is_same<T, float>::value || std::is_same<T, __half>::value ||
                                 std::is_same<T, __nv_bfloat16>::value;
 
-/// Launches a validated, non-empty launch: one kernel instance per (style, width, append mode).
-template <typename Policy, typename T, typename Append>
-cudaError_t launch_validated(const RopeParams<T>& params, bool inverse, const Append& append, cudaStream_t stream) {
-  dispatch<Policy>(params, append, [&](auto style, auto vec, auto head_batch, auto multi_axis) {
-    const LaunchShape shape = choose_launch_shape<Policy>(params, vec, head_batch);
-    const std::int64_t blocks = (params.num_tokens + shape.tokens_per_block - 1) / shape.tokens_per_block;
-    const dim3 block(static_cast<unsigned>(shape.lanes_per_token), static_cast<unsigned>(shape.tokens_per_block));
-    rotate_tokens_kernel<T, Policy, decltype(style)::value, decltype(vec)::value, decltype(head_batch)::value,
-                         decltype(multi_axis)::value, Append>
-        <<<static_cast<unsigned>(blocks), block, 0, stream>>>(params, inverse, append);
-  });
+/// Launches a validated, non-empty launch: one kernel instance per (style, width, append mode,
+/// norm mode).
+template <typename Policy, typename T, typename Append, typename Norm = NoNorm>
+cudaError_t launch_validated(const RopeParams<T>& params, bool inverse, const Append& append, cudaStream_t stream,
+                             const Norm& norm = Norm{}) {
+  dispatch<Policy>(
+      params, append,
+      [&](auto style, auto vec, auto head_batch, auto multi_axis) {
+        const LaunchShape shape = choose_launch_shape<Policy>(
+            params, vec, head_batch, Norm::kEnabled ? HeadLanes::kNormGroup : HeadLanes::kOnePerColumn);
+        const std::int64_t blocks = (params.num_tokens + shape.tokens_per_block - 1) / shape.tokens_per_block;
+        const dim3 block(static_cast<unsigned>(shape.lanes_per_token), static_cast<unsigned>(shape.tokens_per_block));
+        rotate_tokens_kernel<T, Policy, decltype(style)::value, decltype(vec)::value, decltype(head_batch)::value,
+                             decltype(multi_axis)::value, Append, Norm>
+            <<<static_cast<unsigned>(blocks), block, 0, stream>>>(params, inverse, append, norm);
+      },
+      norm);
   return record(cudaGetLastError());
 }
 

@@ -9,6 +9,7 @@
 #include <rope/frequencies.cuh>
 #include <rope/kv_cache.cuh>
 #include <rope/launch.cuh>
+#include <rope/qk_norm.cuh>
 #include <rope/status.cuh>
 #include <rope/types.cuh>
 #include <rope/validate.cuh>

@@ -11,6 +11,9 @@
 #include <rope/kv_cache_types.cuh>
 #include <rope/kv_cache_validate.cuh>
 #include <rope/launch.cuh>
+#include <rope/qk_norm.cuh>
+#include <rope/qk_norm_types.cuh>
+#include <rope/qk_norm_validate.cuh>
 #include <rope/rope.cuh>
 #include <rope/status.cuh>
 #include <rope/types.cuh>
@@ -67,6 +70,21 @@ __global__ void every_device_call(T* heads, rope::CosSin cs, const std::int64_t*
   head[threadIdx.x % 8] = T(y1 + y2 + second[1] + pairs[3]);
 }
 
+/// QK-RMSNorm + RoPE with weights of type W: both weightings, q and k, then k only.
+template <typename T, typename W>
+cudaError_t every_qk_norm(rope::RopeParams<T> p, const W* weights, cudaStream_t stream) {
+  rope::QkNorm<T, W> n;
+  n.q_weight = weights;
+  n.k_weight = weights + 128;
+  n.eps = 1e-6f;
+  if (!rope::validate(p, n).ok()) return cudaErrorInvalidValue;
+  cudaError_t e = rope::rope_forward_qk_norm(p, n, stream);
+  n.weighting = rope::NormWeighting::kOnePlus;
+  p.q = rope::HeadsTensor<T>{};
+  n.q_weight = nullptr;
+  return e != cudaSuccess ? e : rope::rope_forward_qk_norm(p, n, stream);
+}
+
 template <typename T>
 cudaError_t every_launch(T* qkv, const float* cos, const float* sin, const T* cos_t, const T* sin_t,
                          const float* inv_freq, const std::int32_t* pos32, const std::int64_t* pos64, int* flag,
@@ -93,6 +111,8 @@ cudaError_t every_launch(T* qkv, const float* cos, const float* sin, const T* co
   e = e != cudaSuccess ? e : rope::rope_forward<T>(qkv, cos, sin, qkv, 16, 128, stream);
   every_device_call<T><<<1, 32, 0, stream>>>(qkv, p.cos_sin, pos64);
   e = e != cudaSuccess ? e : cudaGetLastError();
+  e = e != cudaSuccess ? e : every_qk_norm<T, T>(p, qkv + 10 * 128, stream);
+  e = e != cudaSuccess ? e : every_qk_norm<T, float>(p, inv_freq, stream);
   e = e != cudaSuccess ? e : every_append<T, T>(p, qkv + 6 * 128, reinterpret_cast<T*>(qkv + 8 * 128), pos64, flag, stream);
   return e != cudaSuccess ? e
                           : every_append<T, __nv_fp8_e4m3>(p, qkv + 6 * 128, reinterpret_cast<__nv_fp8_e4m3*>(qkv + 8 * 128),

@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include <rope/detail/cache_append.cuh>
+#include <rope/detail/norm_stage.cuh>
 #include <rope/detail/policy.cuh>
 #include <rope/detail/vector.cuh>
 #include <rope/types.cuh>
@@ -73,10 +74,21 @@ bool append_views_fit(const CacheAppend<T, C>& append, Style style, int vec) {
          cache_ok(a.v_cache);
 }
 
+/// The norm stage's weights: read like x, in elements of W (rotary pairs and tail alike).
+inline bool norm_views_fit(const NoNorm&, Style, int) { return true; }
+
+template <typename W>
+bool norm_views_fit(const RmsNorm<W>& norm, Style style, int vec) {
+  const int need = access_alignment<W>(style, vec);
+  return (norm.q_weight == nullptr || is_aligned(norm.q_weight, static_cast<std::size_t>(need) * sizeof(W))) &&
+         (norm.k_weight == nullptr || is_aligned(norm.k_weight, static_cast<std::size_t>(need) * sizeof(W)));
+}
+
 /// Whether every access of a launch that moves `vec` pairs at a time stays aligned: the one
-/// statement of the alignment rule, for q, k, the cos/sin source and the append stage's views.
-template <typename T, typename Append = NoAppend>
-bool vector_width_fits(const RopeParams<T>& p, int vec, const Append& append = Append{}) {
+/// statement of the alignment rule, for q, k, the cos/sin source, the append stage's views and
+/// the norm stage's weights.
+template <typename T, typename Append = NoAppend, typename Norm = NoNorm>
+bool vector_width_fits(const RopeParams<T>& p, int vec, const Append& append = Append{}, const Norm& norm = Norm{}) {
   if (vec == 1) return true;
   const int rotary_dim = p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
   if (!multiple_of(rotary_dim / 2, vec) || !multiple_of(p.head_dim - rotary_dim, vec)) return false;
@@ -87,7 +99,7 @@ bool vector_width_fits(const RopeParams<T>& p, int vec, const Append& append = A
            (t.y == nullptr || view_aligned<T>(t.y, need, t.y_token_stride, t.y_head_stride));
   };
   if ((p.q.num_heads > 0 && !tensor_ok(p.q)) || (p.k.num_heads > 0 && !tensor_ok(p.k))) return false;
-  if (!append_views_fit<T>(append, p.style, vec)) return false;
+  if (!append_views_fit<T>(append, p.style, vec) || !norm_views_fit(norm, p.style, vec)) return false;
   const CosSin& cs = p.cos_sin;
   if (cs.kind == CosSin::Kind::kComputed) {
     const int f = vec < 4 ? vec : 4;  // fp32 frequencies, 16 bytes at most per access
@@ -99,11 +111,12 @@ bool vector_width_fits(const RopeParams<T>& p, int vec, const Append& append = A
 }
 
 /// Calls `f(style, vec, head_batch, multi_axis)` (integral constants) with the widest access the
-/// arguments allow, for a plain launch (NoAppend) or an append launch (a CacheAppend, whose type
-/// is the kernel's append-mode template parameter). `multi_axis` (M-RoPE positions) is a
-/// compile-time choice so that its per-pair position logic costs one-axis launches no registers.
-template <typename Policy, typename T, typename Append, typename F>
-void dispatch(const RopeParams<T>& p, const Append& append, F&& f) {
+/// arguments allow, for a plain launch (NoAppend, NoNorm), an append launch (a CacheAppend, whose
+/// type is the kernel's append-mode template parameter) or a norm launch (an RmsNorm).
+/// `multi_axis` (M-RoPE positions) is a compile-time choice so that its per-pair position logic
+/// costs one-axis launches no registers.
+template <typename Policy, typename T, typename Append, typename F, typename Norm = NoNorm>
+void dispatch(const RopeParams<T>& p, const Append& append, F&& f, const Norm& norm = Norm{}) {
   using W = VectorWidths<T>;
   auto with_style = [&](auto vec) {
     constexpr int kBatch = head_batch_for<T, Policy>(decltype(vec)::value);
@@ -121,11 +134,12 @@ void dispatch(const RopeParams<T>& p, const Append& append, F&& f) {
       with_axes(std::integral_constant<Style, Style::kHalfSplit>{});
     }
   };
-  if (p.q.num_heads + p.k.num_heads <= kFewHeads && vector_width_fits(p, W::kDouble, append)) {
+  // Norm launches skip the double width: its weight and data chunks spill under NormPolicy.
+  if (!Norm::kEnabled && p.q.num_heads + p.k.num_heads <= kFewHeads && vector_width_fits(p, W::kDouble, append, norm)) {
     with_style(std::integral_constant<int, W::kDouble>{});
-  } else if (vector_width_fits(p, W::kWide, append)) {
+  } else if (vector_width_fits(p, W::kWide, append, norm)) {
     with_style(std::integral_constant<int, W::kWide>{});
-  } else if (vector_width_fits(p, W::kNarrow, append)) {
+  } else if (vector_width_fits(p, W::kNarrow, append, norm)) {
     with_style(std::integral_constant<int, W::kNarrow>{});
   } else {
     with_style(std::integral_constant<int, 1>{});
@@ -138,6 +152,10 @@ void dispatch(const RopeParams<T>& p, F&& f) {
   dispatch<Policy>(p, NoAppend{}, static_cast<F&&>(f));
 }
 
+/// How a head's columns map to lanes: one lane per column, or (norm launches) a power-of-two
+/// group of lanes within one warp, for the group's sum of squares.
+enum class HeadLanes : int { kOnePerColumn, kNormGroup };
+
 /// Threads of one token (lanes) and tokens per block.
 struct LaunchShape {
   int lanes_per_token;
@@ -149,11 +167,14 @@ struct LaunchShape {
 /// computed cos/sin and many tokens; heads split evenly across groups). When one token is too
 /// little work for the block (a single 64-dim head, say), the block takes several tokens, fewer
 /// when that would leave too few blocks. A head wider than the block has its lanes walk columns.
+/// Norm launches (HeadLanes::kNormGroup) give a head norm_group_width(columns) lanes instead, so
+/// lanes per token are a multiple of that width (detail/norm_stage.cuh's lane rule).
 template <typename Policy, typename T>
-LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch) {
+LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch,
+                                HeadLanes head_lanes = HeadLanes::kOnePerColumn) {
   constexpr int kMaxBlockThreads = Policy::kMaxBlockThreads;
   const int rotary_dim = p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
-  const int columns = rotary_dim / 2 / vec;
+  const int columns = head_lanes == HeadLanes::kNormGroup ? norm_group_width(rotary_dim / 2 / vec) : rotary_dim / 2 / vec;
   if (columns >= kMaxBlockThreads) return LaunchShape{kMaxBlockThreads, 1};
   const int heads = p.q.num_heads + p.k.num_heads;
   // Computed cos/sin cost arithmetic per lane, not bytes: with many tokens, give each lane two

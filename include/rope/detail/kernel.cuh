@@ -19,15 +19,23 @@ namespace detail {
 /// rotation (by -theta); it is uniform across the launch, so the branch costs nothing.
 /// `Policy` (a RopePolicy) sets the launch bounds; kHeadBatch is the policy's batch for this kVec.
 /// `Append` is the append mode: NoAppend (plain RoPE; an empty parameter) or a CacheAppend.
-/// `kMultiAxis`: multi-axis (M-RoPE) positions.
-template <typename T, typename Policy, Style kStyle, int kVec, int kHeadBatch, bool kMultiAxis, typename Append = NoAppend>
+/// `Norm` is the norm mode: NoNorm (an empty parameter) or an RmsNorm, whose lanes sum across
+/// their group with warp shuffles. `kMultiAxis`: multi-axis (M-RoPE) positions.
+template <typename T, typename Policy, Style kStyle, int kVec, int kHeadBatch, bool kMultiAxis, typename Append = NoAppend,
+          typename Norm = NoNorm>
 ROPE_KERNEL void __launch_bounds__(Policy::kMaxBlockThreads, Policy::kMinBlocksPerSm)
     rotate_tokens_kernel(const __grid_constant__ RopeParams<T> params, bool inverse,
-                         const __grid_constant__ Append append) {
+                         const __grid_constant__ Append append, const __grid_constant__ Norm norm) {
   const std::int64_t token = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
   if (token < params.num_tokens) {
-    rotate_token<T, kStyle, kVec, kHeadBatch, kMultiAxis, Append>(params, inverse, token, static_cast<int>(threadIdx.x),
-                                                      static_cast<int>(blockDim.x), append);
+    if constexpr (Norm::kEnabled) {
+      const WarpLaneGroup group{(threadIdx.y * blockDim.x + threadIdx.x) % 32u};
+      rotate_token<T, kStyle, kVec, kHeadBatch, kMultiAxis, Append, Norm, WarpLaneGroup>(
+          params, inverse, token, static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x), append, norm, group);
+    } else {
+      rotate_token<T, kStyle, kVec, kHeadBatch, kMultiAxis, Append>(params, inverse, token, static_cast<int>(threadIdx.x),
+                                                                    static_cast<int>(blockDim.x), append);
+    }
   }
 }
 

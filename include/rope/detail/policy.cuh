@@ -25,5 +25,11 @@ struct RopePolicy {
 /// What the public launchers use.
 using DefaultPolicy = RopePolicy<>;
 
+/// What norm launches (rope_forward_qk_norm) use: two heads per batch and two blocks per SM. With
+/// four heads the norm stage's partial sums, inverse RMS and weight chunks take the bf16
+/// instance to 162 registers (one block of 256 per SM); two heads fit 128 without spills
+/// (bench/NOTES.md, change 6).
+using NormPolicy = RopePolicy<2, 2>;
+
 }  // namespace detail
 }  // namespace rope

@@ -13,6 +13,7 @@
 #include <rope/device/rotation.cuh>
 #include <rope/detail/cache_append.cuh>
 #include <rope/detail/pass_through.cuh>
+#include <rope/detail/norm_stage.cuh>
 #include <rope/detail/vector.cuh>
 #include <rope/types.cuh>
 
@@ -113,6 +114,11 @@ ROPE_UNROLL
   }
 }
 
+/// The identity pre-transform of a pair (plain launches).
+struct Unscaled {
+  ROPE_HOST_DEVICE void operator()(int, float&, float&) const {}
+};
+
 /// Pairs [first_pair, first_pair + kVec) of one head, as loaded: loading and rotating are
 /// separate steps so a lane can have several heads' loads in flight before it rotates any.
 template <typename T, Style kStyle, int kVec>
@@ -135,17 +141,36 @@ struct PairChunk {
     }
   }
 
-  /// y1 = x1 cos - x2 sin, y2 = x1 sin + x2 cos in fp32, rounded to T in the chunk's registers
-  /// and stored to y. Append launches may pass a null y (k without write-back; `kOptionalY`):
-  /// the chunk is then only rotated, for `store_to_cache`.
-  template <bool kOptionalY = false>
-  ROPE_HOST_DEVICE void rotate_store(T* y, int half, int first_pair, const float (&c)[kVec],
-                                     const float (&s)[kVec]) {
+  /// Pair i as floats: (a[i], b[i]) half-split, (a[2i], a[2i + 1]) interleaved.
+  ROPE_HOST_DEVICE void get_pair(int i, float& x1, float& x2) const {
+    x1 = kHalfSplit ? a.get(i) : a.get(2 * i);
+    x2 = kHalfSplit ? b.get(i) : a.get(2 * i + 1);
+  }
+
+  /// Sum of the squares of the chunk's elements, in fp32 (the norm stage's partial sum).
+  ROPE_HOST_DEVICE float sum_squares() const {
+    float sum = 0.0f;
 ROPE_UNROLL
     for (int i = 0; i < kVec; ++i) {
-      // Pair i: (a[i], b[i]) half-split, (a[2i], a[2i + 1]) interleaved.
-      const float x1 = kHalfSplit ? a.get(i) : a.get(2 * i);
-      const float x2 = kHalfSplit ? b.get(i) : a.get(2 * i + 1);
+      float x1, x2;
+      get_pair(i, x1, x2);
+      sum += x1 * x1 + x2 * x2;
+    }
+    return sum;
+  }
+
+  /// y1 = x1 cos - x2 sin, y2 = x1 sin + x2 cos in fp32, rounded to T in the chunk's registers
+  /// and stored to y. Append launches may pass a null y (k without write-back; `kOptionalY`):
+  /// the chunk is then only rotated, for `store_to_cache`. `scale(i, x1, x2)` transforms pair i
+  /// in fp32 before the rotation (the norm stage; Unscaled compiles away).
+  template <bool kOptionalY = false, typename Scale = Unscaled>
+  ROPE_HOST_DEVICE void rotate_store(T* y, int half, int first_pair, const float (&c)[kVec],
+                                     const float (&s)[kVec], const Scale& scale = Scale{}) {
+ROPE_UNROLL
+    for (int i = 0; i < kVec; ++i) {
+      float x1, x2;
+      get_pair(i, x1, x2);
+      scale(i, x1, x2);
       float y1, y2;
       device::rotate_pair(x1, x2, c[i], s[i], y1, y2);
       if (kHalfSplit) {
@@ -201,6 +226,83 @@ ROPE_HOST_DEVICE HeadPointers<T> head_pointers(const RopeParams<T>& p, std::int6
   return HeadPointers<T>{x, y};
 }
 
+/// The norm stage's pre-transform of one head's pair: x * inv_rms * (w + offset), w the pair's
+/// weight from q's chunk or k's (selected per value: a runtime choice between two register
+/// fragments by reference would put both in local memory).
+template <typename W, Style kStyle, int kVec>
+struct NormScale {
+  const PairChunk<W, kStyle, kVec>& q_weight;
+  const PairChunk<W, kStyle, kVec>& k_weight;
+  bool in_q;
+  float inv_rms;
+  float weight_offset;
+
+  ROPE_HOST_DEVICE void operator()(int i, float& x1, float& x2) const {
+    float q1, q2, k1, k2;
+    q_weight.get_pair(i, q1, q2);
+    k_weight.get_pair(i, k1, k2);
+    x1 = x1 * inv_rms * ((in_q ? q1 : k1) + weight_offset);
+    x2 = x2 * inv_rms * ((in_q ? q2 : k2) + weight_offset);
+  }
+};
+
+/// What one lane of a norm launch holds of the head it works on, beyond its register column:
+/// columns `column + width, column + 2 width, ...` (heads wider than a warp's worth of columns)
+/// and the tail chunks `column, column + width, ...` of kVec elements past rotary_dim. These are
+/// read once for the sum of squares and again, after the group's sum, to be normalized and
+/// stored: registers cannot hold a run-time number of chunks.
+template <typename T, Style kStyle, int kVec>
+struct NormWalk {
+  int column, width, columns, half, rotary_dim, tail_chunks;
+
+  /// The lane's sum of squares over its walked columns and tail chunks of head `x`.
+  ROPE_HOST_DEVICE float sum_squares(const T* x) const {
+    float sum = 0.0f;
+    for (int col = column + width; col < columns; col += width) {
+      PairChunk<T, kStyle, kVec> extra;
+      extra.load(x, half, col * kVec);
+      sum += extra.sum_squares();
+    }
+    for (int j = column; j < tail_chunks; j += width) {
+      Fragment<T, kVec> f;
+      f.load(x + rotary_dim + j * kVec);
+ROPE_UNROLL
+      for (int i = 0; i < kVec; ++i) sum += f.get(i) * f.get(i);
+    }
+    return sum;
+  }
+
+  /// Normalizes, weights, rotates (walked columns) and stores the same elements of head x to y;
+  /// `weight` is the head's weight vector (q's or k's).
+  template <bool kMultiAxis, typename W>
+  ROPE_HOST_DEVICE void store(const RopeParams<T>& p, const AxisPositions& pos, bool inverse, const T* x, T* y,
+                              const W* weight, float inv_rms, float weight_offset) const {
+    for (int col = column + width; col < columns; col += width) {
+      PairChunk<T, kStyle, kVec> extra;
+      PairChunk<W, kStyle, kVec> w;
+      extra.load(x, half, col * kVec);
+      w.load(weight, half, col * kVec);
+      float c[kVec], s[kVec];
+      if constexpr (kMultiAxis) {
+        load_cos_sin_multi_axis<kVec, T>(p.cos_sin, p.positions, pos, col * kVec, inverse, c, s);
+      } else {
+        load_cos_sin<kVec, T>(p.cos_sin, pos.axis[0], col * kVec, inverse, c, s);
+      }
+      extra.rotate_store(y, half, col * kVec, c, s, NormScale<W, kStyle, kVec>{w, w, true, inv_rms, weight_offset});
+    }
+    for (int j = column; j < tail_chunks; j += width) {
+      const int offset = rotary_dim + j * kVec;
+      Fragment<T, kVec> f;
+      Fragment<W, kVec> w;
+      f.load(x + offset);
+      w.load(weight + offset);
+ROPE_UNROLL
+      for (int i = 0; i < kVec; ++i) f.set(i, f.get(i) * inv_rms * (w.get(i) + weight_offset));
+      f.store(y + offset);
+    }
+  }
+};
+
 /// All work of one token, shared by `lanes` cooperating threads (this one is `lane`).
 ///
 /// The rotary part of a head is split into columns of kVec pairs. Lane `lane` takes column
@@ -215,9 +317,19 @@ ROPE_HOST_DEVICE HeadPointers<T> head_pointers(const RopeParams<T>& p, std::int6
 /// (`Append` a CacheAppend; NoAppend compiles every append step away), store k to its cache
 /// row. After the rotated part, the lanes share the pass-through tail (to y and the k cache) and
 /// then v (to the v cache), kVec elements per access, kHeadBatch accesses in flight.
-template <typename T, Style kStyle, int kVec, int kHeadBatch, bool kMultiAxis = false, typename Append = NoAppend>
+///
+/// Norm launches (`Norm` an RmsNorm; NoNorm compiles every norm step away) put a head's columns
+/// on a group of lanes (detail/norm_stage.cuh states the rule) and, between load and rotation,
+/// sum each head's squares over the group (`group`: a warp shuffle on the GPU) for its inverse
+/// RMS. Every lane of a group reaches that sum equally often: the batch loop is the same for
+/// all of them, and a past-the-end head is summed like any other, its result unused. Each lane
+/// also normalizes its share of the tail, so the tail loops after the heads are skipped.
+template <typename T, Style kStyle, int kVec, int kHeadBatch, bool kMultiAxis = false, typename Append = NoAppend,
+          typename Norm = NoNorm, typename Group = NoLaneGroup>
 ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::int64_t token, int lane,
-                                   int lanes, const Append& append = Append{}) {
+                                   int lanes, const Append& append = Append{}, const Norm& norm = Norm{},
+                                   const Group& group = Group{}) {
+  static_assert(!(Append::kEnabled && Norm::kEnabled), "the norm stage does not combine with the append stage yet");
   const bool has_positions = p.positions.type != PositionType::kNone;
   const std::int64_t position = has_positions ? read_position(p.positions, token) : token;
   // Multi-axis positions (M-RoPE, kMultiAxis: dispatch's choice when positions.axes > 1): the
@@ -241,13 +353,25 @@ ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::in
   const int half = rotary_dim / 2;
   const int heads = p.q.num_heads + p.k.num_heads;
   const int columns = half / kVec;
-  const int groups = lanes >= columns ? lanes / columns : 1;
-  for (int item = lane; item < columns * groups; item += lanes) {
-    const int column = item % columns;
-    const int first_pair = column * kVec;
+  // A head's lanes: its columns, or (norm) a group of `width` lanes, some spare or walking.
+  const int width = Norm::kEnabled ? norm_group_width(columns) : columns;
+  const int groups = lanes >= width ? lanes / width : 1;
+  for (int item = lane; item < width * groups; item += lanes) {
+    const int column = item % width;
+    const bool spare = Norm::kEnabled && column >= columns;  // joins the sums with zero
+    const int first_pair = (spare ? 0 : column) * kVec;
     float c[kVec], s[kVec];
     bool have_cos_sin = false;
-    for (int first_head = item / columns; first_head < heads; first_head += groups * kHeadBatch) {
+    // Norm: the lane's weights of its column, for q and for k (either pointer serves when the
+    // other tensor is absent), and its walked columns and tail.
+    using Weight = typename Norm::Weight;
+    PairChunk<Weight, kStyle, kVec> q_weight, k_weight;
+    NormWalk<T, kStyle, kVec> walk{column, width, columns, half, rotary_dim, (p.head_dim - rotary_dim) / kVec};
+    if constexpr (Norm::kEnabled) {
+      q_weight.load(p.q.num_heads > 0 ? norm.q_weight : norm.k_weight, half, first_pair);
+      k_weight.load(p.k.num_heads > 0 ? norm.k_weight : norm.q_weight, half, first_pair);
+    }
+    for (int first_head = item / width; first_head < heads; first_head += groups * kHeadBatch) {
       PairChunk<T, kStyle, kVec> chunk[kHeadBatch];
 ROPE_UNROLL
       for (int b = 0; b < kHeadBatch; ++b) {
@@ -269,6 +393,20 @@ ROPE_UNROLL
         }
         have_cos_sin = true;
       }
+      float inv_rms[kHeadBatch];
+      if constexpr (Norm::kEnabled) {
+ROPE_UNROLL
+        for (int b = 0; b < kHeadBatch; ++b) {
+          const int h = first_head + b * groups;
+          inv_rms[b] = (spare ? 0.0f : chunk[b].sum_squares()) +
+                       walk.sum_squares(head_pointers(p, token, h < heads ? h : first_head).x);
+        }
+        group.sum(inv_rms, width);
+ROPE_UNROLL
+        for (int b = 0; b < kHeadBatch; ++b) {
+          inv_rms[b] = reciprocal_sqrt(inv_rms[b] / static_cast<float>(p.head_dim) + norm.eps);
+        }
+      }
 ROPE_UNROLL
       for (int b = 0; b < kHeadBatch; ++b) {
         const int h = first_head + b * groups;
@@ -282,6 +420,15 @@ ROPE_UNROLL
             chunk[b].store_to_cache(rows.k + kv_head * append.args.k_cache.head_stride, half, first_pair,
                                     append.args.k_scale);
           }
+        } else if constexpr (Norm::kEnabled) {
+          const bool in_q = h < p.q.num_heads;
+          const HeadPointers<T> ptr = head_pointers(p, token, h);
+          if (!spare) {
+            chunk[b].rotate_store(ptr.y, half, first_pair, c, s,
+                                  NormScale<Weight, kStyle, kVec>{q_weight, k_weight, in_q, inv_rms[b], norm.weight_offset});
+          }
+          walk.template store<kMultiAxis>(p, axis_pos, inverse, ptr.x, ptr.y, in_q ? norm.q_weight : norm.k_weight,
+                                          inv_rms[b], norm.weight_offset);
         } else {
           chunk[b].rotate_store(head_pointers(p, token, h).y, half, first_pair, c, s);
         }
@@ -291,8 +438,9 @@ ROPE_UNROLL
 
   // Partial rotary: elements [rotary_dim, head_dim) pass through: to y where y is not x, and for
   // k in an append launch to its cache row (and to y only with write-back). A tensor given in
-  // place has nothing to copy to y, so with q in place the items start at k's heads.
-  if (!in_range) return;
+  // place has nothing to copy to y, so with q in place the items start at k's heads. Norm
+  // launches normalized their tail with the heads above.
+  if (!in_range || Norm::kEnabled) return;
   const int tail_columns = (p.head_dim - rotary_dim) / kVec;
   using Cache = typename Append::Cache;
   using TailCache = std::conditional_t<Append::kEnabled, Cache, T>;  // plain launches: never used
