@@ -80,18 +80,14 @@ struct AxisPositions {
   ROPE_HOST_DEVICE std::int64_t of(int a) const { return a == 0 ? axis[0] : a == 1 ? axis[1] : axis[2]; }
 };
 
-/// load_cos_sin for multi-axis positions: each pair takes the position of its frequency's axis.
-/// A column whose pairs all take one axis (contiguous sections, where the axis only grows with
-/// the frequency, so its first and last pairs tell) reads like a one-axis launch, by vectors;
-/// any other column (interleaved sections, or one across a section boundary) one pair at a time.
+/// load_cos_sin for multi-axis positions: each pair takes the position of its frequency's axis,
+/// so table values are read one pair at a time (a column may span rows of several axes). Reading
+/// whole columns by vectors where they lie in one section was tried and measured slower: the
+/// second path took the Qwen2-VL instance from 128 to 144 registers, one block per SM instead of
+/// two (bench/NOTES.md, run 8).
 template <int kVec, typename T>
 ROPE_HOST_DEVICE void load_cos_sin_multi_axis(const CosSin& cs, const Positions& ps, const AxisPositions& pos,
                                               int first_pair, bool inverse, float (&c)[kVec], float (&s)[kVec]) {
-  const int first_axis = axis_of_frequency(ps, first_pair);
-  if (ps.layout == AxisSections::kContiguous && axis_of_frequency(ps, first_pair + kVec - 1) == first_axis) {
-    load_cos_sin<kVec, T>(cs, pos.of(first_axis), first_pair, inverse, c, s);
-    return;
-  }
 ROPE_UNROLL
   for (int i = 0; i < kVec; ++i) {
     const int j = first_pair + i;
@@ -455,7 +451,10 @@ ROPE_UNROLL
   if (tail_columns > 0 && tail_heads > 0) {
     float k_scale = 1.0f;
     if constexpr (Append::kEnabled) k_scale = append.args.k_scale;
-    copy_items<kHeadBatch, kVec, T, TailCache>(lane, lanes, tail_columns * tail_heads, k_scale, [&](int item) {
+    // Multi-axis instances copy one item at a time: their rotation already needs 128 registers,
+    // and a batch of copies in flight took them past it (one block per SM instead of two).
+    constexpr int kTailBatch = kMultiAxis ? 1 : kHeadBatch;
+    copy_items<kTailBatch, kVec, T, TailCache>(lane, lanes, tail_columns * tail_heads, k_scale, [&](int item) {
       const int h = first_tail_head + item / tail_columns;
       const int offset = rotary_dim + (item % tail_columns) * kVec;
       const int kv_head = h - p.q.num_heads;  // negative for q heads
