@@ -112,7 +112,9 @@ cudaError_t every_launch(T* qkv, const float* cos, const float* sin, const T* co
   every_device_call<T><<<1, 32, 0, stream>>>(qkv, p.cos_sin, pos64);
   e = e != cudaSuccess ? e : cudaGetLastError();
   e = e != cudaSuccess ? e : every_qk_norm<T, T>(p, qkv + 10 * 128, stream);
-  e = e != cudaSuccess ? e : every_qk_norm<T, float>(p, inv_freq, stream);
+#if !defined(ROPE_STRICT_BF16_ONLY)
+  e = e != cudaSuccess ? e : every_qk_norm<T, float>(p, inv_freq, stream);  // fp32 weights
+#endif
   e = e != cudaSuccess ? e : every_append<T, T>(p, qkv + 6 * 128, reinterpret_cast<T*>(qkv + 8 * 128), pos64, flag, stream);
   return e != cudaSuccess ? e
                           : every_append<T, __nv_fp8_e4m3>(p, qkv + 6 * 128, reinterpret_cast<__nv_fp8_e4m3*>(qkv + 8 * 128),
@@ -145,8 +147,15 @@ cudaError_t strict_consumer(float* f32, __half* f16, __nv_bfloat16* bf16, float*
   e = e != cudaSuccess ? e : rope::fill_cos_sin_table(inv_freq, 64, attention, 4096, cos, sin, 32, stream);
   e = e != cudaSuccess ? e : rope::fill_cos_sin_table(inv_freq, 64, attention, 4096, cos_h, sin_h, 32, stream);
   e = e != cudaSuccess ? e : rope::fill_cos_sin_table(inv_freq, 64, attention, 4096, cos_b, sin_b, 32, stream);
+#if defined(ROPE_STRICT_BF16_ONLY)
+  // The per-architecture and C++20 compiles: every entry point for bf16 (the element type whose
+  // conversions differ most between architectures) and the FP8 cache; sm_90 C++17 compiles all.
+  (void)f32;
+  (void)f16;
+#else
   e = e != cudaSuccess ? e : every_launch<float>(f32, cos, sin, cos, sin, inv_freq, pos32, pos64, flag, stream);
   e = e != cudaSuccess ? e : every_launch<__half>(f16, cos, sin, cos_h, sin_h, inv_freq, pos32, pos64, flag, stream);
+#endif
   e = e != cudaSuccess ? e : every_launch<__nv_bfloat16>(bf16, cos, sin, cos_b, sin_b, inv_freq, pos32, pos64, flag, stream);
   return e != cudaSuccess ? e : (rope::last_error_message() != nullptr ? cudaSuccess : cudaErrorUnknown);
 }
