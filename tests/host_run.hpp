@@ -24,14 +24,14 @@ namespace rope_test {
 template <typename Policy, typename T, typename Append>
 void run_body_on_host(const rope::RopeParams<T>& p, bool inverse, const Append& append, int lanes_override,
                       int* vec_out) {
-  rope::detail::dispatch<Policy>(p, append, [&](auto style, auto vec, auto head_batch, auto multi_axis) {
+  rope::detail::dispatch<Policy>(p, append, [&](auto style, auto vec, auto head_batch, auto axes) {
     if (vec_out != nullptr) *vec_out = decltype(vec)::value;
     const rope::detail::LaunchShape shape = rope::detail::choose_launch_shape<Policy>(p, vec, head_batch);
     const int lanes = lanes_override > 0 ? lanes_override : shape.lanes_per_token;
     for (std::int64_t token = 0; token < p.num_tokens; ++token) {
       for (int lane = 0; lane < lanes; ++lane) {
         rope::detail::rotate_token<T, decltype(style)::value, decltype(vec)::value, decltype(head_batch)::value,
-                                   decltype(multi_axis)::value, Append>(p, inverse, token, lane, lanes, append);
+                                   decltype(axes)::value, Append>(p, inverse, token, lane, lanes, append);
       }
     }
   });
@@ -146,7 +146,7 @@ cudaError_t run_norm_on_host(const rope::RopeParams<T>& p, const rope::QkNorm<T,
   const rope::detail::RmsNorm<W> norm = rope::detail::make_rms_norm(n);
   rope::detail::dispatch<Policy>(
       p, rope::detail::NoAppend{},
-      [&](auto style, auto vec, auto head_batch, auto multi_axis) {
+      [&](auto style, auto vec, auto head_batch, auto axes) {
         if (vec_out != nullptr) *vec_out = decltype(vec)::value;
         const rope::detail::LaunchShape shape = rope::detail::choose_launch_shape<Policy>(p, vec, head_batch, rope::detail::HeadLanes::kNormGroup);
         const int rotary_dim = p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
@@ -159,7 +159,7 @@ cudaError_t run_norm_on_host(const rope::RopeParams<T>& p, const rope::QkNorm<T,
           threads.emplace_back([&, lane] {
             for (std::int64_t token = 0; token < p.num_tokens; ++token) {
               rope::detail::rotate_token<T, decltype(style)::value, decltype(vec)::value, decltype(head_batch)::value,
-                                         decltype(multi_axis)::value, rope::detail::NoAppend, rope::detail::RmsNorm<W>,
+                                         decltype(axes)::value, rope::detail::NoAppend, rope::detail::RmsNorm<W>,
                                          HostLaneGroup>(p, false, token, lane, lanes, rope::detail::NoAppend{}, norm,
                                                         HostLaneGroup{&groups, lane});
             }

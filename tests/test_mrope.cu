@@ -39,6 +39,8 @@ struct MropeConfig {
   int sections[3] = {16, 24, 24};
   std::int64_t max_position = 4096;  // positions in [0, max_position); table rows = max_position
   int grid_side = 0;  // > 0: two axes from a square patch grid, row t / side and column t % side
+  // Host only: run the per-pair instance (AxisLookup::kPerPair) whatever the dispatch picks.
+  bool per_pair_instance = false;
 
   int rot() const { return rotary_dim == 0 ? head_dim : rotary_dim; }
   std::string describe() const {
@@ -73,6 +75,25 @@ double tolerance_rel() { return rope_test::Tolerance<T>::kRelL2; }
 
 /// One M-RoPE launch on host or GPU, checked against the reference. Returns the outputs (q then
 /// k, as floats) so that tests can compare two launches bit for bit.
+/// The host run with the per-pair multi-axis instance forced, whatever sections the dispatch sees:
+/// the instance that column-aligned sections would otherwise never reach.
+template <typename T>
+cudaError_t run_per_pair_on_host(const rope::RopeParams<T>& p, bool inverse) {
+  const rope::Status status = rope::validate(p);
+  if (!status.ok()) return status.error;
+  using Policy = rope::detail::DefaultPolicy;
+  rope::detail::dispatch<Policy>(p, rope::detail::NoAppend{}, [&](auto style, auto vec, auto head_batch, auto) {
+    const rope::detail::LaunchShape shape = rope::detail::choose_launch_shape<Policy>(p, vec, head_batch);
+    for (std::int64_t token = 0; token < p.num_tokens; ++token) {
+      for (int lane = 0; lane < shape.lanes_per_token; ++lane) {
+        rope::detail::rotate_token<T, decltype(style)::value, decltype(vec)::value, decltype(head_batch)::value,
+                                   rope::detail::AxisLookup::kPerPair>(p, inverse, token, lane, shape.lanes_per_token);
+      }
+    }
+  });
+  return cudaSuccess;
+}
+
 template <typename T>
 ::testing::AssertionResult run_mrope(const MropeConfig& c, Backend backend, std::uint64_t seed,
                                      std::vector<float>* outputs = nullptr, bool as_one_axis = false) {
@@ -151,7 +172,9 @@ template <typename T>
   const rope::Status st = rope::validate(p);
   if (!st.ok()) return ::testing::AssertionFailure() << "rejected: " << st.message << " | " << c.describe();
   cudaError_t e = cudaSuccess;
-  if (backend == Backend::kHost) {
+  if (backend == Backend::kHost && c.per_pair_instance) {
+    e = run_per_pair_on_host(p, c.backward);
+  } else if (backend == Backend::kHost) {
     e = rope_test::run_on_host(p, c.backward);
   } else {
     e = c.backward ? rope::rope_backward(p) : rope::rope_forward(p);
@@ -283,6 +306,45 @@ TEST(Mrope, TextOnlyTokensMatchOneAxisOnTheGpu) {
   expect_text_only_matches_one_axis(Backend::kGpu);
 }
 
+/// Which lookup the dispatch picks: contiguous sections on column boundaries (multiples of the
+/// pairs per access) read cos/sin by columns, anything else per pair; one axis neither.
+TEST(Mrope, SectionsOnColumnBoundariesTakeTheColumnLookup) {
+  using rope::detail::AxisLookup;
+  using rope::detail::axis_lookup;
+  const std::int64_t* none = nullptr;
+  const auto contiguous = rope::AxisSections::kContiguous;
+  EXPECT_EQ(axis_lookup(rope::positions(none), 8), AxisLookup::kSingleAxis);
+  EXPECT_EQ(axis_lookup(rope::multi_axis_positions(none, 3, 1, contiguous, 16, 24, 24), 8), AxisLookup::kPerColumn);
+  EXPECT_EQ(axis_lookup(rope::multi_axis_positions(none, 3, 1, contiguous, 16, 24, 24), 4), AxisLookup::kPerColumn);
+  EXPECT_EQ(axis_lookup(rope::multi_axis_positions(none, 3, 1, contiguous, 16, 20, 28), 8), AxisLookup::kPerPair);
+  EXPECT_EQ(axis_lookup(rope::multi_axis_positions(none, 3, 1, contiguous, 16, 20, 28), 4), AxisLookup::kPerColumn);
+  EXPECT_EQ(axis_lookup(rope::multi_axis_positions(none, 3, 1, contiguous, 10, 27, 27), 1), AxisLookup::kPerColumn);
+  EXPECT_EQ(axis_lookup(rope::multi_axis_positions(none, 2, 1, contiguous, 16, 16, 0), 8), AxisLookup::kPerColumn);
+  EXPECT_EQ(axis_lookup(rope::multi_axis_positions(none, 3, 1, rope::AxisSections::kInterleaved, 24, 20, 20), 8),
+            AxisLookup::kPerPair);
+}
+
+/// The column lookup gives the per-pair lookup's bits: same cos/sin values, same rotation.
+template <typename T>
+void expect_column_lookup_matches_per_pair() {
+  for (MropeConfig c : named_configs()) {
+    if (c.layout != rope::AxisSections::kContiguous) continue;
+    for (const bool computed : {false, true}) {
+      c.computed = computed;
+      std::vector<float> by_column, by_pair;
+      ASSERT_TRUE(run_mrope<T>(c, Backend::kHost, rope_test::base_seed() + 7, &by_column));
+      c.per_pair_instance = true;
+      ASSERT_TRUE(run_mrope<T>(c, Backend::kHost, rope_test::base_seed() + 7, &by_pair));
+      c.per_pair_instance = false;
+      ASSERT_EQ(by_column.size(), by_pair.size());
+      EXPECT_EQ(std::memcmp(by_column.data(), by_pair.data(), by_column.size() * sizeof(float)), 0) << c.describe();
+    }
+  }
+}
+
+TEST(Mrope, ColumnLookupMatchesPerPairLookupF32) { expect_column_lookup_matches_per_pair<float>(); }
+TEST(Mrope, ColumnLookupMatchesPerPairLookupBf16) { expect_column_lookup_matches_per_pair<__nv_bfloat16>(); }
+
 /// A ViT patch grid (16 x 16 patches): row = t / 16, column = t % 16, as 2D vision RoPE.
 TEST(Mrope, VisionPatchGrid) {
   for (const Backend backend : {Backend::kHost, Backend::kGpu}) {
@@ -314,8 +376,11 @@ void expect_random(Backend backend, int count) {
     c.rotary_dim = range(0, 1) ? 0 : 2 * range(1, c.head_dim / 2);
     const int half = c.rot() / 2;
     c.layout = static_cast<rope::AxisSections>(range(0, 1));
-    c.sections[0] = range(0, half);
-    c.sections[1] = c.axes == 3 ? range(0, half - c.sections[0]) : half - c.sections[0];
+    // One case in three puts the section boundaries on multiples of 8 pairs (the column lookup
+    // of every vector width); the rest fall anywhere (mostly the per-pair lookup).
+    const int step = range(0, 2) == 0 ? 8 : 1;
+    c.sections[0] = step * range(0, half / step);
+    c.sections[1] = c.axes == 3 ? step * range(0, (half - c.sections[0]) / step) : half - c.sections[0];
     c.sections[2] = c.axes == 3 ? half - c.sections[0] - c.sections[1] : 0;
     c.q_heads = range(0, 6);
     c.k_heads = c.q_heads == 0 ? range(1, 3) : range(0, 3);

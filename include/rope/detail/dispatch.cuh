@@ -11,6 +11,7 @@
 #include <rope/detail/cache_append.cuh>
 #include <rope/detail/norm_stage.cuh>
 #include <rope/detail/policy.cuh>
+#include <rope/detail/token_body.cuh>
 #include <rope/detail/vector.cuh>
 #include <rope/types.cuh>
 #include <rope/validate.cuh>
@@ -110,11 +111,21 @@ bool vector_width_fits(const RopeParams<T>& p, int vec, const Append& append = A
   return is_aligned(cs.cos, t * elem) && is_aligned(cs.sin, t * elem) && multiple_of(cs.row_stride, t);
 }
 
-/// Calls `f(style, vec, head_batch, multi_axis)` (integral constants) with the widest access the
+/// How the body finds each pair's position (token_body.cuh's AxisLookup) when it moves `vec`
+/// pairs at a time: one axis; several with every column inside one contiguous section (the
+/// column boundaries, multiples of vec, include every section boundary); or per pair.
+inline AxisLookup axis_lookup(const Positions& ps, int vec) {
+  if (ps.axes <= 1) return AxisLookup::kSingleAxis;
+  const bool columns_in_sections = ps.layout == AxisSections::kContiguous && multiple_of(ps.sections[0], vec) &&
+                                   multiple_of(ps.sections[0] + ps.sections[1], vec);
+  return columns_in_sections ? AxisLookup::kPerColumn : AxisLookup::kPerPair;
+}
+
+/// Calls `f(style, vec, head_batch, axes)` (integral constants) with the widest access the
 /// arguments allow, for a plain launch (NoAppend, NoNorm), an append launch (a CacheAppend, whose
 /// type is the kernel's append-mode template parameter) or a norm launch (an RmsNorm).
-/// `multi_axis` (M-RoPE positions) is a compile-time choice so that its per-pair position logic
-/// costs one-axis launches no registers.
+/// `axes` (an AxisLookup) is a compile-time choice so that multi-axis position logic costs
+/// one-axis launches no registers, and column-aligned sections no per-pair path.
 template <typename Policy, typename T, typename Append, typename F, typename Norm = NoNorm>
 void dispatch(const RopeParams<T>& p, const Append& append, F&& f, const Norm& norm = Norm{}) {
   using W = VectorWidths<T>;
@@ -122,10 +133,16 @@ void dispatch(const RopeParams<T>& p, const Append& append, F&& f, const Norm& n
     constexpr int kBatch = head_batch_for<T, Policy>(decltype(vec)::value);
     using Batch = std::integral_constant<int, kBatch>;
     auto with_axes = [&](auto style) {
-      if (p.positions.axes > 1) {
-        f(style, vec, Batch{}, std::true_type{});
-      } else {
-        f(style, vec, Batch{}, std::false_type{});
+      switch (axis_lookup(p.positions, decltype(vec)::value)) {
+        case AxisLookup::kSingleAxis:
+          f(style, vec, Batch{}, std::integral_constant<AxisLookup, AxisLookup::kSingleAxis>{});
+          break;
+        case AxisLookup::kPerColumn:
+          f(style, vec, Batch{}, std::integral_constant<AxisLookup, AxisLookup::kPerColumn>{});
+          break;
+        case AxisLookup::kPerPair:
+          f(style, vec, Batch{}, std::integral_constant<AxisLookup, AxisLookup::kPerPair>{});
+          break;
       }
     };
     if (p.style == Style::kInterleaved) {

@@ -20,9 +20,9 @@ namespace detail {
 /// `Policy` (a RopePolicy) sets the launch bounds; kHeadBatch is the policy's batch for this kVec.
 /// `Append` is the append mode: NoAppend (plain RoPE; an empty parameter) or a CacheAppend.
 /// `Norm` is the norm mode: NoNorm (an empty parameter) or an RmsNorm, whose lanes sum across
-/// their group with warp shuffles. `kMultiAxis`: multi-axis (M-RoPE) positions.
-template <typename T, typename Policy, Style kStyle, int kVec, int kHeadBatch, bool kMultiAxis, typename Append = NoAppend,
-          typename Norm = NoNorm>
+/// their group with warp shuffles. `kAxes`: how pairs find their positions (one axis or M-RoPE).
+template <typename T, typename Policy, Style kStyle, int kVec, int kHeadBatch, AxisLookup kAxes,
+          typename Append = NoAppend, typename Norm = NoNorm>
 ROPE_KERNEL void __launch_bounds__(Policy::kMaxBlockThreads, Policy::kMinBlocksPerSm)
     rotate_tokens_kernel(const __grid_constant__ RopeParams<T> params, bool inverse,
                          const __grid_constant__ Append append, const __grid_constant__ Norm norm) {
@@ -30,10 +30,10 @@ ROPE_KERNEL void __launch_bounds__(Policy::kMaxBlockThreads, Policy::kMinBlocksP
   if (token < params.num_tokens) {
     if constexpr (Norm::kEnabled) {
       const WarpLaneGroup group{(threadIdx.y * blockDim.x + threadIdx.x) % 32u};
-      rotate_token<T, kStyle, kVec, kHeadBatch, kMultiAxis, Append, Norm, WarpLaneGroup>(
+      rotate_token<T, kStyle, kVec, kHeadBatch, kAxes, Append, Norm, WarpLaneGroup>(
           params, inverse, token, static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x), append, norm, group);
     } else {
-      rotate_token<T, kStyle, kVec, kHeadBatch, kMultiAxis, Append>(params, inverse, token, static_cast<int>(threadIdx.x),
+      rotate_token<T, kStyle, kVec, kHeadBatch, kAxes, Append>(params, inverse, token, static_cast<int>(threadIdx.x),
                                                                     static_cast<int>(blockDim.x), append);
     }
   }

@@ -81,10 +81,10 @@ struct AxisPositions {
 };
 
 /// load_cos_sin for multi-axis positions: each pair takes the position of its frequency's axis,
-/// so table values are read one pair at a time (a column may span rows of several axes). Reading
-/// whole columns by vectors where they lie in one section was tried and measured slower: the
-/// second path took the Qwen2-VL instance from 128 to 144 registers, one block per SM instead of
-/// two (bench/NOTES.md, run 8).
+/// so table values are read one pair at a time (a column may span rows of several axes). Columns
+/// that lie in one section have their own instance (AxisLookup::kPerColumn) rather than a second
+/// path here: both paths in one instance took the Qwen2-VL instance from 128 to 144 registers, one
+/// block per SM instead of two (bench/NOTES.md, run 8).
 template <int kVec, typename T>
 ROPE_HOST_DEVICE void load_cos_sin_multi_axis(const CosSin& cs, const Positions& ps, const AxisPositions& pos,
                                               int first_pair, bool inverse, float (&c)[kVec], float (&s)[kVec]) {
@@ -107,6 +107,29 @@ ROPE_UNROLL
       s[i] *= cs.attention_scaling;
     }
     if (inverse) s[i] = -s[i];
+  }
+}
+
+/// How a launch finds the position of each rotary pair: a compile-time choice of the dispatch,
+/// so one-axis kernels carry none of the multi-axis logic.
+enum class AxisLookup : int {
+  kSingleAxis,  ///< one position per token
+  kPerColumn,   ///< multi-axis, but every column of kVec pairs lies in one section (contiguous
+                ///< sections that are multiples of kVec, as Qwen2-VL's [16, 24, 24] with 8 pairs):
+                ///< one position per column and vector cos/sin reads, as one-axis launches do
+  kPerPair      ///< multi-axis, any sections: the position and the cos/sin looked up per pair
+};
+
+/// cos and sin of the column of kVec pairs at `first_pair` for a token at `pos`.
+template <AxisLookup kAxes, int kVec, typename T>
+ROPE_HOST_DEVICE void load_column_cos_sin(const RopeParams<T>& p, const AxisPositions& pos, int first_pair,
+                                          bool inverse, float (&c)[kVec], float (&s)[kVec]) {
+  if constexpr (kAxes == AxisLookup::kPerPair) {
+    load_cos_sin_multi_axis<kVec, T>(p.cos_sin, p.positions, pos, first_pair, inverse, c, s);
+  } else if constexpr (kAxes == AxisLookup::kPerColumn) {
+    load_cos_sin<kVec, T>(p.cos_sin, pos.of(axis_of_frequency(p.positions, first_pair)), first_pair, inverse, c, s);
+  } else {
+    load_cos_sin<kVec, T>(p.cos_sin, pos.axis[0], first_pair, inverse, c, s);
   }
 }
 
@@ -270,7 +293,7 @@ ROPE_UNROLL
 
   /// Normalizes, weights, rotates (walked columns) and stores the same elements of head x to y;
   /// `weight` is the head's weight vector (q's or k's).
-  template <bool kMultiAxis, typename W>
+  template <AxisLookup kAxes, typename W>
   ROPE_HOST_DEVICE void store(const RopeParams<T>& p, const AxisPositions& pos, bool inverse, const T* x, T* y,
                               const W* weight, float inv_rms, float weight_offset) const {
     for (int col = column + width; col < columns; col += width) {
@@ -279,11 +302,7 @@ ROPE_UNROLL
       extra.load(x, half, col * kVec);
       w.load(weight, half, col * kVec);
       float c[kVec], s[kVec];
-      if constexpr (kMultiAxis) {
-        load_cos_sin_multi_axis<kVec, T>(p.cos_sin, p.positions, pos, col * kVec, inverse, c, s);
-      } else {
-        load_cos_sin<kVec, T>(p.cos_sin, pos.axis[0], col * kVec, inverse, c, s);
-      }
+      load_column_cos_sin<kAxes, kVec, T>(p, pos, col * kVec, inverse, c, s);
       extra.rotate_store(y, half, col * kVec, c, s, NormScale<W, kStyle, kVec>{w, w, true, inv_rms, weight_offset});
     }
     for (int j = column; j < tail_chunks; j += width) {
@@ -320,15 +339,16 @@ ROPE_UNROLL
 /// RMS. Every lane of a group reaches that sum equally often: the batch loop is the same for
 /// all of them, and a past-the-end head is summed like any other, its result unused. Each lane
 /// also normalizes its share of the tail, so the tail loops after the heads are skipped.
-template <typename T, Style kStyle, int kVec, int kHeadBatch, bool kMultiAxis = false, typename Append = NoAppend,
-          typename Norm = NoNorm, typename Group = NoLaneGroup>
+template <typename T, Style kStyle, int kVec, int kHeadBatch, AxisLookup kAxes = AxisLookup::kSingleAxis,
+          typename Append = NoAppend, typename Norm = NoNorm, typename Group = NoLaneGroup>
 ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::int64_t token, int lane,
                                    int lanes, const Append& append = Append{}, const Norm& norm = Norm{},
                                    const Group& group = Group{}) {
   static_assert(!(Append::kEnabled && Norm::kEnabled), "the norm stage does not combine with the append stage yet");
+  constexpr bool kMultiAxis = kAxes != AxisLookup::kSingleAxis;
   const bool has_positions = p.positions.type != PositionType::kNone;
   const std::int64_t position = has_positions ? read_position(p.positions, token) : token;
-  // Multi-axis positions (M-RoPE, kMultiAxis: dispatch's choice when positions.axes > 1): the
+  // Multi-axis positions (M-RoPE, kAxes: dispatch's choice when positions.axes > 1): the
   // token's other axes too; a missing third axis repeats the first.
   AxisPositions axis_pos{{position, position, position}};
   if constexpr (kMultiAxis) {
@@ -382,11 +402,7 @@ ROPE_UNROLL
         return;
       }
       if (!have_cos_sin) {
-        if constexpr (kMultiAxis) {
-          load_cos_sin_multi_axis<kVec, T>(p.cos_sin, p.positions, axis_pos, first_pair, inverse, c, s);
-        } else {
-          load_cos_sin<kVec, T>(p.cos_sin, position, first_pair, inverse, c, s);
-        }
+        load_column_cos_sin<kAxes, kVec, T>(p, axis_pos, first_pair, inverse, c, s);
         have_cos_sin = true;
       }
       float inv_rms[kHeadBatch];
@@ -423,7 +439,7 @@ ROPE_UNROLL
             chunk[b].rotate_store(ptr.y, half, first_pair, c, s,
                                   NormScale<Weight, kStyle, kVec>{q_weight, k_weight, in_q, inv_rms[b], norm.weight_offset});
           }
-          walk.template store<kMultiAxis>(p, axis_pos, inverse, ptr.x, ptr.y, in_q ? norm.q_weight : norm.k_weight,
+          walk.template store<kAxes>(p, axis_pos, inverse, ptr.x, ptr.y, in_q ? norm.q_weight : norm.k_weight,
                                           inv_rms[b], norm.weight_offset);
         } else {
           chunk[b].rotate_store(head_pointers(p, token, h).y, half, first_pair, c, s);
@@ -451,9 +467,9 @@ ROPE_UNROLL
   if (tail_columns > 0 && tail_heads > 0) {
     float k_scale = 1.0f;
     if constexpr (Append::kEnabled) k_scale = append.args.k_scale;
-    // Multi-axis instances copy one item at a time: their rotation already needs 128 registers,
-    // and a batch of copies in flight took them past it (one block per SM instead of two).
-    constexpr int kTailBatch = kMultiAxis ? 1 : kHeadBatch;
+    // Per-pair multi-axis instances copy one item at a time: their rotation already needs 128
+    // registers, and a batch of copies in flight took them past it (one block per SM instead of two).
+    constexpr int kTailBatch = kAxes == AxisLookup::kPerPair ? 1 : kHeadBatch;
     copy_items<kTailBatch, kVec, T, TailCache>(lane, lanes, tail_columns * tail_heads, k_scale, [&](int item) {
       const int h = first_tail_head + item / tail_columns;
       const int offset = rotary_dim + (item % tail_columns) * kVec;
