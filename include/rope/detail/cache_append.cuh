@@ -85,6 +85,21 @@ ROPE_UNROLL
   }
 }
 
+/// Items of v per token in an append launch that moves `vec` elements per access: k's heads times
+/// head_dim / vec.
+template <typename T>
+ROPE_HOST_DEVICE int v_items_per_token(const RopeParams<T>& p, int vec) {
+  return p.head_dim / vec * p.k.num_heads;
+}
+
+/// Whether k's rotated heads go to k.y: always in a plain launch, with write-back in an append.
+ROPE_HOST_DEVICE bool k_written_to_y(const NoAppend&) { return true; }
+
+template <typename T, typename C>
+ROPE_HOST_DEVICE bool k_written_to_y(const CacheAppend<T, C>& a) {
+  return a.k_write_back;
+}
+
 /// Where one token's rows of the two caches start (or that the token writes none).
 template <typename C>
 struct CacheRows {

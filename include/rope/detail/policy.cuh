@@ -25,11 +25,11 @@ struct RopePolicy {
 /// What the public launchers use.
 using DefaultPolicy = RopePolicy<>;
 
-/// What norm launches (rope_forward_qk_norm) use: two heads per batch and two blocks per SM. With
-/// four heads the norm stage's partial sums, inverse RMS and weight chunks take the bf16
-/// instance to 162 registers (one block of 256 per SM); two heads fit 128 without spills
-/// (bench/NOTES.md, change 6).
-using NormPolicy = RopePolicy<2, 2>;
+/// What norm launches (rope_forward_qk_norm) use: four heads per batch, as plain launches, and
+/// two blocks per SM. The bf16 instance fits 122 registers without spills once the weight chunks
+/// are read per head and the walked columns come after the batch's stores (bench/NOTES.md,
+/// change 8); at 128 and one block per SM it would have half the loads in flight.
+using NormPolicy = RopePolicy<4, 2>;
 
 }  // namespace detail
 }  // namespace rope

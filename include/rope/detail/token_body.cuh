@@ -246,22 +246,18 @@ ROPE_HOST_DEVICE HeadPointers<T> head_pointers(const RopeParams<T>& p, std::int6
 }
 
 /// The norm stage's pre-transform of one head's pair: x * inv_rms * (w + offset), w the pair's
-/// weight from q's chunk or k's (selected per value: a runtime choice between two register
-/// fragments by reference would put both in local memory).
+/// weight from the head's weight chunk (q's or k's).
 template <typename W, Style kStyle, int kVec>
 struct NormScale {
-  const PairChunk<W, kStyle, kVec>& q_weight;
-  const PairChunk<W, kStyle, kVec>& k_weight;
-  bool in_q;
+  const PairChunk<W, kStyle, kVec>& weight;
   float inv_rms;
   float weight_offset;
 
   ROPE_HOST_DEVICE void operator()(int i, float& x1, float& x2) const {
-    float q1, q2, k1, k2;
-    q_weight.get_pair(i, q1, q2);
-    k_weight.get_pair(i, k1, k2);
-    x1 = x1 * inv_rms * ((in_q ? q1 : k1) + weight_offset);
-    x2 = x2 * inv_rms * ((in_q ? q2 : k2) + weight_offset);
+    float w1, w2;
+    weight.get_pair(i, w1, w2);
+    x1 = x1 * inv_rms * (w1 + weight_offset);
+    x2 = x2 * inv_rms * (w2 + weight_offset);
   }
 };
 
@@ -273,6 +269,11 @@ struct NormScale {
 template <typename T, Style kStyle, int kVec>
 struct NormWalk {
   int column, width, columns, half, rotary_dim, tail_chunks;
+
+  /// Whether the lane has anything beyond its register column (uniform for a launch shape in the
+  /// common case: a head of at most 32 columns and no tail walks nothing, and its head pointers
+  /// are then not formed a second time).
+  ROPE_HOST_DEVICE bool walks() const { return column + width < columns || column < tail_chunks; }
 
   /// The lane's sum of squares over its walked columns and tail chunks of head `x`.
   ROPE_HOST_DEVICE float sum_squares(const T* x) const {
@@ -303,7 +304,7 @@ ROPE_UNROLL
       w.load(weight, half, col * kVec);
       float c[kVec], s[kVec];
       load_column_cos_sin<kAxes, kVec, T>(p, pos, col * kVec, inverse, c, s);
-      extra.rotate_store(y, half, col * kVec, c, s, NormScale<W, kStyle, kVec>{w, w, true, inv_rms, weight_offset});
+      extra.rotate_store(y, half, col * kVec, c, s, NormScale<W, kStyle, kVec>{w, inv_rms, weight_offset});
     }
     for (int j = column; j < tail_chunks; j += width) {
       const int offset = rotary_dim + j * kVec;
@@ -369,24 +370,22 @@ ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::in
   const int half = rotary_dim / 2;
   const int heads = p.q.num_heads + p.k.num_heads;
   const int columns = half / kVec;
+  // The last copiers lanes copy the pass-through items (below) while the first head_lanes rotate
+  // q and k. Norm launches normalize their tail with the heads and copy nothing.
+  const int copiers = Norm::kEnabled ? 0 : copy_lanes(pass_through_items(p, append, kVec), kHeadBatch, lanes);
+  const int head_lanes = lanes - copiers;
   // A head's lanes: its columns, or (norm) a group of `width` lanes, some spare or walking.
   const int width = Norm::kEnabled ? norm_group_width(columns) : columns;
-  const int groups = lanes >= width ? lanes / width : 1;
-  for (int item = lane; item < width * groups; item += lanes) {
+  const int groups = head_lanes >= width ? head_lanes / width : 1;
+  for (int item = lane; lane < head_lanes && item < width * groups; item += head_lanes) {
     const int column = item % width;
     const bool spare = Norm::kEnabled && column >= columns;  // joins the sums with zero
     const int first_pair = (spare ? 0 : column) * kVec;
     float c[kVec], s[kVec];
     bool have_cos_sin = false;
-    // Norm: the lane's weights of its column, for q and for k (either pointer serves when the
-    // other tensor is absent), and its walked columns and tail.
+    // Norm: the lane's walked columns and tail.
     using Weight = typename Norm::Weight;
-    PairChunk<Weight, kStyle, kVec> q_weight, k_weight;
     NormWalk<T, kStyle, kVec> walk{column, width, columns, half, rotary_dim, (p.head_dim - rotary_dim) / kVec};
-    if constexpr (Norm::kEnabled) {
-      q_weight.load(p.q.num_heads > 0 ? norm.q_weight : norm.k_weight, half, first_pair);
-      k_weight.load(p.k.num_heads > 0 ? norm.k_weight : norm.q_weight, half, first_pair);
-    }
     for (int first_head = item / width; first_head < heads; first_head += groups * kHeadBatch) {
       PairChunk<T, kStyle, kVec> chunk[kHeadBatch];
 ROPE_UNROLL
@@ -411,7 +410,7 @@ ROPE_UNROLL
         for (int b = 0; b < kHeadBatch; ++b) {
           const int h = first_head + b * groups;
           inv_rms[b] = (spare ? 0.0f : chunk[b].sum_squares()) +
-                       walk.sum_squares(head_pointers(p, token, h < heads ? h : first_head).x);
+                       (walk.walks() ? walk.sum_squares(head_pointers(p, token, h < heads ? h : first_head).x) : 0.0f);
         }
         group.sum(inv_rms, width);
 ROPE_UNROLL
@@ -436,43 +435,58 @@ ROPE_UNROLL
           const bool in_q = h < p.q.num_heads;
           const HeadPointers<T> ptr = head_pointers(p, token, h);
           if (!spare) {
+            // The weight chunk is read here, per head, from L1: held across the batch, q's and
+            // k's chunks took the batch-of-4 instance from 124 to 162 registers.
+            PairChunk<Weight, kStyle, kVec> weight;
+            weight.load(in_q ? norm.q_weight : norm.k_weight, half, first_pair);
             chunk[b].rotate_store(ptr.y, half, first_pair, c, s,
-                                  NormScale<Weight, kStyle, kVec>{q_weight, k_weight, in_q, inv_rms[b], norm.weight_offset});
+                                  NormScale<Weight, kStyle, kVec>{weight, inv_rms[b], norm.weight_offset});
           }
-          walk.template store<kAxes>(p, axis_pos, inverse, ptr.x, ptr.y, in_q ? norm.q_weight : norm.k_weight,
-                                          inv_rms[b], norm.weight_offset);
         } else {
           chunk[b].rotate_store(head_pointers(p, token, h).y, half, first_pair, c, s);
+        }
+      }
+      // Norm: walked columns and the tail after the batch's chunks are stored, so the walk's
+      // chunks never share registers with the batch's.
+      if constexpr (Norm::kEnabled) {
+ROPE_UNROLL
+        for (int b = 0; b < kHeadBatch; ++b) {
+          const int h = first_head + b * groups;
+          if (h >= heads || !walk.walks()) continue;
+          const bool in_q = h < p.q.num_heads;
+          const HeadPointers<T> ptr = head_pointers(p, token, h);
+          walk.template store<kAxes>(p, axis_pos, inverse, ptr.x, ptr.y, in_q ? norm.q_weight : norm.k_weight,
+                                     inv_rms[b], norm.weight_offset);
         }
       }
     }
   }
 
-  // Partial rotary: elements [rotary_dim, head_dim) pass through: to y where y is not x, and for
-  // k in an append launch to its cache row (and to y only with write-back). A tensor given in
-  // place has nothing to copy to y, so with q in place the items start at k's heads. Norm
-  // launches normalized their tail with the heads above.
+  // Pass-through items, by the copy lanes (by every lane when the token has too few to split):
+  // the partial-rotary tail, elements [rotary_dim, head_dim), to y where y is not x and for k in
+  // an append launch to its cache row (and to y only with write-back); then v into its cache row
+  // whole. Norm launches normalized their tail with the heads above.
   if (!in_range || Norm::kEnabled) return;
-  const int tail_columns = (p.head_dim - rotary_dim) / kVec;
+  const bool split = copiers > 0;
+  if (split && lane < head_lanes) return;
+  const int copy_lane = split ? lane - head_lanes : lane;
+  const int copy_lane_count = split ? copiers : lanes;
   using Cache = typename Append::Cache;
   using TailCache = std::conditional_t<Append::kEnabled, Cache, T>;  // plain launches: never used
-  const bool q_in_place = p.q.x == p.q.y;
-  bool k_to_cache = false, k_to_y = p.k.x != p.k.y;
-  if constexpr (Append::kEnabled) {
-    k_to_cache = rows.k != nullptr;
-    k_to_y = k_to_y && append.k_write_back;
-  }
-  const int first_tail_head = q_in_place ? p.q.num_heads : 0;
-  const int tail_heads = k_to_cache || k_to_y ? heads - first_tail_head : p.q.num_heads - first_tail_head;
-  if (tail_columns > 0 && tail_heads > 0) {
+  bool k_to_cache = false;
+  if constexpr (Append::kEnabled) k_to_cache = rows.k != nullptr;
+  const bool k_to_y = p.k.x != p.k.y && k_written_to_y(append);
+  const TailCopies tail = tail_copies(p, kVec, k_to_y, k_to_cache);
+  if (tail.items() > 0) {
     float k_scale = 1.0f;
     if constexpr (Append::kEnabled) k_scale = append.args.k_scale;
     // Per-pair multi-axis instances copy one item at a time: their rotation already needs 128
     // registers, and a batch of copies in flight took them past it (one block per SM instead of two).
     constexpr int kTailBatch = kAxes == AxisLookup::kPerPair ? 1 : kHeadBatch;
-    copy_items<kTailBatch, kVec, T, TailCache>(lane, lanes, tail_columns * tail_heads, k_scale, [&](int item) {
-      const int h = first_tail_head + item / tail_columns;
-      const int offset = rotary_dim + (item % tail_columns) * kVec;
+    const bool q_in_place = p.q.x == p.q.y;
+    copy_items<kTailBatch, kVec, T, TailCache>(copy_lane, copy_lane_count, tail.items(), k_scale, [&](int item) {
+      const int h = tail.first_head + item / tail.columns;
+      const int offset = rotary_dim + (item % tail.columns) * kVec;
       const int kv_head = h - p.q.num_heads;  // negative for q heads
       const HeadPointers<T> ptr = head_pointers(p, token, h);
       TailCache* cache = nullptr;
@@ -484,12 +498,12 @@ ROPE_UNROLL
     });
   }
 
-  // Append: v passes into its cache row whole.
   if constexpr (Append::kEnabled) {
     if (rows.v == nullptr) return;
     const KvCacheAppend<T, Cache>& a = append.args;
     const int v_columns = p.head_dim / kVec;
-    copy_items<kHeadBatch, kVec, T, Cache>(lane, lanes, v_columns * p.k.num_heads, a.v_scale, [&](int item) {
+    copy_items<kHeadBatch, kVec, T, Cache>(copy_lane, copy_lane_count, v_items_per_token(p, kVec), a.v_scale,
+                                           [&](int item) {
       const int h = item / v_columns;
       const int offset = (item % v_columns) * kVec;
       return CopyRoute<T, Cache>{a.v + token * a.v_token_stride + h * a.v_head_stride + offset, nullptr,
