@@ -26,9 +26,7 @@ void run_body_on_host(const rope::RopeParams<T>& p, bool inverse, const Append& 
                       int* vec_out) {
   rope::detail::dispatch<Policy>(p, append, [&](auto style, auto vec, auto head_batch, auto axes) {
     if (vec_out != nullptr) *vec_out = decltype(vec)::value;
-    const rope::detail::LaunchShape shape = rope::detail::choose_launch_shape<Policy>(
-        p, vec, head_batch, rope::detail::HeadLanes::kOnePerColumn,
-        rope::detail::pass_through_items(p, append, decltype(vec)::value));
+    const rope::detail::LaunchShape shape = rope::detail::choose_launch_shape<Policy>(p, vec, head_batch);
     const int lanes = lanes_override > 0 ? lanes_override : shape.lanes_per_token;
     for (std::int64_t token = 0; token < p.num_tokens; ++token) {
       for (int lane = 0; lane < lanes; ++lane) {

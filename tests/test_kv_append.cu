@@ -66,68 +66,6 @@ TEST(HostAppendLanes, AnyLaneCountCoversEveryElement) {
   }
 }
 
-// The launch shape and the body split a token's lanes the same way: where the block has room, the
-// shape's extra lanes are exactly the body's copy lanes, so the rotating lanes keep their own count
-// (Llama-3-8B append: 80 rotate and 32 copy v, two tokens per block; head_dim 80 with 32 rotary
-// dims out of place: 32 rotate and 96 copy the tails); the block is never exceeded.
-TEST(HostPassThroughLanes, LaunchShapeAndBodyAgreeOnCopyLanes) {
-  using Policy = rope::detail::DefaultPolicy;
-  using rope::detail::HeadLanes;
-  for (int q_heads : {0, 1, 8, 32}) {
-    for (int kv_heads : {1, 2, 8, 64}) {
-      for (int vec : {1, 4, 8}) {
-        rope::RopeParams<__nv_bfloat16> p;
-        p.num_tokens = 4096;
-        p.head_dim = 128;
-        p.q.num_heads = q_heads;
-        p.k.num_heads = kv_heads;
-        const int items = rope::detail::v_items_per_token(p, vec);
-        const rope::detail::LaunchShape plain = rope::detail::choose_launch_shape<Policy>(p, vec, Policy::kHeadBatch);
-        const rope::detail::LaunchShape append =
-            rope::detail::choose_launch_shape<Policy>(p, vec, Policy::kHeadBatch, HeadLanes::kOnePerColumn, items);
-        const int copiers = rope::detail::copy_lanes(items, Policy::kHeadBatch, append.lanes_per_token);
-        const int wanted = (items + Policy::kHeadBatch - 1) / Policy::kHeadBatch;
-        if (wanted <= 3 * plain.lanes_per_token && plain.lanes_per_token + wanted <= Policy::kMaxBlockThreads) {
-          EXPECT_EQ(append.lanes_per_token - copiers, plain.lanes_per_token) << q_heads << " " << kv_heads << " " << vec;
-          EXPECT_EQ(copiers, wanted);
-        }
-        EXPECT_GT(copiers, 0);
-        EXPECT_LE(append.lanes_per_token * append.tokens_per_block, Policy::kMaxBlockThreads);
-      }
-    }
-  }
-  rope::RopeParams<__nv_bfloat16> llama;
-  llama.num_tokens = 16384;
-  llama.head_dim = 128;
-  llama.q.num_heads = 32;
-  llama.k.num_heads = 8;
-  const int v_items = rope::detail::v_items_per_token(llama, 8);
-  const rope::detail::LaunchShape s =
-      rope::detail::choose_launch_shape<Policy>(llama, 8, Policy::kHeadBatch, HeadLanes::kOnePerColumn, v_items);
-  EXPECT_EQ(s.lanes_per_token, 112);
-  EXPECT_EQ(s.tokens_per_block, 2);
-  EXPECT_EQ(rope::detail::copy_lanes(v_items, Policy::kHeadBatch, 112), 32);
-
-  // Partial rotary, out of place: q's and k's tails (6 items of 8 each, 64 heads) are 96 lanes' work.
-  std::vector<__nv_bfloat16> x(1), y(1);
-  rope::RopeParams<__nv_bfloat16> partial;
-  partial.num_tokens = 16384;
-  partial.head_dim = 80;
-  partial.rotary_dim = 32;
-  partial.q = rope::packed_heads(x.data(), y.data(), 32, 80);
-  partial.k = rope::packed_heads(x.data(), y.data(), 32, 80);
-  const int tail_items = rope::detail::pass_through_items(partial, rope::detail::NoAppend{}, 8);
-  EXPECT_EQ(tail_items, 384);
-  const rope::detail::LaunchShape t =
-      rope::detail::choose_launch_shape<Policy>(partial, 8, Policy::kHeadBatch, HeadLanes::kOnePerColumn, tail_items);
-  EXPECT_EQ(t.lanes_per_token, 128);
-  EXPECT_EQ(rope::detail::copy_lanes(tail_items, Policy::kHeadBatch, t.lanes_per_token), 96);
-  // In place, nothing passes through.
-  partial.q = rope::packed_heads(x.data(), x.data(), 32, 80);
-  partial.k = rope::packed_heads(x.data(), x.data(), 32, 80);
-  EXPECT_EQ(rope::detail::pass_through_items(partial, rope::detail::NoAppend{}, 8), 0);
-}
-
 // The caches and v follow the one alignment rule: a cache aligned to fewer bytes narrows the
 // access of the whole launch, as a misaligned q or k does.
 TEST(HostAppendDispatch, CachesAndVNarrowTheAccess) {

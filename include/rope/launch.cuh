@@ -32,8 +32,7 @@ cudaError_t launch_validated(const RopeParams<T>& params, bool inverse, const Ap
       params, append,
       [&](auto style, auto vec, auto head_batch, auto axes) {
         const LaunchShape shape = choose_launch_shape<Policy>(
-            params, vec, head_batch, Norm::kEnabled ? HeadLanes::kNormGroup : HeadLanes::kOnePerColumn,
-            Norm::kEnabled ? 0 : pass_through_items(params, append, vec));
+            params, vec, head_batch, Norm::kEnabled ? HeadLanes::kNormGroup : HeadLanes::kOnePerColumn);
         const std::int64_t blocks = (params.num_tokens + shape.tokens_per_block - 1) / shape.tokens_per_block;
         const dim3 block(static_cast<unsigned>(shape.lanes_per_token), static_cast<unsigned>(shape.tokens_per_block));
         rotate_tokens_kernel<T, Policy, decltype(style)::value, decltype(vec)::value, decltype(head_batch)::value,

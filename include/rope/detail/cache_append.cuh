@@ -85,19 +85,11 @@ ROPE_UNROLL
   }
 }
 
-/// Items of v per token in an append launch that moves `vec` elements per access: k's heads times
-/// head_dim / vec.
-template <typename T>
-ROPE_HOST_DEVICE int v_items_per_token(const RopeParams<T>& p, int vec) {
-  return p.head_dim / vec * p.k.num_heads;
-}
-
-/// Whether k's rotated heads go to k.y: always in a plain launch, with write-back in an append.
-ROPE_HOST_DEVICE bool k_written_to_y(const NoAppend&) { return true; }
-
+/// Where item `item` of token `token`'s v is read: head item / v_columns, elements from
+/// (item % v_columns) * vec on.
 template <typename T, typename C>
-ROPE_HOST_DEVICE bool k_written_to_y(const CacheAppend<T, C>& a) {
-  return a.k_write_back;
+ROPE_HOST_DEVICE const T* v_item(const KvCacheAppend<T, C>& a, std::int64_t token, int item, int v_columns, int vec) {
+  return a.v + token * a.v_token_stride + (item / v_columns) * a.v_head_stride + (item % v_columns) * vec;
 }
 
 /// Where one token's rows of the two caches start (or that the token writes none).

@@ -10,7 +10,6 @@
 
 #include <rope/detail/cache_append.cuh>
 #include <rope/detail/norm_stage.cuh>
-#include <rope/detail/pass_through.cuh>
 #include <rope/detail/policy.cuh>
 #include <rope/detail/token_body.cuh>
 #include <rope/detail/vector.cuh>
@@ -194,12 +193,10 @@ struct LaunchShape {
 /// little work for the block (a single 64-dim head, say), the block takes several tokens, fewer
 /// when that would leave too few blocks. A head wider than the block has its lanes walk columns.
 /// Norm launches (HeadLanes::kNormGroup) give a head norm_group_width(columns) lanes instead, so
-/// lanes per token are a multiple of that width (detail/norm_stage.cuh's lane rule). Launches
-/// with pass-through items (a partial-rotary tail, v) pass their count and get extra lanes that
-/// copy them meanwhile.
+/// lanes per token are a multiple of that width (detail/norm_stage.cuh's lane rule).
 template <typename Policy, typename T>
 LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch,
-                                HeadLanes head_lanes = HeadLanes::kOnePerColumn, int copy_items = 0) {
+                                HeadLanes head_lanes = HeadLanes::kOnePerColumn) {
   constexpr int kMaxBlockThreads = Policy::kMaxBlockThreads;
   const int rotary_dim = p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
   const int columns = head_lanes == HeadLanes::kNormGroup ? norm_group_width(rotary_dim / 2 / vec) : rotary_dim / 2 / vec;
@@ -208,28 +205,18 @@ LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch,
   // Computed cos/sin cost arithmetic per lane, not bytes: with many tokens, give each lane two
   // batches of heads so each (token, pair) sincos is computed half as often. Few tokens (decode)
   // are latency-bound instead, and a second batch would be a second round trip to memory.
-  // Fewer tokens than kFewBlocks cannot fill the GPU even at one token per block: there a lane
-  // takes one head, and the token as many lanes as the block allows, so each lane's chain of
-  // loads, rotations and stores is as short as it can be.
   constexpr std::int64_t kManyTokens = 1024;
-  constexpr std::int64_t kFewBlocks = 264;
   const bool share_sincos = p.cos_sin.kind == CosSin::Kind::kComputed && p.num_tokens >= kManyTokens;
-  const int heads_per_lane = p.num_tokens < kFewBlocks ? 1 : share_sincos ? 2 * head_batch : head_batch;
+  const int heads_per_lane = share_sincos ? 2 * head_batch : head_batch;
   int groups = (heads + heads_per_lane - 1) / heads_per_lane;
   if (groups > kMaxBlockThreads / columns) groups = kMaxBlockThreads / columns;
   const int heads_per_group = (heads + groups - 1) / groups;
   groups = (heads + heads_per_group - 1) / heads_per_group;
-  // Launches with pass-through items (copy_items, pass_through_items' count: a partial-rotary
-  // tail, v in an append): lanes that copy them beside those that rotate, as many as copy_lanes
-  // will give them of the total (at most three per rotating lane) where the block has room.
-  const int rotating = columns * groups;
-  int copying = (copy_items + head_batch - 1) / head_batch;
-  if (copying > 3 * rotating) copying = 3 * rotating;
-  if (copying > kMaxBlockThreads - rotating) copying = kMaxBlockThreads - rotating;
-  const int lanes = rotating + copying;
+  const int lanes = columns * groups;
   // A launch of few blocks leaves SMs idle (2048 single-head tokens in 256-thread blocks are 64
   // blocks for the H200's 132 SMs): halve the tokens per block, down to 64-thread blocks, until
   // there are kFewBlocks (two per SM there) or the block holds one token.
+  constexpr std::int64_t kFewBlocks = 264;
   constexpr int kMinBlockThreads = 64;
   int tokens_per_block = kMaxBlockThreads / lanes;
   while (tokens_per_block > 1 && lanes * (tokens_per_block / 2) >= kMinBlockThreads &&

@@ -8,50 +8,9 @@
 #include <rope/config.cuh>
 #include <rope/detail/cache_append.cuh>
 #include <rope/detail/vector.cuh>
-#include <rope/types.cuh>
 
 namespace rope {
 namespace detail {
-
-/// The partial-rotary tail a launch copies: `columns` items of kVec elements past rotary_dim for
-/// each of `heads` heads from `first_head` on (q's heads first, then k's). A tensor given in place
-/// has nothing to copy to y, so with q in place the items start at k's heads; k's tail goes to y
-/// where k is written there, and to its cache row in an append launch (`k_to_cache`).
-struct TailCopies {
-  int first_head;
-  int heads;
-  int columns;
-  ROPE_HOST_DEVICE int items() const { return heads * columns; }
-};
-
-template <typename T>
-ROPE_HOST_DEVICE TailCopies tail_copies(const RopeParams<T>& p, int vec, bool k_to_y, bool k_to_cache) {
-  const int rotary_dim = p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
-  const int first_head = p.q.x == p.q.y ? p.q.num_heads : 0;
-  const int last_head = k_to_cache || (k_to_y && p.k.x != p.k.y) ? p.q.num_heads + p.k.num_heads : p.q.num_heads;
-  const int heads = last_head > first_head ? last_head - first_head : 0;
-  return TailCopies{first_head, heads, (p.head_dim - rotary_dim) / vec};
-}
-
-/// Items of kVec elements a token of a launch copies rather than rotates, at most: its tail (k's
-/// to the cache too) and, in an append launch, v. What the launch shape gives copy lanes for.
-template <typename T, typename Append>
-ROPE_HOST_DEVICE int pass_through_items(const RopeParams<T>& p, const Append& append, int vec) {
-  const int tail = tail_copies(p, vec, k_written_to_y(append), Append::kEnabled).items();
-  return Append::kEnabled ? tail + v_items_per_token(p, vec) : tail;
-}
-
-/// Lanes of a token (of `lanes`) that copy its pass-through items while the others rotate: one
-/// per `batch` items, at most three in four lanes. Copied after the rotation by the rotating lanes
-/// themselves, the items would cost each token one more memory round trip per batch (bench/NOTES.md,
-/// change 9). The launch shape adds this many lanes where the block has room, so the rotating
-/// lanes keep their count; any other lane count (a full block, the host tests' many splits) still
-/// copies every item.
-ROPE_HOST_DEVICE int copy_lanes(int items, int batch, int lanes) {
-  const int wanted = (items + batch - 1) / batch;
-  const int most = lanes * 3 / 4;
-  return wanted < most ? wanted : most;
-}
 
 /// Where one item of kVec elements goes: to `y` (T), to `cache` (C, converted as the cache
 /// stores do), both, or neither (null).
@@ -86,6 +45,38 @@ ROPE_UNROLL
     }
   }
 }
+
+/// A lane's first kEarly copy items (items lane, lane + lanes, ...), loaded ahead of the stage
+/// that copies them: issued with the lane's first loads of the token, before any store, their
+/// loads share the rotation's memory round trip instead of taking one of their own after it.
+/// `store` writes them where `route` says; copy_items(lane + kEarly * lanes, ...) does the rest.
+template <int kEarly, int kVec, typename T>
+struct EarlyItems {
+  Fragment<T, kVec> chunk[kEarly];
+
+  /// `source(item)`: where item `item` is read; past the last item the load repeats item 0
+  /// (straight-line code), and `store` skips it. `items` >= 1.
+  template <typename Source>
+  ROPE_HOST_DEVICE void load(int lane, int lanes, int items, Source source) {
+ROPE_UNROLL
+    for (int j = 0; j < kEarly; ++j) {
+      const int item = lane + j * lanes;
+      chunk[j].load(source(item < items ? item : 0));
+    }
+  }
+
+  template <typename C, typename Route>
+  ROPE_HOST_DEVICE void store(int lane, int lanes, int items, float cache_scale, Route route) const {
+ROPE_UNROLL
+    for (int j = 0; j < kEarly; ++j) {
+      const int item = lane + j * lanes;
+      if (item >= items) continue;
+      const CopyRoute<T, C> to = route(item);
+      if (to.y != nullptr) chunk[j].store(to.y);
+      if (to.cache != nullptr) fragment_to_cache<C, Access<C, kVec>::value>(chunk[j], to.cache, cache_scale);
+    }
+  }
+};
 
 }  // namespace detail
 }  // namespace rope

@@ -365,19 +365,25 @@ ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::in
   // The token's cache rows (append launches), likewise needed only when storing.
   CacheRows<typename Append::Cache> rows;
   if constexpr (Append::kEnabled) rows = cache_rows(append, token, lane == 0);
+  // Append: the lane's first v items are read now, with its heads: v depends on neither the
+  // position nor the slot, and read after the rotation it cost each token a round trip of its
+  // own (bench/NOTES.md, change 10).
+  constexpr int kEarlyV = 2;
+  const int v_columns = p.head_dim / kVec;
+  const int v_items = v_columns * p.k.num_heads;
+  EarlyItems<kEarlyV, kVec, T> early_v;
+  if constexpr (Append::kEnabled) {
+    early_v.load(lane, lanes, v_items, [&](int item) { return v_item(append.args, token, item, v_columns, kVec); });
+  }
 
   const int rotary_dim = p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
   const int half = rotary_dim / 2;
   const int heads = p.q.num_heads + p.k.num_heads;
   const int columns = half / kVec;
-  // The last copiers lanes copy the pass-through items (below) while the first head_lanes rotate
-  // q and k. Norm launches normalize their tail with the heads and copy nothing.
-  const int copiers = Norm::kEnabled ? 0 : copy_lanes(pass_through_items(p, append, kVec), kHeadBatch, lanes);
-  const int head_lanes = lanes - copiers;
   // A head's lanes: its columns, or (norm) a group of `width` lanes, some spare or walking.
   const int width = Norm::kEnabled ? norm_group_width(columns) : columns;
-  const int groups = head_lanes >= width ? head_lanes / width : 1;
-  for (int item = lane; lane < head_lanes && item < width * groups; item += head_lanes) {
+  const int groups = lanes >= width ? lanes / width : 1;
+  for (int item = lane; item < width * groups; item += lanes) {
     const int column = item % width;
     const bool spare = Norm::kEnabled && column >= columns;  // joins the sums with zero
     const int first_pair = (spare ? 0 : column) * kVec;
@@ -462,31 +468,31 @@ ROPE_UNROLL
     }
   }
 
-  // Pass-through items, by the copy lanes (by every lane when the token has too few to split):
-  // the partial-rotary tail, elements [rotary_dim, head_dim), to y where y is not x and for k in
-  // an append launch to its cache row (and to y only with write-back); then v into its cache row
-  // whole. Norm launches normalized their tail with the heads above.
+  // Partial rotary: elements [rotary_dim, head_dim) pass through: to y where y is not x, and for
+  // k in an append launch to its cache row (and to y only with write-back). A tensor given in
+  // place has nothing to copy to y, so with q in place the items start at k's heads. Norm
+  // launches normalized their tail with the heads above.
   if (!in_range || Norm::kEnabled) return;
-  const bool split = copiers > 0;
-  if (split && lane < head_lanes) return;
-  const int copy_lane = split ? lane - head_lanes : lane;
-  const int copy_lane_count = split ? copiers : lanes;
+  const int tail_columns = (p.head_dim - rotary_dim) / kVec;
   using Cache = typename Append::Cache;
   using TailCache = std::conditional_t<Append::kEnabled, Cache, T>;  // plain launches: never used
-  bool k_to_cache = false;
-  if constexpr (Append::kEnabled) k_to_cache = rows.k != nullptr;
-  const bool k_to_y = p.k.x != p.k.y && k_written_to_y(append);
-  const TailCopies tail = tail_copies(p, kVec, k_to_y, k_to_cache);
-  if (tail.items() > 0) {
+  const bool q_in_place = p.q.x == p.q.y;
+  bool k_to_cache = false, k_to_y = p.k.x != p.k.y;
+  if constexpr (Append::kEnabled) {
+    k_to_cache = rows.k != nullptr;
+    k_to_y = k_to_y && append.k_write_back;
+  }
+  const int first_tail_head = q_in_place ? p.q.num_heads : 0;
+  const int tail_heads = k_to_cache || k_to_y ? heads - first_tail_head : p.q.num_heads - first_tail_head;
+  if (tail_columns > 0 && tail_heads > 0) {
     float k_scale = 1.0f;
     if constexpr (Append::kEnabled) k_scale = append.args.k_scale;
     // Per-pair multi-axis instances copy one item at a time: their rotation already needs 128
     // registers, and a batch of copies in flight took them past it (one block per SM instead of two).
     constexpr int kTailBatch = kAxes == AxisLookup::kPerPair ? 1 : kHeadBatch;
-    const bool q_in_place = p.q.x == p.q.y;
-    copy_items<kTailBatch, kVec, T, TailCache>(copy_lane, copy_lane_count, tail.items(), k_scale, [&](int item) {
-      const int h = tail.first_head + item / tail.columns;
-      const int offset = rotary_dim + (item % tail.columns) * kVec;
+    copy_items<kTailBatch, kVec, T, TailCache>(lane, lanes, tail_columns * tail_heads, k_scale, [&](int item) {
+      const int h = first_tail_head + item / tail_columns;
+      const int offset = rotary_dim + (item % tail_columns) * kVec;
       const int kv_head = h - p.q.num_heads;  // negative for q heads
       const HeadPointers<T> ptr = head_pointers(p, token, h);
       TailCache* cache = nullptr;
@@ -498,17 +504,18 @@ ROPE_UNROLL
     });
   }
 
+  // Append: v passes into its cache row whole: the items read early, then the rest.
   if constexpr (Append::kEnabled) {
     if (rows.v == nullptr) return;
     const KvCacheAppend<T, Cache>& a = append.args;
-    const int v_columns = p.head_dim / kVec;
-    copy_items<kHeadBatch, kVec, T, Cache>(copy_lane, copy_lane_count, v_items_per_token(p, kVec), a.v_scale,
-                                           [&](int item) {
+    auto route = [&](int item) {
       const int h = item / v_columns;
       const int offset = (item % v_columns) * kVec;
-      return CopyRoute<T, Cache>{a.v + token * a.v_token_stride + h * a.v_head_stride + offset, nullptr,
+      return CopyRoute<T, Cache>{v_item(a, token, item, v_columns, kVec), nullptr,
                                  rows.v + h * a.v_cache.head_stride + offset};
-    });
+    };
+    early_v.template store<Cache>(lane, lanes, v_items, a.v_scale, route);
+    copy_items<kHeadBatch, kVec, T, Cache>(lane + kEarlyV * lanes, lanes, v_items, a.v_scale, route);
   }
 }
 
