@@ -19,6 +19,11 @@
 
 namespace rope_test {
 
+/// Rows of tokens the host runs walk (rope::detail::walk_tokens): three when there are more
+/// tokens than that, so most runs check tokens reached a walk apart with their positions read
+/// ahead, as a kernel grid smaller than the token count reaches them.
+inline std::int64_t host_walk_rows(std::int64_t tokens) { return tokens > 3 ? 3 : tokens; }
+
 /// Runs an already validated launch: dispatch (with the append stage `append`, or NoAppend),
 /// launch shape, then the body for every (token, lane).
 template <typename Policy, typename T, typename Append>
@@ -28,10 +33,16 @@ void run_body_on_host(const rope::RopeParams<T>& p, bool inverse, const Append& 
     if (vec_out != nullptr) *vec_out = decltype(vec)::value;
     const rope::detail::LaunchShape shape = rope::detail::choose_launch_shape<Policy>(p, vec, head_batch);
     const int lanes = lanes_override > 0 ? lanes_override : shape.lanes_per_token;
-    for (std::int64_t token = 0; token < p.num_tokens; ++token) {
-      for (int lane = 0; lane < lanes; ++lane) {
-        rope::detail::rotate_token<T, decltype(style)::value, decltype(vec)::value, decltype(head_batch)::value,
-                                   decltype(axes)::value, Append>(p, inverse, token, lane, lanes, append);
+    // Rows of tokens a walk apart, as a kernel grid smaller than the token count has them.
+    const std::int64_t rows = host_walk_rows(p.num_tokens);
+    for (int lane = 0; lane < lanes; ++lane) {
+      for (std::int64_t row = 0; row < rows; ++row) {
+        rope::detail::walk_tokens<decltype(axes)::value>(
+            p, row, rows, [&](std::int64_t token, const rope::detail::AxisPositions& positions) {
+              rope::detail::rotate_token<T, decltype(style)::value, decltype(vec)::value,
+                                         decltype(head_batch)::value, decltype(axes)::value, Append>(
+                  p, inverse, token, positions, lane, lanes, append);
+            });
       }
     }
   });
@@ -157,11 +168,16 @@ cudaError_t run_norm_on_host(const rope::RopeParams<T>& p, const rope::QkNorm<T,
         std::vector<std::thread> threads;
         for (int lane = 0; lane < lanes; ++lane) {
           threads.emplace_back([&, lane] {
-            for (std::int64_t token = 0; token < p.num_tokens; ++token) {
-              rope::detail::rotate_token<T, decltype(style)::value, decltype(vec)::value, decltype(head_batch)::value,
-                                         decltype(axes)::value, rope::detail::NoAppend, rope::detail::RmsNorm<W>,
-                                         HostLaneGroup>(p, false, token, lane, lanes, rope::detail::NoAppend{}, norm,
-                                                        HostLaneGroup{&groups, lane});
+            const std::int64_t rows = host_walk_rows(p.num_tokens);
+            for (std::int64_t row = 0; row < rows; ++row) {
+              rope::detail::walk_tokens<decltype(axes)::value>(
+                  p, row, rows, [&](std::int64_t token, const rope::detail::AxisPositions& positions) {
+                    rope::detail::rotate_token<T, decltype(style)::value, decltype(vec)::value,
+                                               decltype(head_batch)::value, decltype(axes)::value,
+                                               rope::detail::NoAppend, rope::detail::RmsNorm<W>, HostLaneGroup>(
+                        p, false, token, positions, lane, lanes, rope::detail::NoAppend{}, norm,
+                        HostLaneGroup{&groups, lane});
+                  });
             }
           });
         }

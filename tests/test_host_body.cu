@@ -137,6 +137,43 @@ TEST(HostBodyDispatch, FewTokensTakeSmallerBlocks) {
   EXPECT_EQ(shape(1 << 16, 40).tokens_per_block, Policy::kMaxBlockThreads / shape(1 << 16, 40).lanes_per_token);
 }
 
+// Which launches walk tokens with a grid capped at the resident blocks: table mode with positions
+// and no partial-rotary tail, from kResidentMultiple times the resident blocks on.
+TEST(HostBodyDispatch, OnlyLargeTableLaunchesWithPositionsWalkTokens) {
+  using rope::detail::grid_blocks;
+  const std::int64_t positions[1] = {0};
+  const float table[2] = {1.0f, 0.0f}, inv_freq[1] = {1.0f};
+  rope::RopeParams<__nv_bfloat16> p;
+  p.head_dim = 128;
+  p.cos_sin = rope::cos_sin_table(table, table + 1, 1, 64);
+  p.positions = rope::positions(positions);
+  const std::int64_t resident = 264;
+  EXPECT_EQ(grid_blocks(p, 5462, resident), resident);                                  // Llama T = 16384
+  EXPECT_EQ(grid_blocks(p, rope::detail::kResidentMultiple * resident, resident), resident);
+  EXPECT_EQ(grid_blocks(p, rope::detail::kResidentMultiple * resident - 1, resident),
+            rope::detail::kResidentMultiple * resident - 1);
+  EXPECT_EQ(grid_blocks(p, 1366, resident), 1366);                                      // T = 4096: too few
+  EXPECT_EQ(grid_blocks(p, 5462, 0), 5462);                                             // occupancy unknown
+  p.rotary_dim = 64;                                                                    // a tail to copy
+  EXPECT_EQ(grid_blocks(p, 5462, resident), 5462);
+  p.rotary_dim = 0;
+  p.positions = rope::Positions{};                                                      // rows by token index
+  EXPECT_EQ(grid_blocks(p, 5462, resident), 5462);
+  p.positions = rope::positions(positions);
+  p.cos_sin = rope::computed_cos_sin(inv_freq);                                         // no table to gather
+  EXPECT_EQ(grid_blocks(p, 5462, resident), 5462);
+  // The instances that walk: not the per-pair multi-axis ones, nor multi-axis appends and norms.
+  using rope::detail::AxisLookup;
+  using Bf16Append = rope::detail::CacheAppend<__nv_bfloat16, __nv_bfloat16>;
+  EXPECT_TRUE((rope::detail::kWalksTokens<AxisLookup::kSingleAxis, rope::detail::NoAppend, rope::detail::NoNorm>));
+  EXPECT_TRUE((rope::detail::kWalksTokens<AxisLookup::kSingleAxis, Bf16Append, rope::detail::NoNorm>));
+  EXPECT_TRUE((rope::detail::kWalksTokens<AxisLookup::kPerColumn, rope::detail::NoAppend, rope::detail::NoNorm>));
+  EXPECT_FALSE((rope::detail::kWalksTokens<AxisLookup::kPerColumn, Bf16Append, rope::detail::NoNorm>));
+  EXPECT_FALSE((rope::detail::kWalksTokens<AxisLookup::kPerPair, rope::detail::NoAppend, rope::detail::NoNorm>));
+  EXPECT_TRUE((rope::detail::kWalksTokens<AxisLookup::kSingleAxis, rope::detail::NoAppend, rope::detail::RmsNorm<float>>));
+  EXPECT_FALSE((rope::detail::kWalksTokens<AxisLookup::kPerColumn, rope::detail::NoAppend, rope::detail::RmsNorm<float>>));
+}
+
 // Every tuning policy computes the same function: the head batch only changes the order of
 // loads and stores, so outputs must match the default policy's bit for bit.
 TEST(HostBodyDispatch, TuningPoliciesAgree) {

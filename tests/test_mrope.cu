@@ -87,7 +87,9 @@ cudaError_t run_per_pair_on_host(const rope::RopeParams<T>& p, bool inverse) {
     for (std::int64_t token = 0; token < p.num_tokens; ++token) {
       for (int lane = 0; lane < shape.lanes_per_token; ++lane) {
         rope::detail::rotate_token<T, decltype(style)::value, decltype(vec)::value, decltype(head_batch)::value,
-                                   rope::detail::AxisLookup::kPerPair>(p, inverse, token, lane, shape.lanes_per_token);
+                                   rope::detail::AxisLookup::kPerPair>(
+            p, inverse, token, rope::detail::token_positions<rope::detail::AxisLookup::kPerPair>(p, token), lane,
+            shape.lanes_per_token);
       }
     }
   });

@@ -23,8 +23,26 @@ template <typename T>
 constexpr bool kSupportedType = std::is_same<T, float>::value || std::is_same<T, __half>::value ||
                                 std::is_same<T, __nv_bfloat16>::value;
 
+/// Blocks of `threads` threads of `kernel` that the current device holds at once, or 0 when the
+/// runtime cannot say (the launch then takes one block per row of tokens).
+template <typename Kernel>
+std::int64_t resident_blocks(Kernel kernel, int threads) {
+  int device = 0, sms = 0, per_sm = 0;
+  if (cudaGetDevice(&device) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0) != cudaSuccess) {
+    (void)cudaGetLastError();  // not the launch's error: the launch goes ahead uncapped
+    return 0;
+  }
+  return static_cast<std::int64_t>(sms) * per_sm;
+}
+
 /// Launches a validated, non-empty launch: one kernel instance per (style, width, append mode,
-/// norm mode).
+/// norm mode). Large table-mode launches with positions take at most the blocks the GPU holds at
+/// once (grid_blocks in detail/dispatch.cuh), each block row walking tokens a grid apart and
+/// reading its next token's positions while it works on the current one (detail/kernel.cuh).
+/// Other launches, and any of fewer than kQueryBlocks blocks (which skip the occupancy query and
+/// its few microseconds of host time), take one block per row of tokens.
 template <typename Policy, typename T, typename Append, typename Norm = NoNorm>
 cudaError_t launch_validated(const RopeParams<T>& params, bool inverse, const Append& append, cudaStream_t stream,
                              const Norm& norm = Norm{}) {
@@ -33,11 +51,15 @@ cudaError_t launch_validated(const RopeParams<T>& params, bool inverse, const Ap
       [&](auto style, auto vec, auto head_batch, auto axes) {
         const LaunchShape shape = choose_launch_shape<Policy>(
             params, vec, head_batch, Norm::kEnabled ? HeadLanes::kNormGroup : HeadLanes::kOnePerColumn);
-        const std::int64_t blocks = (params.num_tokens + shape.tokens_per_block - 1) / shape.tokens_per_block;
+        const auto kernel = rotate_tokens_kernel<T, Policy, decltype(style)::value, decltype(vec)::value,
+                                                 decltype(head_batch)::value, decltype(axes)::value, Append, Norm>;
         const dim3 block(static_cast<unsigned>(shape.lanes_per_token), static_cast<unsigned>(shape.tokens_per_block));
-        rotate_tokens_kernel<T, Policy, decltype(style)::value, decltype(vec)::value, decltype(head_batch)::value,
-                             decltype(axes)::value, Append, Norm>
-            <<<static_cast<unsigned>(blocks), block, 0, stream>>>(params, inverse, append, norm);
+        std::int64_t blocks = (params.num_tokens + shape.tokens_per_block - 1) / shape.tokens_per_block;
+        constexpr std::int64_t kQueryBlocks = 1024;
+        if (kWalksTokens<decltype(axes)::value, Append, Norm> && blocks >= kQueryBlocks && reads_positions_ahead(params)) {
+          blocks = grid_blocks(params, blocks, resident_blocks(kernel, static_cast<int>(block.x * block.y)));
+        }
+        kernel<<<static_cast<unsigned>(blocks), block, 0, stream>>>(params, inverse, append, norm);
       },
       norm);
   return record(cudaGetLastError());

@@ -177,6 +177,31 @@ void dispatch(const RopeParams<T>& p, F&& f) {
   dispatch<Policy>(p, NoAppend{}, static_cast<F&&>(f));
 }
 
+/// Whether a launch benefits from rows that walk tokens a grid apart and read each next token's
+/// positions ahead (detail/kernel.cuh): table mode with a positions array, where a token's table
+/// reads otherwise wait for its positions (a second memory round trip), and no partial-rotary
+/// tail. Measured on an H200 (bench/NOTES.md, change 11): Llama-3-8B table mode, the fused append,
+/// QK-norm, M-RoPE table mode and head_dim 64/128/256 at T = 16384 gained 2-8%; computed mode,
+/// tables indexed by token (the seed's sweep) and head_dim 80 with rotary_dim 32 lost 4-6%.
+template <typename T>
+bool reads_positions_ahead(const RopeParams<T>& p) {
+  const bool tail = p.rotary_dim != 0 && p.rotary_dim < p.head_dim;
+  return p.cos_sin.kind == CosSin::Kind::kTable && p.positions.type != PositionType::kNone && !tail;
+}
+
+/// The grid of a launch of `blocks` blocks of an instance that walks tokens (kWalksTokens in
+/// detail/kernel.cuh) where the GPU holds `resident` at once (0: unknown):
+/// launches that read positions ahead and have at least kResidentMultiple times the resident
+/// blocks take only the resident ones. With fewer, each row would walk too few tokens for the
+/// rows to finish together (Llama-3-8B table mode at T = 4096, 5 times the resident blocks, lost
+/// 8% that way).
+constexpr std::int64_t kResidentMultiple = 8;
+
+template <typename T>
+std::int64_t grid_blocks(const RopeParams<T>& p, std::int64_t blocks, std::int64_t resident) {
+  return reads_positions_ahead(p) && resident > 0 && blocks >= kResidentMultiple * resident ? resident : blocks;
+}
+
 /// How a head's columns map to lanes: one lane per column, or (norm launches) a power-of-two
 /// group of lanes within one warp, for the group's sum of squares.
 enum class HeadLanes : int { kOnePerColumn, kNormGroup };

@@ -14,28 +14,46 @@
 namespace rope {
 namespace detail {
 
-/// Block (lanes, tokens): threadIdx.y picks the block's token, threadIdx.x the lane within it.
-/// One token per block row, all heads of that token in the row. `inverse` selects the backward
-/// rotation (by -theta); it is uniform across the launch, so the branch costs nothing.
-/// `Policy` (a RopePolicy) sets the launch bounds; kHeadBatch is the policy's batch for this kVec.
-/// `Append` is the append mode: NoAppend (plain RoPE; an empty parameter) or a CacheAppend.
-/// `Norm` is the norm mode: NoNorm (an empty parameter) or an RmsNorm, whose lanes sum across
-/// their group with warp shuffles. `kAxes`: how pairs find their positions (one axis or M-RoPE).
+/// Whether the (kAxes, Append, Norm) kernel instance walks tokens a grid apart (below): all but
+/// the per-pair multi-axis instances and multi-axis appends and norms, whose registers the walk's
+/// read-ahead positions would take past 128 (one block of 256 threads per SM instead of two, or
+/// spills under NormPolicy). Those are launched one row per token.
+template <AxisLookup kAxes, typename Append, typename Norm>
+constexpr bool kWalksTokens = kAxes == AxisLookup::kSingleAxis ||
+                              (kAxes == AxisLookup::kPerColumn && !Append::kEnabled && !Norm::kEnabled);
+
+/// Block (lanes, tokens): threadIdx.y picks the block's token row, threadIdx.x the lane within
+/// it; all heads of a token are in its row. The grid may be smaller than the token count (at most
+/// what the GPU holds at once): each row then takes tokens blockIdx.x * blockDim.y + threadIdx.y,
+/// then that plus gridDim.x * blockDim.y, and so on, and reads each next token's positions before
+/// working on the current one, so the next token's table reads do not wait for its positions.
+/// `inverse` selects the backward rotation (by -theta); it is uniform across the launch, so the
+/// branch costs nothing. `Policy` (a RopePolicy) sets the launch bounds; kHeadBatch is the
+/// policy's batch for this kVec. `Append` is the append mode: NoAppend (plain RoPE; an empty
+/// parameter) or a CacheAppend. `Norm` is the norm mode: NoNorm (an empty parameter) or an
+/// RmsNorm, whose lanes sum across their group with warp shuffles (a row's lanes always work on
+/// the same token). `kAxes`: how pairs find their positions (one axis or M-RoPE).
 template <typename T, typename Policy, Style kStyle, int kVec, int kHeadBatch, AxisLookup kAxes,
           typename Append = NoAppend, typename Norm = NoNorm>
 ROPE_KERNEL void __launch_bounds__(Policy::kMaxBlockThreads, Policy::kMinBlocksPerSm)
     rotate_tokens_kernel(const __grid_constant__ RopeParams<T> params, bool inverse,
                          const __grid_constant__ Append append, const __grid_constant__ Norm norm) {
-  const std::int64_t token = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
-  if (token < params.num_tokens) {
+  const std::int64_t rows = static_cast<std::int64_t>(gridDim.x) * blockDim.y;
+  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
+  const int lane = static_cast<int>(threadIdx.x), lanes = static_cast<int>(blockDim.x);
+  auto work = [&](std::int64_t token, const AxisPositions& positions) {
     if constexpr (Norm::kEnabled) {
       const WarpLaneGroup group{(threadIdx.y * blockDim.x + threadIdx.x) % 32u};
-      rotate_token<T, kStyle, kVec, kHeadBatch, kAxes, Append, Norm, WarpLaneGroup>(
-          params, inverse, token, static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x), append, norm, group);
+      rotate_token<T, kStyle, kVec, kHeadBatch, kAxes, Append, Norm, WarpLaneGroup>(params, inverse, token, positions,
+                                                                                   lane, lanes, append, norm, group);
     } else {
-      rotate_token<T, kStyle, kVec, kHeadBatch, kAxes, Append>(params, inverse, token, static_cast<int>(threadIdx.x),
-                                                                    static_cast<int>(blockDim.x), append);
+      rotate_token<T, kStyle, kVec, kHeadBatch, kAxes, Append>(params, inverse, token, positions, lane, lanes, append);
     }
+  };
+  if constexpr (kWalksTokens<kAxes, Append, Norm>) {
+    walk_tokens<kAxes>(params, first, rows, work);
+  } else if (first < params.num_tokens) {
+    work(first, token_positions<kAxes>(params, first));
   }
 }
 

@@ -133,6 +133,36 @@ ROPE_HOST_DEVICE void load_column_cos_sin(const RopeParams<T>& p, const AxisPosi
   }
 }
 
+/// A token's position on each axis (positions[token], or the token index without positions;
+/// multi-axis launches (kAxes, the dispatch's choice when positions.axes > 1) read the other
+/// axes too, and a missing third axis repeats the first). The kernel reads them one token ahead
+/// (detail/kernel.cuh), so a token's table reads need not wait for its positions.
+template <AxisLookup kAxes, typename T>
+ROPE_HOST_DEVICE AxisPositions token_positions(const RopeParams<T>& p, std::int64_t token) {
+  const bool has_positions = p.positions.type != PositionType::kNone;
+  const std::int64_t position = has_positions ? read_position(p.positions, token) : token;
+  AxisPositions pos{{position, position, position}};
+  if constexpr (kAxes != AxisLookup::kSingleAxis) {
+    pos.axis[1] = read_position(p.positions, token + p.positions.axis_stride);
+    if (p.positions.axes > 2) pos.axis[2] = read_position(p.positions, token + 2 * p.positions.axis_stride);
+  }
+  return pos;
+}
+
+/// Calls work(token, positions) for tokens first, first + stride, ... below p.num_tokens, each
+/// with token_positions' result, reading each next token's positions before the current token's
+/// work: the walk of one row of a kernel block (detail/kernel.cuh) and of the host tests' rows.
+template <AxisLookup kAxes, typename T, typename Work>
+ROPE_HOST_DEVICE void walk_tokens(const RopeParams<T>& p, std::int64_t first, std::int64_t stride, Work&& work) {
+  if (first >= p.num_tokens) return;
+  AxisPositions next = token_positions<kAxes>(p, first);
+  for (std::int64_t token = first; token < p.num_tokens; token += stride) {
+    const AxisPositions positions = next;
+    if (token + stride < p.num_tokens) next = token_positions<kAxes>(p, token + stride);
+    work(token, positions);
+  }
+}
+
 /// The identity pre-transform of a pair (plain launches).
 struct Unscaled {
   ROPE_HOST_DEVICE void operator()(int, float&, float&) const {}
@@ -319,7 +349,8 @@ ROPE_UNROLL
   }
 };
 
-/// All work of one token, shared by `lanes` cooperating threads (this one is `lane`).
+/// All work of one token, shared by `lanes` cooperating threads (this one is `lane`), at the
+/// positions `axis_pos` (token_positions' result for this token).
 ///
 /// The rotary part of a head is split into columns of kVec pairs. Lane `lane` takes column
 /// `lane % columns` for a group of heads (`lane / columns`, then every `groups`-th head), so it
@@ -342,20 +373,12 @@ ROPE_UNROLL
 /// also normalizes its share of the tail, so the tail loops after the heads are skipped.
 template <typename T, Style kStyle, int kVec, int kHeadBatch, AxisLookup kAxes = AxisLookup::kSingleAxis,
           typename Append = NoAppend, typename Norm = NoNorm, typename Group = NoLaneGroup>
-ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::int64_t token, int lane,
-                                   int lanes, const Append& append = Append{}, const Norm& norm = Norm{},
-                                   const Group& group = Group{}) {
+ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::int64_t token,
+                                   const AxisPositions& axis_pos, int lane, int lanes, const Append& append = Append{},
+                                   const Norm& norm = Norm{}, const Group& group = Group{}) {
   static_assert(!(Append::kEnabled && Norm::kEnabled), "the norm stage does not combine with the append stage yet");
   constexpr bool kMultiAxis = kAxes != AxisLookup::kSingleAxis;
-  const bool has_positions = p.positions.type != PositionType::kNone;
-  const std::int64_t position = has_positions ? read_position(p.positions, token) : token;
-  // Multi-axis positions (M-RoPE, kAxes: dispatch's choice when positions.axes > 1): the
-  // token's other axes too; a missing third axis repeats the first.
-  AxisPositions axis_pos{{position, position, position}};
-  if constexpr (kMultiAxis) {
-    axis_pos.axis[1] = read_position(p.positions, token + p.positions.axis_stride);
-    if (p.positions.axes > 2) axis_pos.axis[2] = read_position(p.positions, token + 2 * p.positions.axis_stride);
-  }
+  const std::int64_t position = axis_pos.axis[0];
   // A position outside the table leaves the token unwritten (the table is never read out of
   // bounds) and tells the caller. The x loads below do not depend on it, so they are not made to
   // wait for the position: in decode, that is one memory round trip less.
