@@ -352,6 +352,43 @@ void empty_kernel_bench(benchmark::State& state, Timing timing) {
 constexpr int kAppendQ = 32, kAppendKv = 8, kAppendDim = 128, kAppendBlock = 16;
 constexpr int kAppendRow = (kAppendQ + 2 * kAppendKv) * kAppendDim;
 
+/// Random positions into the shared cos/sin cache for a fixture whose input sets fill the flush
+/// budget: the distinct rows of one set, the bytes of one set (`min_bytes(distinct_rows)`), the
+/// number of sets, and `tokens` positions per set.
+struct PositionSets {
+  double distinct_rows = 0.0;
+  double bytes = 0.0;
+  int batch = 0;
+  std::vector<std::int64_t> positions;
+};
+
+template <typename MinBytes>
+PositionSets random_position_sets(std::int64_t tokens, std::uint64_t seed, MinBytes min_bytes) {
+  PositionSets s;
+  s.distinct_rows = bench::random_positions(tokens, kCacheRows, 1, seed, s.positions);
+  s.bytes = min_bytes(s.distinct_rows);
+  s.batch = bench::batch_for(s.bytes);
+  bench::random_positions(tokens, kCacheRows, s.batch, seed, s.positions);
+  return s;
+}
+
+/// The shared fp32 cos/sin cache: kCacheRows rows of head_dim / 2 values each, from the model's
+/// base (rope_theta), and its inverse frequencies.
+struct CosSinCache {
+  bench::SetArray<float> cos, sin, freq;
+
+  std::string setup(int head_dim, double base) {
+    std::string e = freq.allocate(head_dim / 2, 1);
+    if (e.empty()) e = freq.upload(bench::inv_freq(base, head_dim));
+    if (e.empty()) e = cos.allocate(static_cast<std::size_t>(kCacheRows) * head_dim / 2, 1);
+    if (e.empty()) e = sin.allocate(static_cast<std::size_t>(kCacheRows) * head_dim / 2, 1);
+    if (e.empty()) e = bench::fill_cos_sin(cos[0], sin[0], kCacheRows, head_dim / 2, freq[0]);
+    return e;
+  }
+
+  rope::CosSin table(int head_dim) const { return rope::cos_sin_table<float>(cos[0], sin[0], kCacheRows, head_dim / 2); }
+};
+
 /// q rotated in place; k rotated into the cache only (no write-back), v copied into it; int64
 /// positions into the shared fp32 cos/sin cache; each input set appends to its own cache rows
 /// (set s, token t -> slot s * T + t, contiguous as a prefill's are).
@@ -360,7 +397,7 @@ struct AppendData {
   std::int64_t tokens = 0;
   SetArray<__nv_bfloat16> qkv;
   SetArray<std::int64_t> pos, slots;
-  SetArray<float> cache_cos, cache_sin, freq;
+  CosSinCache table;
   SetArray<C> k_cache, v_cache;
   std::int64_t num_blocks = 0;
   double distinct_rows = 0.0, bytes = 0.0;
@@ -377,27 +414,22 @@ struct AppendData {
 
   std::string setup(std::int64_t t) {
     tokens = t;
-    std::vector<std::int64_t> host_pos;
-    distinct_rows = bench::random_positions(t, kCacheRows, 1, 11, host_pos);
-    bytes = min_bytes(t, distinct_rows);
-    batch = bench::batch_for(bytes);
-    bench::random_positions(t, kCacheRows, batch, 11, host_pos);
+    const PositionSets sets = random_position_sets(t, 11, [t](double rows) { return min_bytes(t, rows); });
+    distinct_rows = sets.distinct_rows;
+    bytes = sets.bytes;
+    batch = sets.batch;
     std::vector<std::int64_t> host_slots(static_cast<std::size_t>(t) * batch);
     for (std::size_t i = 0; i < host_slots.size(); ++i) host_slots[i] = static_cast<std::int64_t>(i);
     num_blocks = (t * batch + kAppendBlock - 1) / kAppendBlock;
     const std::size_t cache = static_cast<std::size_t>(num_blocks) * kAppendBlock * kAppendKv * kAppendDim;
     std::string e = qkv.allocate(static_cast<std::size_t>(t) * kAppendRow, batch);
     if (e.empty()) e = pos.allocate(static_cast<std::size_t>(t), batch);
-    if (e.empty()) e = pos.upload(host_pos);
+    if (e.empty()) e = pos.upload(sets.positions);
     if (e.empty()) e = slots.allocate(static_cast<std::size_t>(t), batch);
     if (e.empty()) e = slots.upload(host_slots);
     if (e.empty()) e = k_cache.allocate(cache, 1);
     if (e.empty()) e = v_cache.allocate(cache, 1);
-    if (e.empty()) e = freq.allocate(kAppendDim / 2, 1);
-    if (e.empty()) e = freq.upload(bench::inv_freq(kLlamaBase, kAppendDim));
-    if (e.empty()) e = cache_cos.allocate(static_cast<std::size_t>(kCacheRows) * kAppendDim / 2, 1);
-    if (e.empty()) e = cache_sin.allocate(static_cast<std::size_t>(kCacheRows) * kAppendDim / 2, 1);
-    if (e.empty()) e = bench::fill_cos_sin(cache_cos[0], cache_sin[0], kCacheRows, kAppendDim / 2, freq[0]);
+    if (e.empty()) e = table.setup(kAppendDim, kLlamaBase);
     if (e.empty()) e = bench::fill_uniform(qkv, 4);
     return e;
   }
@@ -410,7 +442,7 @@ struct AppendData {
     p.q = rope::strided_heads<__nv_bfloat16>(qkv[i], qkv[i], kAppendQ, kAppendRow, kAppendDim);
     __nv_bfloat16* k = qkv[i] + kAppendQ * kAppendDim;
     p.k = rope::strided_heads<__nv_bfloat16>(k, k_in_place ? k : nullptr, kAppendKv, kAppendRow, kAppendDim);
-    p.cos_sin = rope::cos_sin_table<float>(cache_cos[0], cache_sin[0], kCacheRows, kAppendDim / 2);
+    p.cos_sin = table.table(kAppendDim);
     p.positions = rope::positions(pos[i]);
     return p;
   }
@@ -466,7 +498,7 @@ struct QkNormData {
   std::int64_t tokens = 0;
   SetArray<__nv_bfloat16> qkv, weights;
   SetArray<std::int64_t> pos;
-  SetArray<float> cache_cos, cache_sin, freq;
+  CosSinCache table;
   double distinct_rows = 0.0, bytes = 0.0;
   int batch = 0;
 
@@ -479,20 +511,15 @@ struct QkNormData {
 
   std::string setup(std::int64_t t) {
     tokens = t;
-    std::vector<std::int64_t> host_pos;
-    distinct_rows = bench::random_positions(t, kCacheRows, 1, 13, host_pos);
-    bytes = min_bytes(t, distinct_rows);
-    batch = bench::batch_for(bytes);
-    bench::random_positions(t, kCacheRows, batch, 13, host_pos);
+    const PositionSets sets = random_position_sets(t, 13, [t](double rows) { return min_bytes(t, rows); });
+    distinct_rows = sets.distinct_rows;
+    bytes = sets.bytes;
+    batch = sets.batch;
     std::string e = qkv.allocate(static_cast<std::size_t>(t) * kNormRow, batch);
     if (e.empty()) e = weights.allocate(2 * kNormDim, 1);
     if (e.empty()) e = pos.allocate(static_cast<std::size_t>(t), batch);
-    if (e.empty()) e = pos.upload(host_pos);
-    if (e.empty()) e = freq.allocate(kNormDim / 2, 1);
-    if (e.empty()) e = freq.upload(bench::inv_freq(1000000.0, kNormDim));  // Qwen3's rope_theta
-    if (e.empty()) e = cache_cos.allocate(static_cast<std::size_t>(kCacheRows) * kNormDim / 2, 1);
-    if (e.empty()) e = cache_sin.allocate(static_cast<std::size_t>(kCacheRows) * kNormDim / 2, 1);
-    if (e.empty()) e = bench::fill_cos_sin(cache_cos[0], cache_sin[0], kCacheRows, kNormDim / 2, freq[0]);
+    if (e.empty()) e = pos.upload(sets.positions);
+    if (e.empty()) e = table.setup(kNormDim, 1000000.0);  // Qwen3's rope_theta
     if (e.empty()) e = bench::fill_uniform(qkv, 5);
     if (e.empty()) e = bench::fill_uniform(weights, 6);
     return e;
@@ -505,7 +532,7 @@ struct QkNormData {
     p.q = rope::strided_heads<__nv_bfloat16>(qkv[i], qkv[i], kNormQ, kNormRow, kNormDim);
     __nv_bfloat16* k = qkv[i] + kNormQ * kNormDim;
     p.k = rope::strided_heads<__nv_bfloat16>(k, k, kNormK, kNormRow, kNormDim);
-    p.cos_sin = rope::cos_sin_table<float>(cache_cos[0], cache_sin[0], kCacheRows, kNormDim / 2);
+    p.cos_sin = table.table(kNormDim);
     p.positions = rope::positions(pos[i]);
     return p;
   }
