@@ -13,6 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <rope/rope.cuh>
@@ -25,11 +26,15 @@ namespace rope_test {
 inline std::int64_t host_walk_rows(std::int64_t tokens) { return tokens > 3 ? 3 : tokens; }
 
 /// Runs an already validated launch: dispatch (with the append stage `append`, or NoAppend),
-/// launch shape, then the body for every (token, lane).
-template <typename Policy, typename T, typename Append>
+/// launch shape, then the body for every (token, lane). `ForcedAxes` (an integral_constant of
+/// rope::detail::AxisLookup) replaces the dispatch's axis lookup, to reach an instance the
+/// arguments would not pick; void keeps the dispatch's.
+template <typename Policy, typename T, typename Append, typename ForcedAxes = void>
 void run_body_on_host(const rope::RopeParams<T>& p, bool inverse, const Append& append, int lanes_override,
                       int* vec_out) {
-  rope::detail::dispatch<Policy>(p, append, [&](auto style, auto vec, auto head_batch, auto axes) {
+  rope::detail::dispatch<Policy>(p, append, [&](auto style, auto vec, auto head_batch, auto dispatched_axes) {
+    using Axes = std::conditional_t<std::is_void<ForcedAxes>::value, decltype(dispatched_axes), ForcedAxes>;
+    constexpr rope::detail::AxisLookup axes = Axes::value;
     if (vec_out != nullptr) *vec_out = decltype(vec)::value;
     const rope::detail::LaunchShape shape = rope::detail::choose_launch_shape<Policy>(p, vec, head_batch);
     const int lanes = lanes_override > 0 ? lanes_override : shape.lanes_per_token;
@@ -37,10 +42,10 @@ void run_body_on_host(const rope::RopeParams<T>& p, bool inverse, const Append& 
     const std::int64_t rows = host_walk_rows(p.num_tokens);
     for (int lane = 0; lane < lanes; ++lane) {
       for (std::int64_t row = 0; row < rows; ++row) {
-        rope::detail::walk_tokens<decltype(axes)::value>(
+        rope::detail::walk_tokens<axes>(
             p, row, rows, [&](std::int64_t token, const rope::detail::AxisPositions& positions) {
               rope::detail::rotate_token<T, decltype(style)::value, decltype(vec)::value,
-                                         decltype(head_batch)::value, decltype(axes)::value, Append>(
+                                         decltype(head_batch)::value, axes, Append>(
                   p, inverse, token, positions, lane, lanes, append);
             });
       }

@@ -11,6 +11,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -73,29 +74,20 @@ int reference_axis(const MropeConfig& c, int j) {
 template <typename T>
 double tolerance_rel() { return rope_test::Tolerance<T>::kRelL2; }
 
-/// One M-RoPE launch on host or GPU, checked against the reference. Returns the outputs (q then
-/// k, as floats) so that tests can compare two launches bit for bit.
 /// The host run with the per-pair multi-axis instance forced, whatever sections the dispatch sees:
 /// the instance that column-aligned sections would otherwise never reach.
 template <typename T>
 cudaError_t run_per_pair_on_host(const rope::RopeParams<T>& p, bool inverse) {
   const rope::Status status = rope::validate(p);
   if (!status.ok()) return status.error;
-  using Policy = rope::detail::DefaultPolicy;
-  rope::detail::dispatch<Policy>(p, rope::detail::NoAppend{}, [&](auto style, auto vec, auto head_batch, auto) {
-    const rope::detail::LaunchShape shape = rope::detail::choose_launch_shape<Policy>(p, vec, head_batch);
-    for (std::int64_t token = 0; token < p.num_tokens; ++token) {
-      for (int lane = 0; lane < shape.lanes_per_token; ++lane) {
-        rope::detail::rotate_token<T, decltype(style)::value, decltype(vec)::value, decltype(head_batch)::value,
-                                   rope::detail::AxisLookup::kPerPair>(
-            p, inverse, token, rope::detail::token_positions<rope::detail::AxisLookup::kPerPair>(p, token), lane,
-            shape.lanes_per_token);
-      }
-    }
-  });
+  using PerPair = std::integral_constant<rope::detail::AxisLookup, rope::detail::AxisLookup::kPerPair>;
+  rope_test::run_body_on_host<rope::detail::DefaultPolicy, T, rope::detail::NoAppend, PerPair>(
+      p, inverse, rope::detail::NoAppend{}, 0, nullptr);
   return cudaSuccess;
 }
 
+/// One M-RoPE launch on host or GPU, checked against the reference. Returns the outputs (q then
+/// k, as floats) so that tests can compare two launches bit for bit.
 template <typename T>
 ::testing::AssertionResult run_mrope(const MropeConfig& c, Backend backend, std::uint64_t seed,
                                      std::vector<float>* outputs = nullptr, bool as_one_axis = false) {
