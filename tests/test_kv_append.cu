@@ -3,7 +3,10 @@
 // launcher's own validation, argument conversion and dispatch (what CI executes), plus the FP8
 // reference itself.
 
+#include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <random>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -33,18 +36,68 @@ TEST(AppendFp8Reference, KnownValuesAndCudaAgree) {
   EXPECT_EQ(rope_test::e4m3_quantize(1.1875), 0x3Au);   // tie between 1.125 and 1.25: even
   for (int i = -200000; i <= 200000; ++i) {
     const float v = static_cast<float>(i) * 0.00251f;
-    const __nv_fp8_e4m3 got = rope::detail::to_cache_element<__nv_fp8_e4m3>(v, 1.0f);
+    const __nv_fp8_e4m3 got = rope::detail::to_fp8(v, rope::detail::division_scale(1.0f));
     ASSERT_EQ(rope_test::bits_of(got), rope_test::e4m3_quantize(v)) << v;
   }
   for (unsigned code = 0; code < 0x7F; ++code) {  // every value and every midpoint, both signs
     for (double sign : {1.0, -1.0}) {
       const double value = sign * rope_test::e4m3_value(code);
-      const __nv_fp8_e4m3 exact = rope::detail::to_cache_element<__nv_fp8_e4m3>(static_cast<float>(value), 1.0f);
+      const __nv_fp8_e4m3 exact = rope::detail::to_fp8(static_cast<float>(value), rope::detail::division_scale(1.0f));
       ASSERT_EQ(rope_test::bits_of(exact), rope_test::e4m3_quantize(value)) << value;
       const double mid = sign * (rope_test::e4m3_value(code) + rope_test::e4m3_value(code + 1)) / 2;
-      const __nv_fp8_e4m3 tie = rope::detail::to_cache_element<__nv_fp8_e4m3>(static_cast<float>(mid), 1.0f);
+      const __nv_fp8_e4m3 tie = rope::detail::to_fp8(static_cast<float>(mid), rope::detail::division_scale(1.0f));
       if (code + 1 < 0x7F) ASSERT_EQ(rope_test::bits_of(tie), rope_test::e4m3_quantize(mid)) << mid;
     }
+  }
+}
+
+// The kernel divides by an FP8 scale through its reciprocal and two corrections
+// (detail/quantize.cuh). Against the host's IEEE division, over values of every exponent and
+// scales across the accepted range (the ends, all-ones mantissas, the engines' usual ones):
+// the same float wherever the quotient can reach FP8's range, and the same FP8 byte always.
+TEST(AppendFp8Quantize, DivisionByReciprocalIsIeeeDivision) {
+  using rope::detail::divide_by_scale;
+  using rope::detail::division_scale;
+  auto bits = [](float f) {
+    std::uint32_t u;
+    std::memcpy(&u, &f, sizeof u);
+    return u;
+  };
+  auto from_bits = [](std::uint32_t u) {
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+  };
+  auto fp8 = [](float quotient) { return __nv_cvt_float_to_fp8(quotient, __NV_SATFINITE, __NV_E4M3); };
+  std::vector<float> scales = {0x1p-64f, 0x1p64f, 1.0f, 3.0f, 1.0f / 3.0f, 0.0025f, 0.01f, 448.0f, 1.0f / 448.0f,
+                               0x1.fffffep0f, 0x1.fffffep-1f, 0x1.000002p0f, 0x1.fffffep63f, 0x1.000002p-64f};
+  std::mt19937 rng(20261129);
+  std::uniform_real_distribution<float> exponent(-64.0f, 64.0f);
+  for (int i = 0; i < 200; ++i) scales.push_back(std::exp2(exponent(rng)));
+  std::uniform_int_distribution<std::uint32_t> any_bits;
+  std::int64_t exact_compared = 0;
+  for (float scale : scales) {
+    ASSERT_TRUE(rope::detail::quant_scale_in_range(scale)) << scale;
+    const rope::detail::DivisionScale ds = division_scale(scale);
+    for (int i = 0; i < 20000; ++i) {
+      // Random bit patterns (every exponent, subnormals, infinities, NaNs), and values placed so
+      // that the quotient is near FP8's range.
+      float x = from_bits(any_bits(rng));
+      if (i % 2 == 1) x = std::ldexp(from_bits((any_bits(rng) & 0x807fffffu) | 0x3f800000u), i % 40 - 14) * scale;
+      const float want = x / scale, got = divide_by_scale(x, ds);
+      ASSERT_EQ(fp8(got), fp8(want)) << x << " / " << scale;
+      if (std::isnan(want)) {
+        ASSERT_TRUE(std::isnan(got)) << x << " / " << scale;
+      } else if (std::fabs(want) >= 0x1p-11f && std::fabs(want) <= 0x1p64f) {
+        ASSERT_EQ(bits(got), bits(want)) << x << " / " << scale << ": " << got << " vs " << want;
+        ++exact_compared;
+      }
+    }
+  }
+  EXPECT_GT(exact_compared, 1000000);  // most of the second kind of value
+  // Signed zeros and infinities keep the quotient's FP8 byte.
+  for (float x : {0.0f, -0.0f, INFINITY, -INFINITY}) {
+    EXPECT_EQ(fp8(divide_by_scale(x, division_scale(0.5f))), fp8(x / 0.5f)) << x;
   }
 }
 

@@ -147,18 +147,27 @@ TEST_P(InvalidAppendArgs, RejectedBeforeLaunchAndNothingWritten) {
 INSTANTIATE_TEST_SUITE_P(Launcher, InvalidAppendArgs, ::testing::ValuesIn(bad_appends()),
                          [](const ::testing::TestParamInfo<BadAppend>& info) { return std::string(info.param.name); });
 
-TEST(InvalidAppendArgsFp8, ScalesMustBePositiveAndFinite) {
+// FP8 scales: positive and within [2^-64, 2^64], where the kernel's division by a reciprocal is
+// exact (detail/quantize.cuh); both ends are accepted.
+TEST(InvalidAppendArgsFp8, ScalesMustBeInRange) {
   Buffers b;
   const Params p = b.params();
   Fp8Append a = b.append<__nv_fp8_e4m3>();
   EXPECT_TRUE(rope::validate(p, a).ok()) << rope::validate(p, a).message;
-  for (float bad : {0.0f, -1.0f, NAN, INFINITY}) {
+  for (float good : {0x1p-64f, 1e-3f, 448.0f, 0x1p64f}) {
+    a.k_scale = good;
+    a.v_scale = good;
+    EXPECT_TRUE(rope::validate(p, a).ok()) << good;
+  }
+  a.k_scale = a.v_scale = 1.0f;
+  const float below = std::nextafter(0x1p-64f, 0.0f), above = std::nextafter(0x1p64f, INFINITY);
+  for (float bad : {0.0f, -1.0f, NAN, INFINITY, 1e-30f, below, above, 1e30f}) {
     a.k_scale = bad;
     EXPECT_EQ(rope::rope_forward_append(p, a), cudaErrorInvalidValue);
-    EXPECT_STREQ(rope::last_error_message(), "k_scale must be positive and finite");
+    EXPECT_STREQ(rope::last_error_message(), "k_scale must be in [2^-64, 2^64]");
     a.k_scale = 1.0f;
     a.v_scale = bad;
-    EXPECT_STREQ(rope::validate(p, a).message, "v_scale must be positive and finite");
+    EXPECT_STREQ(rope::validate(p, a).message, "v_scale must be in [2^-64, 2^64]");
     a.v_scale = 1.0f;
   }
 }

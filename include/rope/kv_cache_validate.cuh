@@ -39,7 +39,8 @@ RopeParams<T> resolve_k_write_back(RopeParams<T> p) {
 /// conversion): the slot count, and whether k is written back.
 template <typename T, typename C>
 CacheAppend<T, C> make_cache_append(const RopeParams<T>& p, const KvCacheAppend<T, C>& a) {
-  return CacheAppend<T, C>{a, a.num_blocks * a.block_size, p.k.y != nullptr};
+  return CacheAppend<T, C>{a, a.num_blocks * a.block_size, p.k.y != nullptr, division_scale(a.k_scale),
+                           division_scale(a.v_scale)};
 }
 
 /// One dimension of a cache: extent and stride (elements).
@@ -161,8 +162,8 @@ Status validate(const RopeParams<T>& p, const KvCacheAppend<T, C>& a) {
     return invalid("slots.type is not a rope::SlotType value");
   }
   if (detail::kFp8Cache<C>) {
-    if (!(a.k_scale > 0.0f) || !std::isfinite(a.k_scale)) return invalid("k_scale must be positive and finite");
-    if (!(a.v_scale > 0.0f) || !std::isfinite(a.v_scale)) return invalid("v_scale must be positive and finite");
+    if (!detail::quant_scale_in_range(a.k_scale)) return invalid("k_scale must be in [2^-64, 2^64]");
+    if (!detail::quant_scale_in_range(a.v_scale)) return invalid("v_scale must be in [2^-64, 2^64]");
   } else if (a.k_scale != 1.0f || a.v_scale != 1.0f) {
     return invalid("k_scale and v_scale apply only to an FP8 cache (leave them 1)");
   }

@@ -5,7 +5,7 @@
 /// The cache-append stage of the per-token body: which append a kernel instance does (a template
 /// parameter: none, or a cache of element type C), where a token's cache rows are, and the
 /// converting stores into them. All __host__ __device__, tested on the host with the body.
-/// FP8 E4M3 is the one converted cache type so far: its conversions are the overloads below.
+/// FP8 E4M3 is the one converted cache type so far (its conversions: detail/quantize.cuh).
 
 #include <cstdint>
 #include <type_traits>
@@ -13,6 +13,7 @@
 #include <cuda_fp8.h>
 
 #include <rope/config.cuh>
+#include <rope/detail/quantize.cuh>
 #include <rope/detail/vector.cuh>
 #include <rope/kv_cache_types.cuh>
 
@@ -26,8 +27,9 @@ struct NoAppend {
 };
 
 /// The kernel-side form of a KvCacheAppend, resolved once by the launcher (CUTLASS's Arguments
-/// -> Params): the slot count, and k's write-back as a flag. Without write-back the launcher
-/// points the kernel's k.y at k.x (never written then), so no address is ever formed from null.
+/// -> Params): the slot count, k's write-back as a flag, and the FP8 scales with their
+/// reciprocals. Without write-back the launcher points the kernel's k.y at k.x (never written
+/// then), so no address is ever formed from null.
 template <typename T, typename C>
 struct CacheAppend {
   static constexpr bool kEnabled = true;
@@ -35,34 +37,15 @@ struct CacheAppend {
   KvCacheAppend<T, C> args;
   std::int64_t num_slots;  ///< num_blocks * block_size (checked by validation to fit)
   bool k_write_back;       ///< store the rotated k to k.y too
+  DivisionScale k_scale;   ///< args.k_scale and its reciprocal
+  DivisionScale v_scale;   ///< args.v_scale and its reciprocal
 };
 
-/// One FP8 cache element from a value: saturate(x / scale) (IEEE division, finite values beyond
-/// the range clamped to +-448, round to nearest even, NaN kept NaN), as vLLM's cache writes do.
-template <typename C>
-ROPE_HOST_DEVICE C to_cache_element(float value, float scale);
-template <>
-ROPE_HOST_DEVICE __nv_fp8_e4m3 to_cache_element<__nv_fp8_e4m3>(float value, float scale) {
-  __nv_fp8_e4m3 out;
-  out.__x = __nv_cvt_float_to_fp8(value / scale, __NV_SATFINITE, __NV_E4M3);
-  return out;
-}
-
-/// Two FP8 cache elements from two values with one conversion instruction (a `cvt` of two
-/// floats); each value is rounded exactly as `to_cache_element` rounds it.
-ROPE_HOST_DEVICE void to_cache_pair(float first, float second, float scale, __nv_fp8_e4m3& first_out,
-                                    __nv_fp8_e4m3& second_out) {
-  const __nv_fp8x2_storage_t two =
-      __nv_cvt_float2_to_fp8x2(make_float2(first / scale, second / scale), __NV_SATFINITE, __NV_E4M3);
-  first_out.__x = static_cast<__nv_fp8_storage_t>(two & 0xffu);
-  second_out.__x = static_cast<__nv_fp8_storage_t>(two >> 8);
-}
-
 /// Stores a fragment of T (N elements) to `dst` as cache elements, kChunk per access (dst aligned
-/// to kChunk elements of C): a bit copy when C is T, converted from each T value otherwise (two
-/// at a time where the access holds pairs).
+/// to kChunk elements of C): a bit copy when C is T, each T value quantized by `scale` otherwise
+/// (two at a time where the access holds pairs).
 template <typename C, int kChunk, typename T, int N, int kFragmentChunk>
-ROPE_HOST_DEVICE void fragment_to_cache(const Fragment<T, N, kFragmentChunk>& f, C* dst, float scale) {
+ROPE_HOST_DEVICE void fragment_to_cache(const Fragment<T, N, kFragmentChunk>& f, C* dst, DivisionScale scale) {
 ROPE_UNROLL
   for (int c = 0; c < N; c += kChunk) {
     Packed<C, kChunk> v;
@@ -74,11 +57,11 @@ ROPE_UNROLL
     } else if constexpr (kChunk % 2 == 0) {
 ROPE_UNROLL
       for (int i = 0; i < kChunk; i += 2) {
-        to_cache_pair(to_float(element(i)), to_float(element(i + 1)), scale, v.elem[i], v.elem[i + 1]);
+        to_fp8_pair(to_float(element(i)), to_float(element(i + 1)), scale, v.elem[i], v.elem[i + 1]);
       }
     } else {
 ROPE_UNROLL
-      for (int i = 0; i < kChunk; ++i) v.elem[i] = to_cache_element<C>(to_float(element(i)), scale);
+      for (int i = 0; i < kChunk; ++i) v.elem[i] = to_fp8(to_float(element(i)), scale);
     }
     check_aligned<C, kChunk>(dst + c);
     *reinterpret_cast<Packed<C, kChunk>*>(dst + c) = v;

@@ -27,7 +27,7 @@ struct CopyRoute {
 /// Past the last item the batch's loads repeat its first item (straight-line code, as the
 /// rotated heads do) and store nothing.
 template <int kBatch, int kVec, typename T, typename C, typename Route>
-ROPE_HOST_DEVICE void copy_items(int lane, int lanes, int items, float cache_scale, Route route) {
+ROPE_HOST_DEVICE void copy_items(int lane, int lanes, int items, DivisionScale cache_scale, Route route) {
   for (int first = lane; first < items; first += lanes * kBatch) {
     Fragment<T, kVec> chunk[kBatch];
     CopyRoute<T, C> to[kBatch];
@@ -66,7 +66,7 @@ ROPE_UNROLL
   }
 
   template <typename C, typename Route>
-  ROPE_HOST_DEVICE void store(int lane, int lanes, int items, float cache_scale, Route route) const {
+  ROPE_HOST_DEVICE void store(int lane, int lanes, int items, DivisionScale cache_scale, Route route) const {
 ROPE_UNROLL
     for (int j = 0; j < kEarly; ++j) {
       const int item = lane + j * lanes;

@@ -244,7 +244,7 @@ ROPE_UNROLL
   /// rotated value of T converted (FP8: scaled, saturated), so the cache holds exactly what a
   /// separate cache write of y would store.
   template <typename C>
-  ROPE_HOST_DEVICE void store_to_cache(C* head, int half, int first_pair, float scale) const {
+  ROPE_HOST_DEVICE void store_to_cache(C* head, int half, int first_pair, DivisionScale scale) const {
     constexpr int kCacheChunk = kHalfSplit ? Access<C, kVec>::value : kVec == 1 ? 1 : Access<C, 2 * kVec>::value;
     if constexpr (kHalfSplit) {
       fragment_to_cache<C, kCacheChunk>(a, head + first_pair, scale);
@@ -458,7 +458,7 @@ ROPE_UNROLL
           chunk[b].template rotate_store<true>(y, half, first_pair, c, s);
           if (kv_head >= 0 && rows.k != nullptr) {
             chunk[b].store_to_cache(rows.k + kv_head * append.args.k_cache.head_stride, half, first_pair,
-                                    append.args.k_scale);
+                                    append.k_scale);
           }
         } else if constexpr (Norm::kEnabled) {
           const bool in_q = h < p.q.num_heads;
@@ -508,8 +508,8 @@ ROPE_UNROLL
   const int first_tail_head = q_in_place ? p.q.num_heads : 0;
   const int tail_heads = k_to_cache || k_to_y ? heads - first_tail_head : p.q.num_heads - first_tail_head;
   if (tail_columns > 0 && tail_heads > 0) {
-    float k_scale = 1.0f;
-    if constexpr (Append::kEnabled) k_scale = append.args.k_scale;
+    DivisionScale k_scale;
+    if constexpr (Append::kEnabled) k_scale = append.k_scale;
     // Per-pair multi-axis instances copy one item at a time: their rotation already needs 128
     // registers, and a batch of copies in flight took them past it (one block per SM instead of two).
     constexpr int kTailBatch = kAxes == AxisLookup::kPerPair ? 1 : kHeadBatch;
@@ -537,8 +537,8 @@ ROPE_UNROLL
       return CopyRoute<T, Cache>{v_item(a, token, item, v_columns, kVec), nullptr,
                                  rows.v + h * a.v_cache.head_stride + offset};
     };
-    early_v.template store<Cache>(lane, lanes, v_items, a.v_scale, route);
-    copy_items<kHeadBatch, kVec, T, Cache>(lane + kEarlyV * lanes, lanes, v_items, a.v_scale, route);
+    early_v.template store<Cache>(lane, lanes, v_items, append.v_scale, route);
+    copy_items<kHeadBatch, kVec, T, Cache>(lane + kEarlyV * lanes, lanes, v_items, append.v_scale, route);
   }
 }
 
