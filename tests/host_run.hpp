@@ -73,7 +73,7 @@ cudaError_t run_append_on_host(const rope::RopeParams<T>& p, const rope::KvCache
   const rope::Status status = rope::validate(p, a);
   if (!status.ok()) return status.error;
   if (p.num_tokens == 0) return cudaSuccess;
-  run_body_on_host<rope::detail::DefaultPolicy>(rope::detail::resolve_k_write_back(p), false,
+  run_body_on_host<rope::detail::DefaultPolicy>(rope::detail::resolve_outputs(p, a), false,
                                                 rope::detail::make_cache_append(p, a), lanes_override, vec_out);
   return cudaSuccess;
 }

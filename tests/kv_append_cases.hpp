@@ -131,6 +131,62 @@ inline std::vector<AppendConfig> append_width_cases() {
   return v;
 }
 
+/// q quantized to FP8 beside an FP8 cache: whole and partial rotary in both styles, q out of
+/// place, in place, or to the FP8 buffer only (q.y null), a fused QKV buffer, narrowed vector
+/// widths, computed cos/sin, padding slots (q is still written) and positions out of the table.
+inline std::vector<AppendConfig> append_q_fp8_cases() {
+  std::vector<AppendConfig> v;
+  const int dims[][2] = {{128, 0}, {80, 32}, {64, 2}, {10, 4}};
+  for (auto& dr : dims) {
+    for (int style = 0; style < 2; ++style) {
+      for (int variant = 0; variant < 4; ++variant) {
+        AppendConfig c;
+        c.q_fp8 = true;
+        c.head_dim = dr[0];
+        c.rotary_dim = dr[1];
+        c.style = static_cast<rope::Style>(style);
+        c.in_place = variant == 1 || variant == 3;
+        c.q_to_y = variant < 2;
+        c.fused_qkv = variant == 3;
+        c.k_write_back = variant != 2;
+        c.tokens = 6;
+        v.push_back(c);
+      }
+    }
+  }
+  for (int m : {1, 2, 4}) {
+    AppendConfig c;
+    c.q_fp8 = true;
+    c.cache_misalign = m;  // the FP8 outputs (q's included) narrow the width
+    c.q_to_y = m != 2;
+    v.push_back(c);
+  }
+  AppendConfig edges;
+  edges.q_fp8 = true;
+  edges.tokens = 40;
+  edges.q_heads = 32;
+  edges.kv_heads = 8;
+  edges.negative_slots = 3;
+  edges.out_of_range_slots = 2;
+  edges.out_of_range_positions = 3;
+  v.push_back(edges);
+  AppendConfig computed = edges;
+  computed.computed = true;
+  computed.out_of_range_positions = 0;
+  v.push_back(computed);
+  return v;
+}
+
+/// Runs every configuration on `backend` with an FP8 cache only.
+template <typename T>
+void expect_fp8_appends(const std::vector<AppendConfig>& configs, Backend backend) {
+  std::uint64_t salt = 100;
+  for (const AppendConfig& cfg : configs) {
+    AppendCase<T, __nv_fp8_e4m3> fp8(cfg, ++salt);
+    EXPECT_TRUE(fp8.run(backend));
+  }
+}
+
 inline std::vector<AppendConfig> append_token_cases(Backend b) {
   std::vector<AppendConfig> v;
   for (std::int64_t t : token_counts(b)) {
@@ -161,6 +217,7 @@ inline std::vector<AppendConfig> append_token_cases(Backend b) {
   }                                                                                                        \
   TYPED_TEST(Suite, Heads) { prelude; ::rope_test::expect_all_appends<TypeParam>(::rope_test::append_head_cases(), backend); } \
   TYPED_TEST(Suite, Widths) { prelude; ::rope_test::expect_all_appends<TypeParam>(::rope_test::append_width_cases(), backend); } \
+  TYPED_TEST(Suite, QuantizedQ) { prelude; ::rope_test::expect_fp8_appends<TypeParam>(::rope_test::append_q_fp8_cases(), backend); } \
   TYPED_TEST(Suite, TokenCounts) {                                                                         \
     prelude;                                                                                               \
     ::rope_test::expect_all_appends<TypeParam>(::rope_test::append_token_cases(backend), backend);         \

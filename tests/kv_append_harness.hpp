@@ -57,6 +57,9 @@ struct AppendConfig {
   bool computed = false;
   bool fp8 = false;  // FP8 E4M3 cache (else the tensor's type)
   float k_scale = 0.0025f, v_scale = 0.01f;  // FP8 only: some k values saturate at 448
+  bool q_fp8 = false;      // FP8 cache only: q quantized into an FP8 buffer too (q_scale)
+  bool q_to_y = true;      // with q_fp8: false leaves q.y null (q goes to the FP8 buffer only)
+  float q_scale = 0.003f;  // some q values saturate
   int lanes = 0;     // host only: lanes per token (0: the launcher's choice)
   std::uint64_t data_seed = 0;
 
@@ -69,7 +72,8 @@ struct AppendConfig {
       << " layout=" << static_cast<int>(layout) << " block_size=" << block_size << " spare_blocks=" << spare_blocks
       << " slot_type=" << static_cast<int>(slot_type) << " negative_slots=" << negative_slots
       << " out_of_range_slots=" << out_of_range_slots << " out_of_range_positions=" << out_of_range_positions
-      << " computed=" << computed << " fp8=" << fp8 << " lanes=" << lanes;
+      << " computed=" << computed << " fp8=" << fp8 << " q_fp8=" << q_fp8 << " q_to_y=" << q_to_y
+      << " lanes=" << lanes;
     if (data_seed != 0) o << " data_seed=" << data_seed;
     return o.str();
   }
@@ -135,6 +139,8 @@ class AppendCase {
   }
 
   int rotary_dim() const { return cfg_.rotary_dim == 0 ? cfg_.head_dim : cfg_.rotary_dim; }
+  bool quantizes_q() const { return kFp8 && cfg_.q_fp8 && cfg_.q_heads > 0; }
+  bool q_to_y() const { return !quantizes_q() || cfg_.q_to_y; }
   std::int64_t num_blocks() const {
     return (cfg_.tokens + cfg_.block_size - 1) / cfg_.block_size + cfg_.spare_blocks;
   }
@@ -229,7 +235,13 @@ class AppendCase {
     }
     k_at_ = at;
     v_at_ = cfg_.layout == CacheLayout::kHndKvInOne ? at + k_cache_.block_stride / 2 : at + per_cache + 64;
-    const std::int64_t total = (cfg_.layout == CacheLayout::kHndKvInOne ? at + per_cache : v_at_ + per_cache) + kGuard;
+    std::int64_t total = (cfg_.layout == CacheLayout::kHndKvInOne ? at + per_cache : v_at_ + per_cache) + kGuard;
+    if (quantizes_q()) {
+      // q's FP8 output: [tokens, q_heads, D] with a padded token stride, after the caches.
+      q8_token_stride_ = std::int64_t{cfg_.q_heads} * D + 32;
+      q8_at_ = total + cfg_.cache_misalign;
+      total = q8_at_ + cfg_.tokens * q8_token_stride_ + kGuard;
+    }
     caches_.host.resize(static_cast<std::size_t>(total));
     // A recognisable, non-NaN sentinel in every element: any write shows.
     unsigned char sentinel[sizeof(C)];
@@ -297,7 +309,10 @@ class AppendCase {
     p.head_dim = cfg_.head_dim;
     p.rotary_dim = cfg_.rotary_dim;
     p.style = cfg_.style;
-    if (cfg_.q_heads > 0) p.q = rope::strided_heads<T>(base + qx_.offset, base + qy_.offset, qx_.heads, qx_.token_stride, qx_.head_stride);
+    if (cfg_.q_heads > 0) {
+      p.q = rope::strided_heads<T>(base + qx_.offset, q_to_y() ? base + qy_.offset : nullptr, qx_.heads,
+                                   qx_.token_stride, qx_.head_stride);
+    }
     p.k = rope::strided_heads<T>(base + kx_.offset, cfg_.k_write_back ? base + ky_.offset : nullptr, kx_.heads,
                                  kx_.token_stride, kx_.head_stride);
     p.cos_sin = cfg_.computed ? rope::computed_cos_sin(inv_freq_.base(b))
@@ -322,6 +337,14 @@ class AppendCase {
     a.slots = cfg_.slot_type == rope::SlotType::kInt32 ? rope::slot_mapping(slots32_.base(b))
                                                        : rope::slot_mapping(slots64_.base(b));
     if (kFp8) a.k_scale = cfg_.k_scale, a.v_scale = cfg_.v_scale;
+    if constexpr (kFp8) {
+      if (quantizes_q()) {
+        a.q_fp8 = caches_.base(b) + q8_at_;
+        a.q_fp8_token_stride = q8_token_stride_;
+        a.q_fp8_head_stride = cfg_.head_dim;
+        a.q_scale = cfg_.q_scale;
+      }
+    }
     a.slot_out_of_range_flag = flags_.base(b) + 1;
     return a;
   }
@@ -390,7 +413,7 @@ class AppendCase {
             }
             bound[d] = d < rotary_dim() ? 1e-6 * (std::fabs(x[a]) + std::fabs(x[b])) : 0.0;
           }
-          const bool writes_y = which == 0 || cfg_.k_write_back;
+          const bool writes_y = which == 0 ? q_to_y() : cfg_.k_write_back;
           if (writes_y) {
             for (int d = 0; d < D; ++d) {
               const std::int64_t i = yv.at(t, h) + d;
@@ -403,6 +426,14 @@ class AppendCase {
                 return fail() << (which ? "k" : "q") << " " << got << " want " << want[d] << " at token " << t
                               << " head " << h << " dim " << d;
               }
+            }
+          }
+          if (which == 0 && quantizes_q()) {
+            const std::int64_t base = q8_at_ + t * q8_token_stride_ + std::int64_t{h} * D;
+            for (int d = 0; d < D; ++d) {
+              cache_written[base + d] = 1;
+              ::testing::AssertionResult r = check_cache(caches_.host[base + d], want[d], bound[d], cfg_.q_scale, "q fp8", t, h, d);
+              if (!r) return r;
             }
           }
           if (which == 1 && has_row) {
@@ -458,6 +489,7 @@ class AppendCase {
   Mirror<std::int32_t> slots32_;
   Mirror<std::int64_t> slots64_;
   Mirror<int> flags_;  // [0]: positions out of range, [1]: slots out of range
+  std::int64_t q8_at_ = 0, q8_token_stride_ = 0;  // q's FP8 output in caches_ (quantizes_q())
   View qx_, qy_, kx_, ky_, v_;
   rope::PagedCache<C> k_cache_, v_cache_;
   std::int64_t k_at_ = 0, v_at_ = 0, rows_ = 0;

@@ -39,6 +39,8 @@ class Buffers {
   float* v_cache() const { return k_cache() + kCacheElems; }
   float* cos() const { return v_cache() + kCacheElems; }
   std::int64_t* slots() const { return reinterpret_cast<std::int64_t*>(cos() + kTokens * kDim); }
+  /// q's FP8 output, [tokens, q heads, dim] bytes, after the slots.
+  __nv_fp8_e4m3* q8() const { return reinterpret_cast<__nv_fp8_e4m3*>(cos() + kTokens * kDim + 64); }
 
   Params params() const {
     Params p;
@@ -65,7 +67,8 @@ class Buffers {
   std::vector<float> contents() const { return memory_.contents(); }
 
  private:
-  static constexpr std::size_t kElems = (kQHeads + 2 * kKvHeads) * kHeadElems + 2 * kCacheElems + kTokens * kDim + 64;
+  static constexpr std::size_t kElems =
+      (kQHeads + 2 * kKvHeads) * kHeadElems + 2 * kCacheElems + kTokens * kDim + 64 + kQHeads * kHeadElems / 4;
   rope_test::ScratchFloats memory_{kElems, 1234.5f};
 };
 
@@ -170,6 +173,107 @@ TEST(InvalidAppendArgsFp8, ScalesMustBeInRange) {
     EXPECT_STREQ(rope::validate(p, a).message, "v_scale must be in [2^-64, 2^64]");
     a.v_scale = 1.0f;
   }
+}
+
+// q quantized to FP8 (an FP8 cache's option): each bad argument rejected before launch, nothing
+// written.
+struct BadQuantizedQ {
+  const char* name;
+  std::function<void(Params&, Fp8Append&, const Buffers&)> spoil;
+  const char* reason;
+};
+
+void PrintTo(const BadQuantizedQ& bad, std::ostream* os) { *os << bad.name; }
+
+Fp8Append with_q_fp8(const Buffers& b) {
+  Fp8Append a = b.append<__nv_fp8_e4m3>();
+  a.q_fp8 = b.q8();
+  a.q_fp8_token_stride = kQHeads * kDim;
+  a.q_fp8_head_stride = kDim;
+  a.q_scale = 0.5f;
+  return a;
+}
+
+std::vector<BadQuantizedQ> bad_quantized_q() {
+  using B = const Buffers&;
+  using Fp8 = __nv_fp8_e4m3;
+  return {
+      {"NoQ", [](Params& p, Fp8Append&, B) { p.q = rope::HeadsTensor<float>{}; }, "q_fp8 needs q (q.num_heads >= 1)"},
+      {"ZeroScale", [](Params&, Fp8Append& a, B) { a.q_scale = 0.0f; }, "q_scale must be in [2^-64, 2^64]"},
+      {"NanScale", [](Params&, Fp8Append& a, B) { a.q_scale = NAN; }, "q_scale must be in [2^-64, 2^64]"},
+      {"HugeScale", [](Params&, Fp8Append& a, B) { a.q_scale = 1e30f; }, "q_scale must be in [2^-64, 2^64]"},
+      {"ScaleWithoutQFp8", [](Params&, Fp8Append& a, B) { a.q_fp8 = nullptr; }, "q_scale applies only with q_fp8"},
+      {"NullQyWithoutQFp8",
+       [](Params& p, Fp8Append& a, B) {
+         a.q_fp8 = nullptr;
+         a.q_scale = 1.0f;
+         p.q.y = nullptr;
+       },
+       "q.y is null"},
+      {"NegativeStride", [](Params&, Fp8Append& a, B) { a.q_fp8_head_stride = -kDim; }, "q_fp8 strides are negative"},
+      {"HugeStride", [](Params&, Fp8Append& a, B) { a.q_fp8_token_stride = std::int64_t{1} << 62; },
+       "q_fp8 strides and sizes exceed 64-bit offsets"},
+      {"RowsOverlap", [](Params&, Fp8Append& a, B) { a.q_fp8_head_stride = kDim / 2; },
+       "q_fp8 strides make output rows overlap"},
+      {"OverlapsKCache", [](Params&, Fp8Append& a, B b) { a.q_fp8 = reinterpret_cast<Fp8*>(b.k_cache()) + 8; },
+       "q_fp8 overlaps a cache"},
+      {"OverlapsVCache", [](Params&, Fp8Append& a, B b) { a.q_fp8 = reinterpret_cast<Fp8*>(b.v_cache()); },
+       "q_fp8 overlaps a cache"},
+      {"OverlapsQ", [](Params&, Fp8Append& a, B b) { a.q_fp8 = reinterpret_cast<Fp8*>(b.q()) + 100; },
+       "q_fp8 overlaps q, k or v"},
+      {"OverlapsV", [](Params&, Fp8Append& a, B b) { a.q_fp8 = reinterpret_cast<Fp8*>(b.v()); },
+       "q_fp8 overlaps q, k or v"},
+      {"OverlapsQWithoutBlocks",
+       [](Params&, Fp8Append& a, B b) {
+         a.num_blocks = 0;
+         a.q_fp8 = reinterpret_cast<Fp8*>(b.k());
+       },
+       "q_fp8 overlaps q, k or v"},
+  };
+}
+
+class InvalidQuantizedQ : public ::testing::TestWithParam<BadQuantizedQ> {};
+
+TEST_P(InvalidQuantizedQ, RejectedBeforeLaunchAndNothingWritten) {
+  Buffers b;
+  const std::vector<float> before = b.contents();
+  Params p = b.params();
+  Fp8Append a = with_q_fp8(b);
+  ASSERT_TRUE(rope::validate(p, a).ok()) << rope::validate(p, a).message;
+  GetParam().spoil(p, a, b);
+  const rope::Status status = rope::validate(p, a);
+  EXPECT_EQ(status.error, cudaErrorInvalidValue);
+  EXPECT_NE(std::string(status.message).find(GetParam().reason), std::string::npos) << status.message;
+  EXPECT_EQ(rope::rope_forward_append(p, a), cudaErrorInvalidValue);
+  if (rope_test::gpu_available()) ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+  const std::vector<float> after = b.contents();
+  EXPECT_EQ(std::memcmp(before.data(), after.data(), before.size() * sizeof(float)), 0) << "a rejected launch wrote";
+}
+
+INSTANTIATE_TEST_SUITE_P(Launcher, InvalidQuantizedQ, ::testing::ValuesIn(bad_quantized_q()),
+                         [](const ::testing::TestParamInfo<BadQuantizedQ>& info) { return std::string(info.param.name); });
+
+TEST(InvalidQuantizedQ, NeedsAnFp8Cache) {
+  Buffers b;
+  const Params p = b.params();
+  Append a = b.append<float>();
+  a.q_fp8 = b.q8();
+  a.q_fp8_token_stride = kQHeads * kDim;
+  a.q_fp8_head_stride = kDim;
+  EXPECT_EQ(rope::rope_forward_append(p, a), cudaErrorInvalidValue);
+  EXPECT_STREQ(rope::last_error_message(), "q_fp8 needs an FP8 cache (C = __nv_fp8_e4m3)");
+}
+
+TEST(ValidQuantizedQ, OptionalQyAndNoBlocks) {
+  Buffers b;
+  Params p = b.params();
+  Fp8Append a = with_q_fp8(b);
+  p.q.y = nullptr;  // q to the FP8 buffer only
+  EXPECT_TRUE(rope::validate(p, a).ok()) << rope::validate(p, a).message;
+  a.num_blocks = 0;  // no cache rows at all: q_fp8 is still written
+  EXPECT_TRUE(rope::validate(p, a).ok()) << rope::validate(p, a).message;
+  p.num_tokens = 0;
+  EXPECT_TRUE(rope::validate(p, a).ok()) << rope::validate(p, a).message;
 }
 
 // Layouts that share memory legitimately are accepted (validation only).

@@ -39,7 +39,7 @@ cudaError_t rope_forward_append(const RopeParams<T>& params, const KvCacheAppend
   const Status status = validate(params, append);
   if (!status.ok()) return detail::record(status);
   if (params.num_tokens == 0) return detail::record(cudaSuccess);
-  return detail::launch_validated<detail::DefaultPolicy>(detail::resolve_k_write_back(params), false,
+  return detail::launch_validated<detail::DefaultPolicy>(detail::resolve_outputs(params, append), false,
                                                         detail::make_cache_append(params, append), stream);
 }
 

@@ -79,9 +79,18 @@ struct KvCacheAppend {
   std::int64_t num_blocks = 0;      ///< blocks in each cache; valid slots are [0, num_blocks * block_size)
   int block_size = 0;               ///< rows per block
   SlotMapping slots;                ///< one slot per token
-  /// FP8 caches only: the per-tensor scales (fp32, positive, finite). Leave them 1 otherwise.
+  /// FP8 caches only: the per-tensor scales (fp32, in [2^-64, 2^64]). Leave them 1 otherwise.
   float k_scale = 1.0f;
   float v_scale = 1.0f;
+  /// FP8 caches only, optional: the rotated q quantized to FP8 E4M3 as well, for an FP8
+  /// attention kernel, as `saturate(x / q_scale)` of each value of the rotated q rounded to T
+  /// (the same conversion as the cache's). Element [t, h, d] is at
+  /// `q_fp8[t * q_fp8_token_stride + h * q_fp8_head_stride + d]`, q.num_heads heads. With it,
+  /// `params.q.y` may be null: the rotated q then goes only here.
+  __nv_fp8_e4m3* q_fp8 = nullptr;
+  std::int64_t q_fp8_token_stride = 0;  ///< elements between tokens of q_fp8
+  std::int64_t q_fp8_head_stride = 0;   ///< elements between heads of q_fp8
+  float q_scale = 1.0f;                 ///< with q_fp8 only, in [2^-64, 2^64]; leave it 1 otherwise
   /// Optional device int: set to 1 when a token's slot is not below num_blocks * block_size
   /// (that token's cache rows are left unwritten; its q and k are still rotated). Never cleared.
   int* slot_out_of_range_flag = nullptr;

@@ -23,24 +23,31 @@ namespace detail {
 template <typename C>
 constexpr bool kFp8Cache = std::is_same<C, __nv_fp8_e4m3>::value;
 
-/// The RoPE params the kernel runs with: a null k.y (no write-back) becomes k.x with x's strides,
-/// which the kernel never writes then (see CacheAppend::k_write_back).
-template <typename T>
-RopeParams<T> resolve_k_write_back(RopeParams<T> p) {
-  if (p.k.y == nullptr) {
-    p.k.y = const_cast<T*>(p.k.x);
-    p.k.y_token_stride = p.k.x_token_stride;
-    p.k.y_head_stride = p.k.x_head_stride;
-  }
+/// The RoPE params the kernel runs with: a null k.y (no write-back), and a null q.y when q goes
+/// to q_fp8 only, become x with x's strides, which the kernel never writes then (see CacheAppend).
+template <typename T, typename C>
+RopeParams<T> resolve_outputs(RopeParams<T> p, const KvCacheAppend<T, C>& a) {
+  auto to_x = [](HeadsTensor<T>& t) {
+    t.y = const_cast<T*>(t.x);
+    t.y_token_stride = t.x_token_stride;
+    t.y_head_stride = t.x_head_stride;
+  };
+  if (p.k.y == nullptr) to_x(p.k);
+  if (p.q.y == nullptr && a.q_fp8 != nullptr) to_x(p.q);
   return p;
 }
 
 /// The kernel's append stage for validated arguments (the launcher's and the host tests' one
-/// conversion): the slot count, and whether k is written back.
+/// conversion): the slot count, which outputs are written, and the scales' reciprocals.
 template <typename T, typename C>
 CacheAppend<T, C> make_cache_append(const RopeParams<T>& p, const KvCacheAppend<T, C>& a) {
-  return CacheAppend<T, C>{a, a.num_blocks * a.block_size, p.k.y != nullptr, division_scale(a.k_scale),
-                           division_scale(a.v_scale)};
+  return CacheAppend<T, C>{a,
+                           a.num_blocks * a.block_size,
+                           p.k.y != nullptr,
+                           p.q.y != nullptr,
+                           division_scale(a.k_scale),
+                           division_scale(a.v_scale),
+                           division_scale(a.q_scale)};
 }
 
 /// One dimension of a cache: extent and stride (elements).
@@ -151,7 +158,7 @@ Status validate(const RopeParams<T>& p, const KvCacheAppend<T, C>& a) {
   static_assert(std::is_same<C, T>::value || detail::kFp8Cache<C>,
                 "the cache element type is the tensor's type or __nv_fp8_e4m3");
   if (p.k.num_heads < 1) return invalid("append needs k (k.num_heads >= 1): its heads go to the cache");
-  const RopeParams<T> resolved = detail::resolve_k_write_back(p);
+  const RopeParams<T> resolved = detail::resolve_outputs(p, a);
   Status s = validate(resolved);
   if (!s.ok()) return s;
 
@@ -166,6 +173,20 @@ Status validate(const RopeParams<T>& p, const KvCacheAppend<T, C>& a) {
     if (!detail::quant_scale_in_range(a.v_scale)) return invalid("v_scale must be in [2^-64, 2^64]");
   } else if (a.k_scale != 1.0f || a.v_scale != 1.0f) {
     return invalid("k_scale and v_scale apply only to an FP8 cache (leave them 1)");
+  }
+  if (a.q_fp8 != nullptr) {
+    if (!detail::kFp8Cache<C>) return invalid("q_fp8 needs an FP8 cache (C = __nv_fp8_e4m3)");
+    if (p.q.num_heads < 1) return invalid("q_fp8 needs q (q.num_heads >= 1)");
+    if (!detail::quant_scale_in_range(a.q_scale)) return invalid("q_scale must be in [2^-64, 2^64]");
+    if (a.q_fp8_token_stride < 0 || a.q_fp8_head_stride < 0) return invalid("q_fp8 strides are negative");
+    if (!detail::span_fits(p.num_tokens, p.q.num_heads, a.q_fp8_token_stride, a.q_fp8_head_stride)) {
+      return invalid("q_fp8 strides and sizes exceed 64-bit offsets");
+    }
+    if (!detail::rows_disjoint(p.num_tokens, p.q.num_heads, p.head_dim, a.q_fp8_token_stride, a.q_fp8_head_stride)) {
+      return invalid("q_fp8 strides make output rows overlap (rows of the output must be disjoint)");
+    }
+  } else if (a.q_scale != 1.0f) {
+    return invalid("q_scale applies only with q_fp8 (leave it 1)");
   }
   const int heads = p.k.num_heads;
   s = detail::validate_cache_geometry(a.k_cache, a.num_blocks, a.block_size, heads, p.head_dim, detail::kKCacheMessages);
@@ -198,27 +219,40 @@ Status validate(const RopeParams<T>& p, const KvCacheAppend<T, C>& a) {
   // v is read while q.y and k.y are written: it may share their buffer only as another part of
   // one layout (fused QKV), as k may with q.
   const detail::ViewGeometry v_view{a.v, heads, a.v_token_stride, a.v_head_stride};
+  const detail::ViewGeometry qy{p.q.y, p.q.num_heads, p.q.y_token_stride, p.q.y_head_stride};
   const detail::ViewGeometry ky{p.k.y, heads, p.k.y_token_stride, p.k.y_head_stride};
-  const bool write_back = p.k.y != nullptr;
-  if ((p.q.num_heads > 0 &&
-       !detail::views_disjoint(v_view, detail::ViewGeometry{p.q.y, p.q.num_heads, p.q.y_token_stride, p.q.y_head_stride},
-                               p.num_tokens, p.head_dim, sizeof(T))) ||
-      (write_back && !detail::views_disjoint(v_view, ky, p.num_tokens, p.head_dim, sizeof(T)))) {
+  if ((p.q.y != nullptr && !detail::views_disjoint(v_view, qy, p.num_tokens, p.head_dim, sizeof(T))) ||
+      (p.k.y != nullptr && !detail::views_disjoint(v_view, ky, p.num_tokens, p.head_dim, sizeof(T)))) {
     return invalid("v overlaps q.y or k.y (v is read while they are written)");
   }
-  if (a.num_blocks == 0) return Status{};  // every slot is out of range: the caches are never written
 
-  if (!detail::caches_disjoint(a.k_cache, a.v_cache, a.num_blocks, a.block_size, heads, p.head_dim)) {
-    return invalid("k_cache and v_cache overlap (one buffer may hold both only as alternating parts of each block, "
-                   "with equal strides)");
+  // The caches and q_fp8 are written; nothing read or written by the RoPE part may lie in them,
+  // nor may they in each other. With no blocks every slot is out of range: the caches are never
+  // written.
+  std::uintptr_t first[3], last[3];
+  int outputs = 0;
+  if (a.num_blocks > 0) {
+    if (!detail::caches_disjoint(a.k_cache, a.v_cache, a.num_blocks, a.block_size, heads, p.head_dim)) {
+      return invalid("k_cache and v_cache overlap (one buffer may hold both only as alternating parts of each block, "
+                     "with equal strides)");
+    }
+    detail::cache_byte_extent(a.k_cache, a.num_blocks, a.block_size, heads, p.head_dim, first[0], last[0]);
+    detail::cache_byte_extent(a.v_cache, a.num_blocks, a.block_size, heads, p.head_dim, first[1], last[1]);
+    outputs = 2;
   }
-  // The caches are written; nothing read or written by the RoPE part may lie in them.
-  std::uintptr_t c0[2], c1[2];
-  detail::cache_byte_extent(a.k_cache, a.num_blocks, a.block_size, heads, p.head_dim, c0[0], c1[0]);
-  detail::cache_byte_extent(a.v_cache, a.num_blocks, a.block_size, heads, p.head_dim, c0[1], c1[1]);
+  if (a.q_fp8 != nullptr) {
+    detail::byte_extent(detail::ViewGeometry{a.q_fp8, p.q.num_heads, a.q_fp8_token_stride, a.q_fp8_head_stride},
+                        p.num_tokens, p.head_dim, sizeof(__nv_fp8_e4m3), first[outputs], last[outputs]);
+    for (int c = 0; c < outputs; ++c) {
+      if (!detail::bytes_disjoint(first[c], last[c], first[outputs], last[outputs])) {
+        return invalid("q_fp8 overlaps a cache");
+      }
+    }
+    ++outputs;
+  }
   const detail::ViewGeometry views[] = {
       {p.q.x, p.q.num_heads, p.q.x_token_stride, p.q.x_head_stride},
-      {p.q.y, p.q.num_heads, p.q.y_token_stride, p.q.y_head_stride},
+      {resolved.q.y, p.q.num_heads, resolved.q.y_token_stride, resolved.q.y_head_stride},
       {resolved.k.x, heads, resolved.k.x_token_stride, resolved.k.x_head_stride},
       {resolved.k.y, heads, resolved.k.y_token_stride, resolved.k.y_head_stride},
       v_view};
@@ -228,8 +262,10 @@ Status validate(const RopeParams<T>& p, const KvCacheAppend<T, C>& a) {
     if (one.heads > 1 && one.head_stride == 0) one.heads = 1;  // a broadcast input is one head
     std::uintptr_t b0, b1;
     detail::byte_extent(one, p.num_tokens, p.head_dim, sizeof(T), b0, b1);
-    for (int c = 0; c < 2; ++c) {
-      if (!detail::bytes_disjoint(c0[c], c1[c], b0, b1)) return invalid("a cache overlaps q, k or v");
+    for (int c = 0; c < outputs; ++c) {
+      if (!detail::bytes_disjoint(first[c], last[c], b0, b1)) {
+        return invalid(a.q_fp8 != nullptr && c == outputs - 1 ? "q_fp8 overlaps q, k or v" : "a cache overlaps q, k or v");
+      }
     }
   }
   return Status{};

@@ -27,19 +27,29 @@ struct NoAppend {
 };
 
 /// The kernel-side form of a KvCacheAppend, resolved once by the launcher (CUTLASS's Arguments
-/// -> Params): the slot count, k's write-back as a flag, and the FP8 scales with their
-/// reciprocals. Without write-back the launcher points the kernel's k.y at k.x (never written
-/// then), so no address is ever formed from null.
+/// -> Params): the slot count, which of q.y and k.y are written, and the FP8 scales with their
+/// reciprocals. For an unwritten k.y (no write-back) or q.y (q to q_fp8 only) the launcher points
+/// the kernel's y at x (never written then), so no address is ever formed from null.
 template <typename T, typename C>
 struct CacheAppend {
   static constexpr bool kEnabled = true;
+  /// Whether this instance can store q as FP8 too (an FP8 cache; args.q_fp8 says whether it does).
+  static constexpr bool kQuantizesQ = std::is_same<C, __nv_fp8_e4m3>::value;
   using Cache = C;
   KvCacheAppend<T, C> args;
   std::int64_t num_slots;  ///< num_blocks * block_size (checked by validation to fit)
   bool k_write_back;       ///< store the rotated k to k.y too
+  bool q_to_y;             ///< store the rotated q to q.y (false only with q_fp8 and a null q.y)
   DivisionScale k_scale;   ///< args.k_scale and its reciprocal
   DivisionScale v_scale;   ///< args.v_scale and its reciprocal
+  DivisionScale q_scale;   ///< args.q_scale and its reciprocal
 };
+
+/// Head `h` of token `token` in q's FP8 output (args.q_fp8 set).
+template <typename T, typename C>
+ROPE_HOST_DEVICE __nv_fp8_e4m3* q_fp8_head(const KvCacheAppend<T, C>& a, std::int64_t token, int h) {
+  return a.q_fp8 + token * a.q_fp8_token_stride + h * a.q_fp8_head_stride;
+}
 
 /// Stores a fragment of T (N elements) to `dst` as cache elements, kChunk per access (dst aligned
 /// to kChunk elements of C): a bit copy when C is T, each T value quantized by `scale` otherwise

@@ -59,8 +59,8 @@ bool view_aligned(const E* base, int need, std::int64_t stride_a, std::int64_t s
          multiple_of(stride_b, need) && multiple_of(stride_c, need);
 }
 
-/// The append stage's views: v (read like x) and the two caches (written like y, in elements of
-/// the cache type). NoAppend has none.
+/// The append stage's views: v (read like x), the two caches and q_fp8 (written like y, in
+/// elements of their types). NoAppend has none.
 template <typename T>
 bool append_views_fit(const NoAppend&, Style, int) { return true; }
 
@@ -71,8 +71,11 @@ bool append_views_fit(const CacheAppend<T, C>& append, Style style, int vec) {
   auto cache_ok = [&](const PagedCache<C>& c) {
     return view_aligned<C>(c.data, need_cache, c.block_stride, c.row_stride, c.head_stride);
   };
+  const bool q_fp8_ok =
+      a.q_fp8 == nullptr || view_aligned<__nv_fp8_e4m3>(a.q_fp8, access_alignment<__nv_fp8_e4m3>(style, vec),
+                                                         a.q_fp8_token_stride, a.q_fp8_head_stride);
   return view_aligned<T>(a.v, need_v, a.v_token_stride, a.v_head_stride) && cache_ok(a.k_cache) &&
-         cache_ok(a.v_cache);
+         cache_ok(a.v_cache) && q_fp8_ok;
 }
 
 /// The norm stage's weights: read like x, in elements of W (rotary pairs and tail alike).

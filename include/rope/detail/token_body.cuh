@@ -454,11 +454,17 @@ ROPE_UNROLL
         // The output address is recomputed rather than kept: registers matter more than a few IMADs.
         if constexpr (Append::kEnabled) {
           const int kv_head = h - p.q.num_heads;  // negative for q heads
-          T* y = kv_head < 0 || append.k_write_back ? head_pointers(p, token, h).y : nullptr;
-          chunk[b].template rotate_store<true>(y, half, first_pair, c, s);
-          if (kv_head >= 0 && rows.k != nullptr) {
-            chunk[b].store_to_cache(rows.k + kv_head * append.args.k_cache.head_stride, half, first_pair,
-                                    append.k_scale);
+          const bool to_y = kv_head < 0 ? append.q_to_y : append.k_write_back;
+          chunk[b].template rotate_store<true>(to_y ? head_pointers(p, token, h).y : nullptr, half, first_pair, c, s);
+          if (kv_head >= 0) {
+            if (rows.k != nullptr) {
+              chunk[b].store_to_cache(rows.k + kv_head * append.args.k_cache.head_stride, half, first_pair,
+                                      append.k_scale);
+            }
+          } else if constexpr (Append::kQuantizesQ) {
+            if (append.args.q_fp8 != nullptr) {
+              chunk[b].store_to_cache(q_fp8_head(append.args, token, h), half, first_pair, append.q_scale);
+            }
           }
         } else if constexpr (Norm::kEnabled) {
           const bool in_q = h < p.q.num_heads;
@@ -499,20 +505,34 @@ ROPE_UNROLL
   const int tail_columns = (p.head_dim - rotary_dim) / kVec;
   using Cache = typename Append::Cache;
   using TailCache = std::conditional_t<Append::kEnabled, Cache, T>;  // plain launches: never used
-  const bool q_in_place = p.q.x == p.q.y;
+  bool q_to_y = p.q.x != p.q.y;
   bool k_to_cache = false, k_to_y = p.k.x != p.k.y;
   if constexpr (Append::kEnabled) {
     k_to_cache = rows.k != nullptr;
     k_to_y = k_to_y && append.k_write_back;
+    q_to_y = q_to_y && append.q_to_y;
   }
-  const int first_tail_head = q_in_place ? p.q.num_heads : 0;
+  // Per-pair multi-axis instances copy one item at a time: their rotation already needs 128
+  // registers, and a batch of copies in flight took them past it (one block per SM instead of two).
+  constexpr int kTailBatch = kAxes == AxisLookup::kPerPair ? 1 : kHeadBatch;
+  int first_tail_head = q_to_y ? 0 : p.q.num_heads;
+  if constexpr (Append::kQuantizesQ) {
+    // q's tail into q_fp8 (and to q.y where that is written) on its own, at q's scale.
+    if (tail_columns > 0 && append.args.q_fp8 != nullptr) {
+      copy_items<kTailBatch, kVec, T, Cache>(lane, lanes, tail_columns * p.q.num_heads, append.q_scale, [&](int item) {
+        const int h = item / tail_columns;
+        const int offset = rotary_dim + (item % tail_columns) * kVec;
+        const HeadPointers<T> ptr = head_pointers(p, token, h);
+        return CopyRoute<T, Cache>{ptr.x + offset, q_to_y ? ptr.y + offset : nullptr,
+                                   q_fp8_head(append.args, token, h) + offset};
+      });
+      first_tail_head = p.q.num_heads;
+    }
+  }
   const int tail_heads = k_to_cache || k_to_y ? heads - first_tail_head : p.q.num_heads - first_tail_head;
   if (tail_columns > 0 && tail_heads > 0) {
     DivisionScale k_scale;
     if constexpr (Append::kEnabled) k_scale = append.k_scale;
-    // Per-pair multi-axis instances copy one item at a time: their rotation already needs 128
-    // registers, and a batch of copies in flight took them past it (one block per SM instead of two).
-    constexpr int kTailBatch = kAxes == AxisLookup::kPerPair ? 1 : kHeadBatch;
     copy_items<kTailBatch, kVec, T, TailCache>(lane, lanes, tail_columns * tail_heads, k_scale, [&](int item) {
       const int h = first_tail_head + item / tail_columns;
       const int offset = rotary_dim + (item % tail_columns) * kVec;
@@ -522,7 +542,7 @@ ROPE_UNROLL
       if constexpr (Append::kEnabled) {
         if (kv_head >= 0 && k_to_cache) cache = rows.k + kv_head * append.args.k_cache.head_stride + offset;
       }
-      const bool to_y = kv_head < 0 ? !q_in_place : k_to_y;
+      const bool to_y = kv_head < 0 ? q_to_y : k_to_y;
       return CopyRoute<T, TailCache>{ptr.x + offset, to_y ? ptr.y + offset : nullptr, cache};
     });
   }
