@@ -399,22 +399,27 @@ struct AppendData {
   SetArray<std::int64_t> pos, slots;
   CosSinCache table;
   SetArray<C> k_cache, v_cache;
+  SetArray<__nv_fp8_e4m3> q_fp8;  // with `quantized_q` only: q's FP8 output, in place of q's store
+  bool quantized_q = false;
   std::int64_t num_blocks = 0;
   double distinct_rows = 0.0, bytes = 0.0;
   int batch = 0;
 
-  /// q read and written, k and v read, both cache rows written, positions and slots read, and
-  /// the cos/sin rows of the distinct positions: the fewest bytes of the fused operation.
-  static double min_bytes(std::int64_t tokens, double distinct_rows) {
+  /// q read and written (`q_out_bytes` per element: 2 in place, 1 to FP8), k and v read, both
+  /// cache rows written, positions and slots read, and the cos/sin rows of the distinct
+  /// positions: the fewest bytes of the fused operation.
+  static double min_bytes(std::int64_t tokens, double distinct_rows, double q_out_bytes = 2.0) {
     const double head = kAppendDim;
-    return tokens * (2.0 * kAppendQ * head * 2 + 2.0 * kAppendKv * head * 2 + 2.0 * kAppendKv * head * sizeof(C) +
-                     2 * sizeof(std::int64_t)) +
+    return tokens * (kAppendQ * head * (2 + q_out_bytes) + 2.0 * kAppendKv * head * 2 +
+                     2.0 * kAppendKv * head * sizeof(C) + 2 * sizeof(std::int64_t)) +
            distinct_rows * kAppendDim / 2 * sizeof(float) * 2;
   }
 
-  std::string setup(std::int64_t t) {
+  std::string setup(std::int64_t t, bool quantize_q = false) {
     tokens = t;
-    const PositionSets sets = random_position_sets(t, 11, [t](double rows) { return min_bytes(t, rows); });
+    quantized_q = quantize_q;
+    const double q_out = quantize_q ? 1.0 : 2.0;
+    const PositionSets sets = random_position_sets(t, 11, [t, q_out](double rows) { return min_bytes(t, rows, q_out); });
     distinct_rows = sets.distinct_rows;
     bytes = sets.bytes;
     batch = sets.batch;
@@ -429,6 +434,7 @@ struct AppendData {
     if (e.empty()) e = slots.upload(host_slots);
     if (e.empty()) e = k_cache.allocate(cache, 1);
     if (e.empty()) e = v_cache.allocate(cache, 1);
+    if (e.empty() && quantize_q) e = q_fp8.allocate(static_cast<std::size_t>(t) * kAppendQ * kAppendDim, batch);
     if (e.empty()) e = table.setup(kAppendDim, kLlamaBase);
     if (e.empty()) e = bench::fill_uniform(qkv, 4);
     return e;
@@ -458,17 +464,29 @@ struct AppendData {
     a.block_size = kAppendBlock;
     a.slots = rope::slot_mapping(static_cast<const std::int64_t*>(slots[i]));
     if (std::is_same<C, __nv_fp8_e4m3>::value) a.k_scale = a.v_scale = 1.0f / 224.0f;
+    if constexpr (std::is_same<C, __nv_fp8_e4m3>::value) {
+      if (quantized_q) {
+        a.q_fp8 = q_fp8[i];
+        a.q_fp8_token_stride = kAppendQ * kAppendDim;
+        a.q_fp8_head_stride = kAppendDim;
+        a.q_scale = 1.0f / 224.0f;
+      }
+    }
     return a;
   }
 };
 
 /// rope_forward_append: one launch.
+/// `quantize_q`: q goes to an FP8 buffer instead of back in place (q.y null).
 template <typename C>
-void append_fused(benchmark::State& state, std::int64_t tokens) {
+void append_fused(benchmark::State& state, std::int64_t tokens, bool quantize_q = false) {
   AppendData<C> d;
-  const std::string error = d.setup(tokens);
-  run(state, error, [&](int i, cudaStream_t s) { return rope::rope_forward_append(d.params(i, false), d.append(i), s); },
-      d.batch, d.bytes, static_cast<double>(tokens), rope_options());
+  const std::string error = d.setup(tokens, quantize_q);
+  run(state, error, [&](int i, cudaStream_t s) {
+    rope::RopeParams<__nv_bfloat16> p = d.params(i, false);
+    if (quantize_q) p.q.y = nullptr;
+    return rope::rope_forward_append(p, d.append(i), s);
+  }, d.batch, d.bytes, static_cast<double>(tokens), rope_options());
 }
 
 /// The same work unfused: rope_forward (q and k in place), then a separate cache-write kernel.
@@ -691,8 +709,18 @@ void register_all() {
   // RoPE + KV-cache append vs RoPE then a cache-write kernel, bf16 and FP8 caches.
   register_append<bf16>("bf16_cache");
   register_append<__nv_fp8_e4m3>("fp8_cache");
+  // q quantized to FP8 beside the FP8 cache (FP8 attention), with its own copy row.
+  for (const std::int64_t t : {4096, 16384, 65536}) {
+    const std::string suffix = "/fp8_cache_fp8_q/T:" + std::to_string(t);
+    add("kv_append/fused" + suffix, [t](benchmark::State& s) { append_fused<__nv_fp8_e4m3>(s, t, true); });
+    add("copy_kernel/kv_append" + suffix, [t](benchmark::State& s) {
+      std::vector<std::int64_t> unused;
+      const double rows = bench::random_positions(t, kCacheRows, 1, 11, unused);
+      copy_bench(s, AppendData<__nv_fp8_e4m3>::min_bytes(t, rows, 1.0), static_cast<double>(t), true);
+    });
+  }
   // QK-RMSNorm + RoPE (Qwen3-8B) vs a separate norm kernel then RoPE.
-  for (const std::int64_t t : {1, 4096, 16384}) {
+  for (const std::int64_t t : {1, 64, 4096, 16384, 65536}) {
     const std::string suffix = "/T:" + std::to_string(t);
     add("qk_norm/fused" + suffix, [t](benchmark::State& s) { qk_norm_fused(s, t); });
     add("qk_norm/unfused" + suffix, [t](benchmark::State& s) { qk_norm_unfused(s, t); });

@@ -23,6 +23,7 @@ namespace detail {
 /// The plain RoPE launch: no append. Empty, so every use of it compiles away.
 struct NoAppend {
   static constexpr bool kEnabled = false;
+  static constexpr bool kQuantizesQ = false;
   using Cache = unsigned char;  // names a type for the (unused) cache pointers
 };
 
