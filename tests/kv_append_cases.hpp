@@ -155,12 +155,24 @@ inline std::vector<AppendConfig> append_q_fp8_cases() {
     }
   }
   for (int m : {1, 2, 4}) {
-    AppendConfig c;
-    c.q_fp8 = true;
-    c.cache_misalign = m;  // the FP8 outputs (q's included) narrow the width
-    c.q_to_y = m != 2;
-    v.push_back(c);
+    AppendConfig caches;  // every FP8 output narrowed
+    caches.q_fp8 = true;
+    caches.cache_misalign = m;
+    caches.q_fp8_misalign = m;
+    caches.q_to_y = m != 2;
+    v.push_back(caches);
+    AppendConfig q_only;  // q_fp8 alone narrows the width (aligned tensors and caches)
+    q_only.q_fp8 = true;
+    q_only.q_fp8_misalign = m;
+    q_only.q_to_y = m == 2;
+    v.push_back(q_only);
   }
+  AppendConfig fused;  // a fused QKV buffer, q to FP8 only, several lanes per token
+  fused.q_fp8 = true;
+  fused.fused_qkv = true;
+  fused.q_to_y = false;
+  fused.rotary_dim = 64;
+  v.push_back(fused);
   AppendConfig edges;
   edges.q_fp8 = true;
   edges.tokens = 40;

@@ -60,6 +60,7 @@ struct AppendConfig {
   bool q_fp8 = false;      // FP8 cache only: q quantized into an FP8 buffer too (q_scale)
   bool q_to_y = true;      // with q_fp8: false leaves q.y null (q goes to the FP8 buffer only)
   float q_scale = 0.003f;  // some q values saturate
+  int q_fp8_misalign = 0;  // bytes added to q_fp8's (otherwise 16-byte aligned) base
   int lanes = 0;     // host only: lanes per token (0: the launcher's choice)
   std::uint64_t data_seed = 0;
 
@@ -73,7 +74,7 @@ struct AppendConfig {
       << " slot_type=" << static_cast<int>(slot_type) << " negative_slots=" << negative_slots
       << " out_of_range_slots=" << out_of_range_slots << " out_of_range_positions=" << out_of_range_positions
       << " computed=" << computed << " fp8=" << fp8 << " q_fp8=" << q_fp8 << " q_to_y=" << q_to_y
-      << " lanes=" << lanes;
+      << " q_fp8_misalign=" << q_fp8_misalign << " lanes=" << lanes;
     if (data_seed != 0) o << " data_seed=" << data_seed;
     return o.str();
   }
@@ -239,7 +240,7 @@ class AppendCase {
     if (quantizes_q()) {
       // q's FP8 output: [tokens, q_heads, D] with a padded token stride, after the caches.
       q8_token_stride_ = std::int64_t{cfg_.q_heads} * D + 32;
-      q8_at_ = total + cfg_.cache_misalign;
+      q8_at_ = (total + 15) / 16 * 16 + cfg_.q_fp8_misalign;
       total = q8_at_ + cfg_.tokens * q8_token_stride_ + kGuard;
     }
     caches_.host.resize(static_cast<std::size_t>(total));

@@ -116,6 +116,10 @@ TEST(HostAppendLanes, AnyLaneCountCoversEveryElement) {
     EXPECT_TRUE(same.run(Backend::kHost));
     AppendCase<float, __nv_fp8_e4m3> fp8(c, static_cast<std::uint64_t>(lanes) + 1000);
     EXPECT_TRUE(fp8.run(Backend::kHost));
+    c.q_fp8 = true;  // q's FP8 stores and tail pass split across lanes too
+    c.q_to_y = lanes % 2 == 1;
+    AppendCase<__nv_bfloat16, __nv_fp8_e4m3> q8(c, static_cast<std::uint64_t>(lanes) + 2000);
+    EXPECT_TRUE(q8.run(Backend::kHost));
   }
 }
 
@@ -141,6 +145,16 @@ TEST(HostAppendDispatch, CachesAndVNarrowTheAccess) {
     AppendCase<__nv_bfloat16, __nv_fp8_e4m3> fp8(c, 2);
     ASSERT_TRUE(fp8.run(Backend::kHost));
     EXPECT_EQ(fp8.vec_used(), w.vec_fp8) << c.describe();
+  }
+  // q's FP8 output alone, one or four bytes off the 16-byte alignment, narrows it the same way.
+  for (int m : {1, 4}) {
+    AppendConfig c;
+    c.q_fp8 = true;
+    c.q_fp8_misalign = m;
+    c.tokens = 3;
+    AppendCase<__nv_bfloat16, __nv_fp8_e4m3> fp8(c, 3);
+    ASSERT_TRUE(fp8.run(Backend::kHost));
+    EXPECT_EQ(fp8.vec_used(), m) << c.describe();
   }
 }
 

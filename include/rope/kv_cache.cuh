@@ -26,7 +26,8 @@ namespace rope {
 ///
 /// A negative slot writes no cache row (padding); a slot past the cache writes none and sets
 /// `append.slot_out_of_range_flag`. `params.k.y` may be null: the rotated k then goes only to
-/// the cache. `params.out_of_range_flag` works as in `rope_forward`: a token whose position is
+/// the cache. With an FP8 cache, `append.q_fp8` also stores the rotated q as FP8 (`params.q.y`
+/// may then be null). `params.out_of_range_flag` works as in `rope_forward`: a token whose position is
 /// out of the table writes nothing at all, cache rows included.
 ///
 /// Returns `cudaErrorInvalidValue` without launching (and without writing anything) when an

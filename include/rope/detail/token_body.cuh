@@ -209,8 +209,8 @@ ROPE_UNROLL
   }
 
   /// y1 = x1 cos - x2 sin, y2 = x1 sin + x2 cos in fp32, rounded to T in the chunk's registers
-  /// and stored to y. Append launches may pass a null y (k without write-back; `kOptionalY`):
-  /// the chunk is then only rotated, for `store_to_cache`. `scale(i, x1, x2)` transforms pair i
+  /// and stored to y. Append launches may pass a null y (k without write-back, or q going to
+  /// q_fp8 only; `kOptionalY`): the chunk is then only rotated, for `store_to_cache`. `scale(i, x1, x2)` transforms pair i
   /// in fp32 before the rotation (the norm stage; Unscaled compiles away).
   template <bool kOptionalY = false, typename Scale = Unscaled>
   ROPE_HOST_DEVICE void rotate_store(T* y, int half, int first_pair, const float (&c)[kVec],
@@ -499,8 +499,9 @@ ROPE_UNROLL
 
   // Partial rotary: elements [rotary_dim, head_dim) pass through: to y where y is not x, and for
   // k in an append launch to its cache row (and to y only with write-back). A tensor given in
-  // place has nothing to copy to y, so with q in place the items start at k's heads. Norm
-  // launches normalized their tail with the heads above.
+  // place (or q without a q.y) has nothing to copy to y, so then the items start at k's heads.
+  // q's tail into q_fp8 is a pass of its own (its scale is q's). Norm launches normalized their
+  // tail with the heads above.
   if (!in_range || Norm::kEnabled) return;
   const int tail_columns = (p.head_dim - rotary_dim) / kVec;
   using Cache = typename Append::Cache;
