@@ -86,7 +86,6 @@ TEST(AppendFp8Quantize, DivisionByReciprocalIsIeeeDivision) {
       if (i % 2 == 1) x = std::ldexp(from_bits((any_bits(rng) & 0x807fffffu) | 0x3f800000u), i % 40 - 14) * scale;
       const float want = x / scale, got = divide_by_scale(x, ds);
       ASSERT_EQ(fp8(got), fp8(want)) << x << " / " << scale;
-      ASSERT_EQ(rope::detail::to_fp8(x, ds).__x, fp8(want)) << x << " / " << scale;
       if (std::isnan(want)) {
         ASSERT_TRUE(std::isnan(got)) << x << " / " << scale;
       } else if (std::fabs(want) >= 0x1p-11f && std::fabs(want) <= 0x1p64f) {
@@ -100,41 +99,6 @@ TEST(AppendFp8Quantize, DivisionByReciprocalIsIeeeDivision) {
   for (float x : {0.0f, -0.0f, INFINITY, -INFINITY}) {
     EXPECT_EQ(fp8(divide_by_scale(x, division_scale(0.5f))), fp8(x / 0.5f)) << x;
   }
-}
-
-// The stores skip the corrections unless a product lies next to an FP8 rounding boundary
-// (near_fp8_boundary). Values whose quotient is within six ulp of every boundary (midpoints of
-// neighbouring codes, both signs), for scales across the range: the byte is the IEEE quotient's.
-// Without the check, 2% of these bytes differ (measured), so the test sees a missing check.
-TEST(AppendFp8Quantize, ShortcutKeepsTheQuotientsByte) {
-  std::vector<float> boundaries;
-  for (unsigned code = 0; code < 0x7E; ++code) {
-    const double mid = (rope_test::e4m3_value(code) + rope_test::e4m3_value(code + 1)) / 2;
-    boundaries.push_back(static_cast<float>(mid));
-    boundaries.push_back(static_cast<float>(-mid));
-  }
-  std::vector<float> scales = {1.0f / 224.0f, 0.0025f, 3.0f, 0x1p-64f, 0x1p64f, 0x1.fffffep0f};
-  std::mt19937 rng(7);
-  std::uniform_real_distribution<float> exponent(-64.0f, 64.0f);
-  for (int i = 0; i < 30; ++i) scales.push_back(std::exp2(exponent(rng)));
-  std::int64_t checked = 0, exact_path = 0;
-  for (float scale : scales) {
-    const rope::detail::DivisionScale ds = rope::detail::division_scale(scale);
-    for (float boundary : boundaries) {
-      float quotient = boundary;
-      for (int step = 0; step < 6; ++step) quotient = std::nextafter(quotient, 0.0f);
-      for (int step = 0; step < 13; ++step, quotient = std::nextafter(quotient, 2.0f * boundary)) {
-        const float x = quotient * scale;
-        for (float v : {x, std::nextafter(x, INFINITY), std::nextafter(x, -INFINITY)}) {
-          const unsigned want = __nv_cvt_float_to_fp8(v / scale, __NV_SATFINITE, __NV_E4M3);
-          ASSERT_EQ(rope::detail::to_fp8(v, ds).__x, want) << v << " / " << scale;
-          exact_path += rope::detail::near_fp8_boundary(v * ds.reciprocal);
-          ++checked;
-        }
-      }
-    }
-  }
-  EXPECT_GT(exact_path, checked / 4);  // the values do reach the boundaries' neighbourhoods
 }
 
 // Other splits of a token across lanes than the launcher picks.

@@ -54,7 +54,7 @@ ROPE_HOST_DEVICE __nv_fp8_e4m3* q_fp8_head(const KvCacheAppend<T, C>& a, std::in
 
 /// Stores a fragment of T (N elements) to `dst` as cache elements, kChunk per access (dst aligned
 /// to kChunk elements of C): a bit copy when C is T, each T value quantized by `scale` otherwise
-/// (the access's values together, `fp8_quotients`; converted two at a time where it holds pairs).
+/// (two at a time where the access holds pairs).
 template <typename C, int kChunk, typename T, int N, int kFragmentChunk>
 ROPE_HOST_DEVICE void fragment_to_cache(const Fragment<T, N, kFragmentChunk>& f, C* dst, DivisionScale scale) {
 ROPE_UNROLL
@@ -65,16 +65,14 @@ ROPE_UNROLL
       (void)scale;
 ROPE_UNROLL
       for (int i = 0; i < kChunk; ++i) v.elem[i] = element(i);
-    } else {
-      float q[kChunk];
-      fp8_quotients(q, scale, [&](int i) { return to_float(element(i)); });
-      if constexpr (kChunk % 2 == 0) {
+    } else if constexpr (kChunk % 2 == 0) {
 ROPE_UNROLL
-        for (int i = 0; i < kChunk; i += 2) fp8_pair_of_quotients(q[i], q[i + 1], v.elem[i], v.elem[i + 1]);
-      } else {
-ROPE_UNROLL
-        for (int i = 0; i < kChunk; ++i) v.elem[i] = fp8_of_quotient(q[i]);
+      for (int i = 0; i < kChunk; i += 2) {
+        to_fp8_pair(to_float(element(i)), to_float(element(i + 1)), scale, v.elem[i], v.elem[i + 1]);
       }
+    } else {
+ROPE_UNROLL
+      for (int i = 0; i < kChunk; ++i) v.elem[i] = to_fp8(to_float(element(i)), scale);
     }
     check_aligned<C, kChunk>(dst + c);
     *reinterpret_cast<Packed<C, kChunk>*>(dst + c) = v;
