@@ -101,6 +101,40 @@ TEST(AppendFp8Quantize, DivisionByReciprocalIsIeeeDivision) {
   }
 }
 
+// Values whose quotient lies within six ulp of every FP8 rounding boundary (midpoints of
+// neighbouring codes, both signs), for scales across the range: the stores' byte is the IEEE
+// quotient's. The product with the reciprocal alone gets 2% of these bytes wrong (measured).
+TEST(AppendFp8Quantize, BytesAtRoundingBoundariesAreTheQuotients) {
+  std::vector<float> boundaries;
+  for (unsigned code = 0; code < 0x7E; ++code) {
+    const double mid = (rope_test::e4m3_value(code) + rope_test::e4m3_value(code + 1)) / 2;
+    boundaries.push_back(static_cast<float>(mid));
+    boundaries.push_back(static_cast<float>(-mid));
+  }
+  std::vector<float> scales = {1.0f / 224.0f, 0.0025f, 3.0f, 0x1p-64f, 0x1p64f, 0x1.fffffep0f};
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> exponent(-64.0f, 64.0f);
+  for (int i = 0; i < 30; ++i) scales.push_back(std::exp2(exponent(rng)));
+  std::int64_t product_differs = 0, checked = 0;
+  for (float scale : scales) {
+    const rope::detail::DivisionScale ds = rope::detail::division_scale(scale);
+    for (float boundary : boundaries) {
+      float quotient = boundary;
+      for (int step = 0; step < 6; ++step) quotient = std::nextafter(quotient, 0.0f);
+      for (int step = 0; step < 13; ++step, quotient = std::nextafter(quotient, 2.0f * boundary)) {
+        const float x = quotient * scale;
+        for (float v : {x, std::nextafter(x, INFINITY), std::nextafter(x, -INFINITY)}) {
+          const unsigned want = __nv_cvt_float_to_fp8(v / scale, __NV_SATFINITE, __NV_E4M3);
+          ASSERT_EQ(rope::detail::to_fp8(v, ds).__x, want) << v << " / " << scale;
+          product_differs += __nv_cvt_float_to_fp8(v * ds.reciprocal, __NV_SATFINITE, __NV_E4M3) != want;
+          ++checked;
+        }
+      }
+    }
+  }
+  EXPECT_GT(product_differs, checked / 100);  // the values do probe the boundaries
+}
+
 // Other splits of a token across lanes than the launcher picks.
 TEST(HostAppendLanes, AnyLaneCountCoversEveryElement) {
   for (int lanes : {1, 3, 7, 64, 300}) {
