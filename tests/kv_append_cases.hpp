@@ -17,16 +17,23 @@
 
 namespace rope_test {
 
+/// Runs every configuration on `backend` with each cache type of `Caches`.
+template <typename T, typename... Caches>
+void expect_appends(const std::vector<AppendConfig>& configs, Backend backend) {
+  std::uint64_t salt = 0;
+  for (const AppendConfig& cfg : configs) {
+    auto run = [&](auto cache) {
+      AppendCase<T, decltype(cache)> c(cfg, ++salt);
+      EXPECT_TRUE(c.run(backend));
+    };
+    (run(Caches{}), ...);
+  }
+}
+
 /// Runs every configuration on `backend` with both cache types.
 template <typename T>
 void expect_all_appends(const std::vector<AppendConfig>& configs, Backend backend) {
-  std::uint64_t salt = 0;
-  for (const AppendConfig& cfg : configs) {
-    AppendCase<T, T> same(cfg, ++salt);
-    EXPECT_TRUE(same.run(backend));
-    AppendCase<T, __nv_fp8_e4m3> fp8(cfg, ++salt);
-    EXPECT_TRUE(fp8.run(backend));
-  }
+  expect_appends<T, T, __nv_fp8_e4m3>(configs, backend);
 }
 
 /// vLLM's NHD, FlashInfer's HND, k and v alternating in one buffer, padded strides; both slot types.
@@ -189,16 +196,6 @@ inline std::vector<AppendConfig> append_q_fp8_cases() {
   return v;
 }
 
-/// Runs every configuration on `backend` with an FP8 cache only.
-template <typename T>
-void expect_fp8_appends(const std::vector<AppendConfig>& configs, Backend backend) {
-  std::uint64_t salt = 100;
-  for (const AppendConfig& cfg : configs) {
-    AppendCase<T, __nv_fp8_e4m3> fp8(cfg, ++salt);
-    EXPECT_TRUE(fp8.run(backend));
-  }
-}
-
 inline std::vector<AppendConfig> append_token_cases(Backend b) {
   std::vector<AppendConfig> v;
   for (std::int64_t t : token_counts(b)) {
@@ -229,7 +226,7 @@ inline std::vector<AppendConfig> append_token_cases(Backend b) {
   }                                                                                                        \
   TYPED_TEST(Suite, Heads) { prelude; ::rope_test::expect_all_appends<TypeParam>(::rope_test::append_head_cases(), backend); } \
   TYPED_TEST(Suite, Widths) { prelude; ::rope_test::expect_all_appends<TypeParam>(::rope_test::append_width_cases(), backend); } \
-  TYPED_TEST(Suite, QuantizedQ) { prelude; ::rope_test::expect_fp8_appends<TypeParam>(::rope_test::append_q_fp8_cases(), backend); } \
+  TYPED_TEST(Suite, QuantizedQ) { prelude; ::rope_test::expect_appends<TypeParam, __nv_fp8_e4m3>(::rope_test::append_q_fp8_cases(), backend); } \
   TYPED_TEST(Suite, TokenCounts) {                                                                         \
     prelude;                                                                                               \
     ::rope_test::expect_all_appends<TypeParam>(::rope_test::append_token_cases(backend), backend);         \

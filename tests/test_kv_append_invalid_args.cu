@@ -128,23 +128,30 @@ std::vector<BadAppend> bad_appends() {
   };
 }
 
-class InvalidAppendArgs : public ::testing::TestWithParam<BadAppend> {};
-
-TEST_P(InvalidAppendArgs, RejectedBeforeLaunchAndNothingWritten) {
-  Buffers b;
+/// Starts from the valid launch `a` (built on b), applies `spoil`, and expects the launcher to
+/// refuse it with a message containing `reason` and to leave every buffer as it was.
+template <typename C, typename Spoil>
+void expect_rejected_and_nothing_written(const Buffers& b, rope::KvCacheAppend<float, C> a, const Spoil& spoil,
+                                         const char* reason) {
   const std::vector<float> before = b.contents();
   Params p = b.params();
-  Append a = b.append<float>();
   ASSERT_TRUE(rope::validate(p, a).ok()) << rope::validate(p, a).message;
-  GetParam().spoil(p, a, b);
+  spoil(p, a, b);
   const rope::Status status = rope::validate(p, a);
   EXPECT_EQ(status.error, cudaErrorInvalidValue);
-  EXPECT_NE(std::string(status.message).find(GetParam().reason), std::string::npos) << status.message;
+  EXPECT_NE(std::string(status.message).find(reason), std::string::npos) << status.message;
   EXPECT_EQ(rope::rope_forward_append(p, a), cudaErrorInvalidValue);
   EXPECT_STREQ(rope::last_error_message(), status.message);
   if (rope_test::gpu_available()) ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   const std::vector<float> after = b.contents();
   EXPECT_EQ(std::memcmp(before.data(), after.data(), before.size() * sizeof(float)), 0) << "a rejected launch wrote";
+}
+
+class InvalidAppendArgs : public ::testing::TestWithParam<BadAppend> {};
+
+TEST_P(InvalidAppendArgs, RejectedBeforeLaunchAndNothingWritten) {
+  Buffers b;
+  expect_rejected_and_nothing_written(b, b.append<float>(), GetParam().spoil, GetParam().reason);
 }
 
 INSTANTIATE_TEST_SUITE_P(Launcher, InvalidAppendArgs, ::testing::ValuesIn(bad_appends()),
@@ -236,18 +243,7 @@ class InvalidQuantizedQ : public ::testing::TestWithParam<BadQuantizedQ> {};
 
 TEST_P(InvalidQuantizedQ, RejectedBeforeLaunchAndNothingWritten) {
   Buffers b;
-  const std::vector<float> before = b.contents();
-  Params p = b.params();
-  Fp8Append a = with_q_fp8(b);
-  ASSERT_TRUE(rope::validate(p, a).ok()) << rope::validate(p, a).message;
-  GetParam().spoil(p, a, b);
-  const rope::Status status = rope::validate(p, a);
-  EXPECT_EQ(status.error, cudaErrorInvalidValue);
-  EXPECT_NE(std::string(status.message).find(GetParam().reason), std::string::npos) << status.message;
-  EXPECT_EQ(rope::rope_forward_append(p, a), cudaErrorInvalidValue);
-  if (rope_test::gpu_available()) ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-  const std::vector<float> after = b.contents();
-  EXPECT_EQ(std::memcmp(before.data(), after.data(), before.size() * sizeof(float)), 0) << "a rejected launch wrote";
+  expect_rejected_and_nothing_written(b, with_q_fp8(b), GetParam().spoil, GetParam().reason);
 }
 
 INSTANTIATE_TEST_SUITE_P(Launcher, InvalidQuantizedQ, ::testing::ValuesIn(bad_quantized_q()),
