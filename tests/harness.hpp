@@ -28,6 +28,29 @@
 namespace rope_test {
 
 enum class Backend { kHost, kGpu };
+
+/// The backends a test program's cases run on, set per target in tests/CMakeLists.txt:
+/// ROPE_TEST_HOST_ONLY (the host body only) or ROPE_TEST_GPU_ONLY (the launchers only); neither
+/// means both. A program then compiles only what its cases can run: behind each launcher are
+/// dozens of kernel instances, behind each host run the body of every instance for the host, and
+/// compiled into every test program both were most of CI's build. (Invalid-argument tests call
+/// the launchers themselves, in any program.)
+#if defined(ROPE_TEST_HOST_ONLY) && defined(ROPE_TEST_GPU_ONLY)
+#error "a test program runs its cases on the host, on the GPU or on both, not on neither"
+#endif
+#if defined(ROPE_TEST_GPU_ONLY)
+constexpr bool kCasesOnHost = false;
+#else
+constexpr bool kCasesOnHost = true;
+#endif
+#if defined(ROPE_TEST_HOST_ONLY)
+constexpr bool kCasesOnGpu = false;
+#else
+constexpr bool kCasesOnGpu = true;
+#endif
+
+/// Whether this program's cases run on `b`.
+inline bool runs_cases_on(Backend b) { return b == Backend::kHost ? kCasesOnHost : kCasesOnGpu; }
 enum class TableLayout { kSeparate, kFused, kHfDuplicated };
 
 struct CaseConfig {
@@ -213,6 +236,7 @@ class Case {
   /// Runs the case and checks it; the AssertionResult carries the seed and configuration on failure.
   ::testing::AssertionResult run(Backend backend) {
     if (build_error_ != nullptr) return fail() << "compute_inv_freq rejected the scaling: " << build_error_;
+    if (!runs_cases_on(backend)) return fail() << "this test program runs no cases on this backend (tests/CMakeLists.txt)";
     std::vector<std::vector<T>> before;
     for (auto& b : buffers_) before.push_back(b->host);
     const int flag_before = flag_.host[0];
@@ -239,12 +263,15 @@ class Case {
         flag_.download();
       }
     } else if (backend == Backend::kGpu) {
-      err = cfg_.backward ? rope::rope_backward(p) : rope::rope_forward(p);
-      if (err == cudaSuccess) err = cudaDeviceSynchronize();
+      err = launch_on_gpu(p);
       for (auto& b : buffers_) b->download();
       flag_.download();
     } else {
+#if defined(ROPE_TEST_GPU_ONLY)
+      err = cudaErrorNotSupported;  // run() refused the host backend already
+#else
       err = run_on_host(p, cfg_.backward, cfg_.lanes, &vec_used_);
+#endif
     }
     if (err != cudaSuccess) return fail() << "launch failed: " << cudaGetErrorString(err) << " / " << rope::last_error_message();
     return check(before, flag_before);
@@ -282,9 +309,30 @@ class Case {
   // per architecture); the others keep their build time.
   template <typename W>
   cudaError_t run_norm(const rope::RopeParams<T>& p, const rope::QkNorm<T, W>& n, Backend backend) {
-    if (backend == Backend::kHost) return run_norm_on_host(p, n, cfg_.lanes, &vec_used_, &lanes_used_);
+    if (backend == Backend::kHost) {
+#if defined(ROPE_TEST_GPU_ONLY)
+      return cudaErrorNotSupported;  // run() refused the host backend already
+#else
+      return run_norm_on_host(p, n, cfg_.lanes, &vec_used_, &lanes_used_);
+#endif
+    }
+#if defined(ROPE_TEST_HOST_ONLY)
+    return cudaErrorNotSupported;  // run() refused the GPU backend already
+#else
     cudaError_t err = rope::rope_forward_qk_norm(p, n);
     return err == cudaSuccess ? cudaDeviceSynchronize() : err;
+#endif
+  }
+
+  /// The plain launch of a GPU case (forward or backward), synchronized.
+  cudaError_t launch_on_gpu(const rope::RopeParams<T>& p) {
+#if defined(ROPE_TEST_HOST_ONLY)
+    (void)p;
+    return cudaErrorNotSupported;  // run() refused the GPU backend already
+#else
+    const cudaError_t err = cfg_.backward ? rope::rope_backward(p) : rope::rope_forward(p);
+    return err == cudaSuccess ? cudaDeviceSynchronize() : err;
+#endif
   }
 
   /// Weights of q (at 0) and k (at weight_k_at_), shifted by weight_misalign, in T or float; the

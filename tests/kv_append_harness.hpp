@@ -99,6 +99,7 @@ class AppendCase {
   }
 
   ::testing::AssertionResult run(Backend backend) {
+    if (!runs_cases_on(backend)) return fail() << "this test program runs no cases on this backend (tests/CMakeLists.txt)";
     const std::vector<T> tensors_before = tensors_.host;
     const std::vector<C> caches_before = caches_.host;
     if (backend == Backend::kGpu) {
@@ -115,13 +116,21 @@ class AppendCase {
     const rope::KvCacheAppend<T, C> a = append(backend);
     cudaError_t err;
     if (backend == Backend::kGpu) {
+#if defined(ROPE_TEST_HOST_ONLY)
+      err = cudaErrorNotSupported;  // refused above
+#else
       err = rope::rope_forward_append(p, a);
       if (err == cudaSuccess) err = cudaDeviceSynchronize();
+#endif
       tensors_.download();
       caches_.download();
       flags_.download();
     } else {
+#if defined(ROPE_TEST_GPU_ONLY)
+      err = cudaErrorNotSupported;  // refused above
+#else
       err = run_append_on_host(p, a, cfg_.lanes, &vec_used_);
+#endif
     }
     if (err != cudaSuccess) {
       return fail() << "launch failed: " << cudaGetErrorString(err) << " / " << rope::last_error_message();

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
-// Randomized differential tests: thousands of drawn configurations (randomized.hpp), each checked
-// against the double-precision reference with poisoned outputs and guard elements, on the host
-// body (CI) and on the GPU kernel. A failure prints its replay line:
+// Randomized differential tests on the host body (what CI runs): thousands of drawn
+// configurations (randomized.hpp), each checked against the double-precision reference with
+// poisoned outputs and guard elements; test_randomized_gpu.cu runs the GPU kernel on its own
+// draws. A failure prints its replay line:
 //   ROPE_RANDOM_CASE=<seed>:<index> <this binary> --gtest_filter='<suite>.*'
 //
 // The batches are separate gtest cases so that ctest runs them in parallel (one process each).
@@ -30,36 +31,16 @@ ROPE_HOST_BATCH(Cases2000To2999MatchReference, 2000)
 ROPE_HOST_BATCH(Cases3000To3999MatchReference, 3000)
 #undef ROPE_HOST_BATCH
 
-// GPU: 5 x 1000 = 5000 configurations with up to 4096 tokens, through the real launcher.
-#define ROPE_GPU_BATCH(name, first)                                         \
-  TEST(RandomizedGpu, name) {                                               \
-    ROPE_SKIP_WITHOUT_GPU();                                                \
-    rope_test::run_random_batch("RandomizedGpu", Backend::kGpu, first, 1000); \
-  }
-ROPE_GPU_BATCH(Cases0000To0999MatchReference, 0)
-ROPE_GPU_BATCH(Cases1000To1999MatchReference, 1000)
-ROPE_GPU_BATCH(Cases2000To2999MatchReference, 2000)
-ROPE_GPU_BATCH(Cases3000To3999MatchReference, 3000)
-ROPE_GPU_BATCH(Cases4000To4999MatchReference, 4000)
-#undef ROPE_GPU_BATCH
-
-// RoPE + KV-cache append: 1000 drawn configurations on the host, 2000 on the GPU.
+// RoPE + KV-cache append: 1000 drawn configurations on the host (2000 on the GPU:
+// test_randomized_gpu.cu).
 TEST(RandomizedHostAppend, Cases0000To0999MatchReference) {
   rope_test::run_random_append_batch("RandomizedHostAppend", Backend::kHost, 0, 1000);
 }
-TEST(RandomizedGpuAppend, Cases0000To1999MatchReference) {
-  ROPE_SKIP_WITHOUT_GPU();
-  rope_test::run_random_append_batch("RandomizedGpuAppend", Backend::kGpu, 0, 2000);
-}
 
-// QK-RMSNorm + RoPE: 500 drawn configurations on the host (lanes as threads, fewer tokens),
-// 2000 on the GPU.
+// QK-RMSNorm + RoPE: 500 drawn configurations on the host (lanes as threads, fewer tokens;
+// 2000 on the GPU: test_randomized_gpu.cu).
 TEST(RandomizedHostQkNorm, Cases0000To0499MatchReference) {
   rope_test::run_random_batch("RandomizedHostQkNorm", Backend::kHost, 0, 500, rope_test::random_norm_case);
-}
-TEST(RandomizedGpuQkNorm, Cases0000To1999MatchReference) {
-  ROPE_SKIP_WITHOUT_GPU();
-  rope_test::run_random_batch("RandomizedGpuQkNorm", Backend::kGpu, 0, 2000, rope_test::random_norm_case);
 }
 
 // The replay promise: a case is a function of (seed, index) alone, configuration and data.
