@@ -159,7 +159,7 @@ cudaError_t run_norm_on_host(const rope::RopeParams<T>& p, const rope::QkNorm<T,
   const rope::Status status = rope::validate(p, n);
   if (!status.ok()) return status.error;
   if (p.num_tokens == 0) return cudaSuccess;
-  const rope::detail::RmsNorm<W> norm = rope::detail::make_rms_norm(n);
+  const rope::detail::RmsNorm<W> norm = rope::detail::make_rms_norm(n, p.head_dim);
   rope::detail::dispatch<Policy>(
       p, rope::detail::NoAppend{},
       [&](auto style, auto vec, auto head_batch, auto axes) {

@@ -42,7 +42,7 @@ cudaError_t rope_forward_qk_norm(const RopeParams<T>& params, const QkNorm<T, W>
   if (!status.ok()) return detail::record(status);
   if (params.num_tokens == 0) return detail::record(cudaSuccess);
   return detail::launch_validated<detail::NormPolicy>(params, false, detail::NoAppend{}, stream,
-                                                        detail::make_rms_norm(norm));
+                                                        detail::make_rms_norm(norm, params.head_dim));
 }
 
 }  // namespace rope

@@ -27,7 +27,8 @@ struct NoNorm {
 };
 
 /// The kernel-side form of a QkNorm (resolved once by the launcher): the weighting as the offset
-/// added to every weight (0 for w, 1 for 1 + w).
+/// added to every weight (0 for w, 1 for 1 + w), and 1 / head_dim, so that a head's mean square
+/// is a product rather than a division per head.
 template <typename W>
 struct RmsNorm {
   static constexpr bool kEnabled = true;
@@ -36,11 +37,13 @@ struct RmsNorm {
   const W* k_weight;
   float eps;
   float weight_offset;
+  float inv_head_dim;
 };
 
 template <typename T, typename W>
-RmsNorm<W> make_rms_norm(const QkNorm<T, W>& n) {
-  return RmsNorm<W>{n.q_weight, n.k_weight, n.eps, n.weighting == NormWeighting::kOnePlus ? 1.0f : 0.0f};
+RmsNorm<W> make_rms_norm(const QkNorm<T, W>& n, int head_dim) {
+  return RmsNorm<W>{n.q_weight, n.k_weight, n.eps, n.weighting == NormWeighting::kOnePlus ? 1.0f : 0.0f,
+                    1.0f / static_cast<float>(head_dim)};
 }
 
 /// Lanes per head in a norm launch: the columns rounded up to a power of two, at most a warp.

@@ -275,19 +275,26 @@ ROPE_HOST_DEVICE HeadPointers<T> head_pointers(const RopeParams<T>& p, std::int6
   return HeadPointers<T>{x, y};
 }
 
-/// The norm stage's pre-transform of one head's pair: x * inv_rms * (w + offset), w the pair's
-/// weight from the head's weight chunk (q's or k's).
+/// The norm stage's factor for an element of weight w: (w + offset) * inv_rms, formed as one
+/// FMA with `scaled_offset` = offset * inv_rms (resolved once per head), so that normalizing and
+/// weighting an element costs two instructions, not three.
+ROPE_HOST_DEVICE float norm_factor(float w, float inv_rms, float scaled_offset) {
+  return fmaf(w, inv_rms, scaled_offset);
+}
+
+/// The norm stage's pre-transform of one head's pair: x * norm_factor(w), w the pair's weight
+/// from the head's weight chunk (q's or k's).
 template <typename W, Style kStyle, int kVec>
 struct NormScale {
   const PairChunk<W, kStyle, kVec>& weight;
   float inv_rms;
-  float weight_offset;
+  float scaled_offset;  ///< the weight offset times inv_rms
 
   ROPE_HOST_DEVICE void operator()(int i, float& x1, float& x2) const {
     float w1, w2;
     weight.get_pair(i, w1, w2);
-    x1 = x1 * inv_rms * (w1 + weight_offset);
-    x2 = x2 * inv_rms * (w2 + weight_offset);
+    x1 *= norm_factor(w1, inv_rms, scaled_offset);
+    x2 *= norm_factor(w2, inv_rms, scaled_offset);
   }
 };
 
@@ -334,7 +341,7 @@ ROPE_UNROLL
       w.load(weight, half, col * kVec);
       float c[kVec], s[kVec];
       load_column_cos_sin<kAxes, kVec, T>(p, pos, col * kVec, inverse, c, s);
-      extra.rotate_store(y, half, col * kVec, c, s, NormScale<W, kStyle, kVec>{w, inv_rms, weight_offset});
+      extra.rotate_store(y, half, col * kVec, c, s, NormScale<W, kStyle, kVec>{w, inv_rms, weight_offset * inv_rms});
     }
     for (int j = column; j < tail_chunks; j += width) {
       const int offset = rotary_dim + j * kVec;
@@ -343,7 +350,7 @@ ROPE_UNROLL
       f.load(x + offset);
       w.load(weight + offset);
 ROPE_UNROLL
-      for (int i = 0; i < kVec; ++i) f.set(i, f.get(i) * inv_rms * (w.get(i) + weight_offset));
+      for (int i = 0; i < kVec; ++i) f.set(i, f.get(i) * norm_factor(w.get(i), inv_rms, weight_offset * inv_rms));
       f.store(y + offset);
     }
   }
@@ -444,7 +451,7 @@ ROPE_UNROLL
         group.sum(inv_rms, width);
 ROPE_UNROLL
         for (int b = 0; b < kHeadBatch; ++b) {
-          inv_rms[b] = reciprocal_sqrt(inv_rms[b] / static_cast<float>(p.head_dim) + norm.eps);
+          inv_rms[b] = reciprocal_sqrt(inv_rms[b] * norm.inv_head_dim + norm.eps);
         }
       }
 ROPE_UNROLL
@@ -475,7 +482,7 @@ ROPE_UNROLL
             PairChunk<Weight, kStyle, kVec> weight;
             weight.load(in_q ? norm.q_weight : norm.k_weight, half, first_pair);
             chunk[b].rotate_store(ptr.y, half, first_pair, c, s,
-                                  NormScale<Weight, kStyle, kVec>{weight, inv_rms[b], norm.weight_offset});
+                                  NormScale<Weight, kStyle, kVec>{weight, inv_rms[b], norm.weight_offset * inv_rms[b]});
           }
         } else {
           chunk[b].rotate_store(head_pointers(p, token, h).y, half, first_pair, c, s);
