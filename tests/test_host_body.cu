@@ -55,6 +55,21 @@ TEST(HostBodyLanes, AnyLaneCountCoversEveryElement) {
 
 // The dispatch takes 16-byte accesses whenever alignment allows, and falls back otherwise;
 // tokens with at most two heads take two 16-byte vectors per half.
+TEST(HostBodyDivisor, QuotientsAndRemaindersAreTheOperators) {
+  // Powers of two take the shift and mask, other counts the division; both must agree with / and %.
+  for (int d = 1; d <= 300; ++d) {
+    const rope::detail::Divisor divisor(d);
+    EXPECT_EQ(divisor.shift >= 0, (d & (d - 1)) == 0) << d;
+    for (int x = 0; x < 4096; x += 7) {
+      ASSERT_EQ(divisor.quotient(x), x / d) << x << " / " << d;
+      ASSERT_EQ(divisor.remainder(x), x % d) << x << " % " << d;
+    }
+    const std::int64_t big = (std::int64_t{1} << 40) + 12345;  // slots past 32 bits
+    ASSERT_EQ(divisor.quotient(big), big / d) << d;
+    ASSERT_EQ(divisor.remainder(big), big % d) << d;
+  }
+}
+
 TEST(HostBodyDispatch, PicksWidestAlignedAccess) {
   struct Want { int head_dim, misalign, head_pad, heads; int vec_f32, vec_bf16; };
   const Want wants[] = {

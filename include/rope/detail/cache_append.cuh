@@ -13,6 +13,7 @@
 #include <cuda_fp8.h>
 
 #include <rope/config.cuh>
+#include <rope/detail/divisor.cuh>
 #include <rope/detail/quantize.cuh>
 #include <rope/detail/vector.cuh>
 #include <rope/kv_cache_types.cuh>
@@ -82,8 +83,9 @@ ROPE_UNROLL
 /// Where item `item` of token `token`'s v is read: head item / v_columns, elements from
 /// (item % v_columns) * vec on.
 template <typename T, typename C>
-ROPE_HOST_DEVICE const T* v_item(const KvCacheAppend<T, C>& a, std::int64_t token, int item, int v_columns, int vec) {
-  return a.v + token * a.v_token_stride + (item / v_columns) * a.v_head_stride + (item % v_columns) * vec;
+ROPE_HOST_DEVICE const T* v_item(const KvCacheAppend<T, C>& a, std::int64_t token, int item, const Divisor& v_columns,
+                                 int vec) {
+  return a.v + token * a.v_token_stride + v_columns.quotient(item) * a.v_head_stride + v_columns.remainder(item) * vec;
 }
 
 /// Where one token's rows of the two caches start (or that the token writes none).
@@ -107,7 +109,8 @@ ROPE_HOST_DEVICE CacheRows<C> cache_rows(const CacheAppend<T, C>& a, std::int64_
     if (report && args.slot_out_of_range_flag != nullptr) *args.slot_out_of_range_flag = 1;
     return rows;
   }
-  const std::int64_t block = slot / args.block_size, row = slot % args.block_size;
+  const Divisor block_size(args.block_size);
+  const std::int64_t block = block_size.quotient(slot), row = block_size.remainder(slot);
   rows.k = args.k_cache.data + block * args.k_cache.block_stride + row * args.k_cache.row_stride;
   rows.v = args.v_cache.data + block * args.v_cache.block_stride + row * args.v_cache.row_stride;
   return rows;

@@ -12,6 +12,7 @@
 #include <rope/config.cuh>
 #include <rope/device/rotation.cuh>
 #include <rope/detail/cache_append.cuh>
+#include <rope/detail/divisor.cuh>
 #include <rope/detail/pass_through.cuh>
 #include <rope/detail/norm_stage.cuh>
 #include <rope/detail/vector.cuh>
@@ -399,8 +400,8 @@ ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::in
   // position nor the slot, and read after the rotation it cost each token a round trip of its
   // own (bench/NOTES.md, change 10).
   constexpr int kEarlyV = 2;
-  const int v_columns = p.head_dim / kVec;
-  const int v_items = v_columns * p.k.num_heads;
+  const Divisor v_columns(p.head_dim / kVec);
+  const int v_items = v_columns.value * p.k.num_heads;
   EarlyItems<kEarlyV, kVec, T> early_v;
   if constexpr (Append::kEnabled) {
     early_v.load(lane, lanes, v_items, [&](int item) { return v_item(append.args, token, item, v_columns, kVec); });
@@ -412,9 +413,10 @@ ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::in
   const int columns = half / kVec;
   // A head's lanes: its columns, or (norm) a group of `width` lanes, some spare or walking.
   const int width = Norm::kEnabled ? norm_group_width(columns) : columns;
-  const int groups = lanes >= width ? lanes / width : 1;
+  const Divisor head_lanes(width);
+  const int groups = lanes >= width ? head_lanes.quotient(lanes) : 1;
   for (int item = lane; item < width * groups; item += lanes) {
-    const int column = item % width;
+    const int column = head_lanes.remainder(item);
     const bool spare = Norm::kEnabled && column >= columns;  // joins the sums with zero
     const int first_pair = (spare ? 0 : column) * kVec;
     float c[kVec], s[kVec];
@@ -422,7 +424,7 @@ ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::in
     // Norm: the lane's walked columns and tail.
     using Weight = typename Norm::Weight;
     NormWalk<T, kStyle, kVec> walk{column, width, columns, half, rotary_dim, (p.head_dim - rotary_dim) / kVec};
-    for (int first_head = item / width; first_head < heads; first_head += groups * kHeadBatch) {
+    for (int first_head = head_lanes.quotient(item); first_head < heads; first_head += groups * kHeadBatch) {
       PairChunk<T, kStyle, kVec> chunk[kHeadBatch];
 ROPE_UNROLL
       for (int b = 0; b < kHeadBatch; ++b) {
@@ -511,6 +513,7 @@ ROPE_UNROLL
   // tail with the heads above.
   if (!in_range || Norm::kEnabled) return;
   const int tail_columns = (p.head_dim - rotary_dim) / kVec;
+  const Divisor tail_divisor(tail_columns);
   using Cache = typename Append::Cache;
   using TailCache = std::conditional_t<Append::kEnabled, Cache, T>;  // plain launches: never used
   bool q_to_y = p.q.x != p.q.y;
@@ -528,8 +531,8 @@ ROPE_UNROLL
     // q's tail into q_fp8 (and to q.y where that is written) on its own, at q's scale.
     if (tail_columns > 0 && append.args.q_fp8 != nullptr) {
       copy_items<kTailBatch, kVec, T, Cache>(lane, lanes, tail_columns * p.q.num_heads, append.q_scale, [&](int item) {
-        const int h = item / tail_columns;
-        const int offset = rotary_dim + (item % tail_columns) * kVec;
+        const int h = tail_divisor.quotient(item);
+        const int offset = rotary_dim + tail_divisor.remainder(item) * kVec;
         const HeadPointers<T> ptr = head_pointers(p, token, h);
         return CopyRoute<T, Cache>{ptr.x + offset, q_to_y ? ptr.y + offset : nullptr,
                                    q_fp8_head(append.args, token, h) + offset};
@@ -542,8 +545,8 @@ ROPE_UNROLL
     DivisionScale k_scale;
     if constexpr (Append::kEnabled) k_scale = append.k_scale;
     copy_items<kTailBatch, kVec, T, TailCache>(lane, lanes, tail_columns * tail_heads, k_scale, [&](int item) {
-      const int h = first_tail_head + item / tail_columns;
-      const int offset = rotary_dim + (item % tail_columns) * kVec;
+      const int h = first_tail_head + tail_divisor.quotient(item);
+      const int offset = rotary_dim + tail_divisor.remainder(item) * kVec;
       const int kv_head = h - p.q.num_heads;  // negative for q heads
       const HeadPointers<T> ptr = head_pointers(p, token, h);
       TailCache* cache = nullptr;
@@ -560,8 +563,8 @@ ROPE_UNROLL
     if (rows.v == nullptr) return;
     const KvCacheAppend<T, Cache>& a = append.args;
     auto route = [&](int item) {
-      const int h = item / v_columns;
-      const int offset = (item % v_columns) * kVec;
+      const int h = v_columns.quotient(item);
+      const int offset = v_columns.remainder(item) * kVec;
       return CopyRoute<T, Cache>{v_item(a, token, item, v_columns, kVec), nullptr,
                                  rows.v + h * a.v_cache.head_stride + offset};
     };
