@@ -211,9 +211,10 @@ struct HeadsCase {
   bool in_place = false;
   bool backward = false;
   /// 0: positions uniformly random in the cache. n > 0: the tokens are n sequences (a prefill
-  /// batch), each counting from 0.
+  /// batch), each counting from 0; with 3 axes, prompts of text and an image
+  /// (bench::image_prompt_positions) instead, however many fit.
   int sequences = 0;
-  /// 1: one position per token. 3: M-RoPE, [3, tokens] random positions, Qwen2-VL's sections.
+  /// 1: one position per token. 3: M-RoPE, [3, tokens] positions, Qwen2-VL's sections.
   int axes = 1;
   double base = kLlamaBase;
 };
@@ -261,12 +262,17 @@ struct HeadsData {
 
   /// Positions for `sets` input sets as `c` asks; returns the mean distinct positions per set.
   double draw_positions(int sets, std::vector<std::int64_t>& out) const {
-    if (c.sequences > 0) return bench::sequence_positions(c.tokens, c.sequences, sets, out);
+    if (c.axes == 1 && c.sequences > 0) return bench::sequence_positions(c.tokens, c.sequences, sets, out);
     if (c.axes == 1) return bench::random_positions(c.tokens, kCacheRows, sets, 7, out);
     // M-RoPE: per set, [3, tokens]; each axis reads only its section's columns of its rows, so
     // its distinct rows count in proportion to the section.
-    out.assign(static_cast<std::size_t>(3 * c.tokens) * sets, 0);
     double rows = 0.0;
+    if (c.sequences > 0) {
+      const std::vector<double> distinct = bench::image_prompt_positions(c.tokens, sets, out);
+      for (int a = 0; a < 3; ++a) rows += distinct[static_cast<std::size_t>(a)] * kMropeSections[a] / (c.rotary_dim / 2);
+      return rows;
+    }
+    out.assign(static_cast<std::size_t>(3 * c.tokens) * sets, 0);
     for (int a = 0; a < 3; ++a) {
       std::vector<std::int64_t> axis;
       rows += bench::random_positions(c.tokens, kCacheRows, sets, 7 + a, axis) * kMropeSections[a] / (c.rotary_dim / 2);
@@ -683,6 +689,16 @@ void register_all() {
     copy.k_heads = 4;
     copy.axes = 3;
     add("copy_kernel/qwen2vl_7b_mrope/T:" + std::to_string(t), [copy](benchmark::State& s) { copy_heads(s, copy, true); });
+    // The positions Qwen2-VL gives prompts of text and images (bench::image_prompt_positions):
+    // neighbouring tokens share table rows, as they do in the model, where random positions on
+    // each axis make every token gather three rows of its own.
+    HeadsCase prompts = copy;
+    prompts.base = 1e6;
+    prompts.sequences = 1;
+    add("qwen2vl_7b_mrope/table_image_prompts/T:" + std::to_string(t),
+        [prompts](benchmark::State& s) { heads<bf16>(s, prompts); });
+    add("copy_kernel/qwen2vl_7b_mrope_image_prompts/T:" + std::to_string(t),
+        [prompts](benchmark::State& s) { copy_heads(s, prompts, true); });
   }
 
   // Decode: rotated in place, as an engine does before appending k to its cache.

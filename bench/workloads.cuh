@@ -145,4 +145,41 @@ inline double sequence_positions(std::int64_t tokens, int sequences, int sets, s
   return static_cast<double>(tokens < length ? tokens : length);
 }
 
+/// Multi-axis positions of a batch of Qwen2-VL prompts, as transformers' `get_rope_index`
+/// assigns them: each prompt is 96 text tokens, one image of 32 x 32 merged patches and 32 more
+/// text tokens, counting from 0. Text tokens take the running index on all three axes; the
+/// image's tokens keep the temporal axis at the index where the image starts and count rows and
+/// columns from there, and the text after it resumes one past the largest of those. `out` is
+/// [sets][3][tokens], the same in every set. Returns the distinct positions per axis.
+inline std::vector<double> image_prompt_positions(std::int64_t tokens, int sets, std::vector<std::int64_t>& out) {
+  constexpr std::int64_t kTextBefore = 96, kGrid = 32, kTextAfter = 32;
+  std::vector<std::int64_t> one(static_cast<std::size_t>(3 * tokens), 0);
+  std::int64_t t = 0;
+  auto put = [&](std::int64_t a0, std::int64_t a1, std::int64_t a2) {
+    if (t >= tokens) return;
+    one[static_cast<std::size_t>(t)] = a0;
+    one[static_cast<std::size_t>(tokens + t)] = a1;
+    one[static_cast<std::size_t>(2 * tokens + t)] = a2;
+    ++t;
+  };
+  while (t < tokens) {
+    std::int64_t next = 0;  // each prompt counts from 0
+    for (std::int64_t i = 0; i < kTextBefore; ++i, ++next) put(next, next, next);
+    for (std::int64_t r = 0; r < kGrid; ++r) {
+      for (std::int64_t c = 0; c < kGrid; ++c) put(next, next + r, next + c);
+    }
+    next += kGrid;
+    for (std::int64_t i = 0; i < kTextAfter; ++i, ++next) put(next, next, next);
+  }
+  out.clear();
+  for (int s = 0; s < sets; ++s) out.insert(out.end(), one.begin(), one.end());
+  std::vector<double> distinct(3, 0.0);
+  for (int a = 0; a < 3; ++a) {
+    std::vector<std::int64_t> axis(one.begin() + a * tokens, one.begin() + (a + 1) * tokens);
+    std::sort(axis.begin(), axis.end());
+    distinct[static_cast<std::size_t>(a)] = static_cast<double>(std::unique(axis.begin(), axis.end()) - axis.begin());
+  }
+  return distinct;
+}
+
 }  // namespace bench

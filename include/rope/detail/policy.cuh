@@ -22,11 +22,8 @@ struct RopePolicy {
   static constexpr int kMaxBlockThreads = 256;
 };
 
-/// What the public launchers use: two blocks per SM, so the register cap is 128. Without it the
-/// FP8-cache append instance sat at exactly 128 and any change to the body (the Divisor's shift
-/// here) took it past, to one block per SM (bench/NOTES.md, change 13); with it ptxas fits every
-/// instance without spills (sm_90, CUDA 13.0: plain 116, bf16 append 117, FP8 append 128).
-using DefaultPolicy = RopePolicy<4, 2>;
+/// What the public launchers use.
+using DefaultPolicy = RopePolicy<>;
 
 /// What norm launches (rope_forward_qk_norm) use: four heads per batch, as plain launches, and
 /// two blocks per SM. The bf16 instance fits 122 registers without spills once the weight chunks
