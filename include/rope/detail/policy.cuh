@@ -22,8 +22,13 @@ struct RopePolicy {
   static constexpr int kMaxBlockThreads = 256;
 };
 
-/// What the public launchers use.
-using DefaultPolicy = RopePolicy<>;
+/// What the public launchers use: two blocks per SM, so ptxas keeps every instance at or under
+/// 128 registers. Without the bound it chose 125-130 for the batched instances (sm_90, CUDA 13.0),
+/// and one register past 128 halves the blocks per SM (the Qwen2-VL instance lost 25% that way,
+/// bench/NOTES.md change 14); with it the plain instance takes 116, the bf16 append 117, the FP8
+/// append 128. Of the benchmark program's 138 instances only the per-pair multi-axis append ones
+/// spill (16-48 bytes).
+using DefaultPolicy = RopePolicy<4, 2>;
 
 /// What norm launches (rope_forward_qk_norm) use: four heads per batch, as plain launches, and
 /// two blocks per SM. The bf16 instance fits 122 registers without spills once the weight chunks

@@ -266,17 +266,13 @@ struct HeadPointers {
 template <typename T>
 ROPE_HOST_DEVICE HeadPointers<T> head_pointers(const RopeParams<T>& p, std::int64_t token, int h) {
   // Scalar selects rather than a reference to p.q or p.k, so the kernel's parameters stay in
-  // the constant bank instead of being copied to local memory. The token's row offsets are
-  // formed per tensor before the select, so they are the same expression for every head of the
-  // token and the compiler forms them once, not a 64-bit product per head.
+  // the constant bank instead of being copied to local memory.
   const bool in_q = h < p.q.num_heads;
   const std::int64_t head = in_q ? h : h - p.q.num_heads;
-  const std::int64_t q_x_row = token * p.q.x_token_stride, k_x_row = token * p.k.x_token_stride;
-  const std::int64_t q_y_row = token * p.q.y_token_stride, k_y_row = token * p.k.y_token_stride;
-  const T* x = in_q ? p.q.x + q_x_row : p.k.x + k_x_row;
-  T* y = in_q ? p.q.y + q_y_row : p.k.y + k_y_row;
-  x += head * (in_q ? p.q.x_head_stride : p.k.x_head_stride);
-  y += head * (in_q ? p.q.y_head_stride : p.k.y_head_stride);
+  const T* x = in_q ? p.q.x : p.k.x;
+  T* y = in_q ? p.q.y : p.k.y;
+  x += token * (in_q ? p.q.x_token_stride : p.k.x_token_stride) + head * (in_q ? p.q.x_head_stride : p.k.x_head_stride);
+  y += token * (in_q ? p.q.y_token_stride : p.k.y_token_stride) + head * (in_q ? p.q.y_head_stride : p.k.y_head_stride);
   return HeadPointers<T>{x, y};
 }
 
