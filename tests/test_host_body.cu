@@ -167,7 +167,8 @@ TEST(HostBodyDispatch, OnlyLargeTableLaunchesWithPositionsWalkTokens) {
   EXPECT_EQ(grid_blocks(p, rope::detail::kResidentMultiple * resident, resident), resident);
   EXPECT_EQ(grid_blocks(p, rope::detail::kResidentMultiple * resident - 1, resident),
             rope::detail::kResidentMultiple * resident - 1);
-  EXPECT_EQ(grid_blocks(p, 1366, resident), 1366);                                      // T = 4096: too few
+  EXPECT_EQ(grid_blocks(p, 1366, resident), resident);                                  // T = 4096
+  EXPECT_EQ(grid_blocks(p, 512, resident), 512);                                        // T = 512: too few
   EXPECT_EQ(grid_blocks(p, 5462, 0), 5462);                                             // occupancy unknown
   p.rotary_dim = 64;                                                                    // a tail to copy
   EXPECT_EQ(grid_blocks(p, 5462, resident), 5462);

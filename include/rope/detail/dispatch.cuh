@@ -195,10 +195,12 @@ bool reads_positions_ahead(const RopeParams<T>& p) {
 /// The grid of a launch of `blocks` blocks of an instance that walks tokens (kWalksTokens in
 /// detail/kernel.cuh) where the GPU holds `resident` at once (0: unknown):
 /// launches that read positions ahead and have at least kResidentMultiple times the resident
-/// blocks take only the resident ones. With fewer, each row would walk too few tokens for the
-/// rows to finish together (Llama-3-8B table mode at T = 4096, 5 times the resident blocks, lost
-/// 8% that way).
-constexpr std::int64_t kResidentMultiple = 8;
+/// blocks take only the resident ones. Measured on an H200 (bench/NOTES.md, change 16): from 3
+/// times, T = 4096 walks too (4-5 times the resident blocks in every bench shape): the fused bf16
+/// append 7% and QK-norm 5% faster there, Llama and M-RoPE table mode within 0.5%; from 2 times no
+/// bench row moved further. (Change 11's Llama instance lost 8% walking at T = 4096; it had more
+/// registers and instructions per token than today's.)
+constexpr std::int64_t kResidentMultiple = 3;
 
 template <typename T>
 std::int64_t grid_blocks(const RopeParams<T>& p, std::int64_t blocks, std::int64_t resident) {
