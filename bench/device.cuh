@@ -57,11 +57,16 @@ __global__ void copy_kernel(const uint4* __restrict__ src, uint4* __restrict__ d
   for (; i < n; i += stride) dst[i] = src[i];
 }
 
-/// Launches copy_kernel over `bytes` (a multiple of 16) with a full grid.
+/// Launches copy_kernel over `bytes` (a multiple of 16) with a full grid: four 16-byte elements
+/// per thread, or, for copies smaller than that on one block per SM (a decode step's few KB), one
+/// element per thread, so every load is in flight at once instead of a thread's loads following
+/// each other (T = 1 of the Llama shapes: 640 elements, one block, three round trips before).
 inline cudaError_t launch_copy_kernel(const void* src, void* dst, std::size_t bytes, cudaStream_t s) {
   const std::size_t n = bytes / 16;
-  std::size_t blocks = (n + 4 * 256 - 1) / (4 * 256);
-  const std::size_t cap = static_cast<std::size_t>(gpu().prop.multiProcessorCount) * 8;
+  const std::size_t sms = static_cast<std::size_t>(gpu().prop.multiProcessorCount);
+  const std::size_t per_thread = n < 4 * 256 * sms ? 1 : 4;
+  std::size_t blocks = (n + per_thread * 256 - 1) / (per_thread * 256);
+  const std::size_t cap = sms * 8;
   if (blocks > cap * 16) blocks = cap * 16;
   if (blocks == 0) blocks = 1;
   copy_kernel<<<static_cast<unsigned>(blocks), 256, 0, s>>>(static_cast<const uint4*>(src), static_cast<uint4*>(dst), n);
