@@ -26,6 +26,7 @@ import torch
 
 import rope_cuda  # noqa: F401  (registers the ops)
 from rope_cuda import vllm
+from graph_timing import time_graph
 
 HEADS, KV_HEADS, D, ROWS = 32, 8, 128, 131072
 
@@ -76,25 +77,6 @@ def variants(t, inv_freq, cache, cos_dup, sin_dup):
         "hf eager": lambda: hf_rope(q, k, positions, cos_dup, sin_dup),
         "hf torch.compile": lambda: HF_COMPILED(q, k, positions, cos_dup, sin_dup),
     }
-
-
-def time_graph(fn, reps, samples=7):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(reps):
-            fn()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(samples):
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1000.0 / reps)
-    return statistics.median(times)
 
 
 def time_eager(fn, reps, samples=7):
@@ -173,7 +155,7 @@ def main():
         reps = 200 if t <= 512 else (50 if t <= 16384 else 10)
         for name, fn in variants(t, inv_freq, cache, cos_dup, sin_dup).items():
             e2e = time_eager(fn, reps)
-            kernel = time_graph(fn, reps)
+            kernel = time_graph(lambda i: fn(), reps)
             results.append({"tokens": t, "variant": name, "kernel_us": kernel, "e2e_us": e2e})
             print(f"T={t:6d} {name:20s} kernel {kernel:9.2f} us   end-to-end {e2e:9.2f} us", flush=True)
 

@@ -18,11 +18,11 @@ Writes results.json and results.md to --out.
 import argparse
 import json
 import os
-import statistics
 
 import torch
 
 import rope_cuda
+from graph_timing import time_graph
 
 D = 128
 
@@ -56,26 +56,6 @@ VARIANTS = {
 }
 
 
-def time_graph(fn, sets, calls, samples=7):
-    for s in sets[:2]:
-        fn(s)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for i in range(calls):
-            fn(sets[i % len(sets)])
-    graph.replay()  # uploads the graph
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    times = []
-    for _ in range(samples):
-        start.record()
-        graph.replay()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) * 1000.0 / calls)
-    return statistics.median(times)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, nargs="+", default=[2048, 10240, 18432, 26624, 63488, 1048576])
@@ -91,7 +71,7 @@ def main():
             sets = input_sets(n, count)
             calls = max(count, 256 if n <= 65536 else 16)
             for name, fn in VARIANTS.items():
-                us = time_graph(fn, sets, calls)
+                us = time_graph(lambda i: fn(sets[i % len(sets)]), calls)
                 results.append({"tokens": n, "mode": mode, "variant": name, "us": us,
                                 "GBps": min_bytes(n) / us / 1e3})
                 print(f"N={n:8d} {mode:4s} {name:14s} {us:9.2f} us  {min_bytes(n) / us / 1e3:7.0f} GB/s", flush=True)
