@@ -523,9 +523,12 @@ ROPE_UNROLL
     k_to_y = k_to_y && append.k_write_back;
     q_to_y = q_to_y && append.q_to_y;
   }
-  // Per-pair multi-axis instances copy one item at a time: their rotation already needs 128
-  // registers, and a batch of copies in flight took them past it (one block per SM instead of two).
-  constexpr int kTailBatch = kAxes == AxisLookup::kPerPair ? 1 : kHeadBatch;
+  // Plain launches copy twice the rotation's batch at a time: the rotation's registers are free
+  // by now, and each batch is a memory round trip (head_dim 80 with rotary_dim 32 gives each lane
+  // 12 tail items: two round trips instead of three; bench/NOTES.md, change 17). Per-pair
+  // multi-axis instances copy one item at a time: their rotation already needs 128 registers, and
+  // a batch of copies in flight took them past it (one block per SM instead of two).
+  constexpr int kTailBatch = kAxes == AxisLookup::kPerPair ? 1 : Append::kEnabled ? kHeadBatch : 2 * kHeadBatch;
   int first_tail_head = q_to_y ? 0 : p.q.num_heads;
   if constexpr (Append::kQuantizesQ) {
     // q's tail into q_fp8 (and to q.y where that is written) on its own, at q's scale.
