@@ -2,6 +2,9 @@
 // The real launcher and kernel on a GPU, over the same configurations as the host tests plus
 // GPU-sized ones. Without a CUDA device every test is skipped (reported as skipped by ctest).
 
+#include <limits>
+#include <vector>
+
 #include <gtest/gtest.h>
 
 #define ROPE_TEST_QK_NORM 1  // Case runs norm configurations here (harness.hpp)
@@ -94,6 +97,44 @@ TEST(GpuLarge, OriginalSweepShape) {
   c.head_dim = 128;
   Case<float> f(c, 3);
   EXPECT_TRUE(f.run(Backend::kGpu));
+}
+
+// Divisor in device code (the shift and mask of powers of two, the division otherwise), over
+// the counts and indices the kernel can meet and the extremes of int.
+__global__ void divide_on_device(const int* divisors, int count, const int* xs, int num_x, int* out) {
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i >= count * num_x) return;
+  const rope::detail::Divisor d(divisors[i / num_x]);
+  const int x = xs[i % num_x];
+  out[2 * i] = d.quotient(x);
+  out[2 * i + 1] = d.remainder(x);
+}
+
+TEST(GpuSimple, DivisorMatchesTheOperators) {
+  ROPE_SKIP_WITHOUT_GPU();
+  std::vector<int> divisors;
+  for (int d = 1; d <= 5000; ++d) divisors.push_back(d);
+  for (const int d : {65535, 65537, 1000003, (1 << 30) + 1, std::numeric_limits<int>::max()}) divisors.push_back(d);
+  std::vector<int> xs = {0, 1, 2, 3, 5, 7, 100, 4095, 4096, 65535, 1 << 20, 123456789, std::numeric_limits<int>::max()};
+  for (int k = 1; k <= 19; ++k) xs.push_back(std::numeric_limits<int>::max() - k * 7919);
+  const int n = static_cast<int>(divisors.size() * xs.size());
+  int *d_div, *d_x, *d_out;
+  ASSERT_EQ(cudaMalloc(&d_div, divisors.size() * sizeof(int)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&d_x, xs.size() * sizeof(int)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&d_out, 2 * static_cast<std::size_t>(n) * sizeof(int)), cudaSuccess);
+  cudaMemcpy(d_div, divisors.data(), divisors.size() * sizeof(int), cudaMemcpyHostToDevice);
+  cudaMemcpy(d_x, xs.data(), xs.size() * sizeof(int), cudaMemcpyHostToDevice);
+  divide_on_device<<<(n + 255) / 256, 256>>>(d_div, static_cast<int>(divisors.size()), d_x, static_cast<int>(xs.size()), d_out);
+  std::vector<int> out(2 * static_cast<std::size_t>(n));
+  ASSERT_EQ(cudaMemcpy(out.data(), d_out, out.size() * sizeof(int), cudaMemcpyDeviceToHost), cudaSuccess);
+  cudaFree(d_div);
+  cudaFree(d_x);
+  cudaFree(d_out);
+  for (int i = 0; i < n; ++i) {
+    const int d = divisors[static_cast<std::size_t>(i) / xs.size()], x = xs[static_cast<std::size_t>(i) % xs.size()];
+    ASSERT_EQ(out[2 * static_cast<std::size_t>(i)], x / d) << x << " / " << d;
+    ASSERT_EQ(out[2 * static_cast<std::size_t>(i) + 1], x % d) << x << " % " << d;
+  }
 }
 
 // The one-call convenience launcher on the original layout.

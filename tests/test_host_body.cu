@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -67,6 +68,24 @@ TEST(HostBodyDivisor, QuotientsAndRemaindersAreTheOperators) {
     const std::int64_t big = (std::int64_t{1} << 40) + 12345;  // slots past 32 bits
     ASSERT_EQ(divisor.quotient(big), big / d) << d;
     ASSERT_EQ(divisor.remainder(big), big % d) << d;
+    // 32-bit indices up to INT_MAX.
+    for (int x = std::numeric_limits<int>::max(); x > std::numeric_limits<int>::max() - 5000; --x) {
+      ASSERT_EQ(divisor.quotient(x), x / d) << x << " / " << d;
+      ASSERT_EQ(divisor.remainder(x), x % d) << x << " % " << d;
+    }
+    for (int x = 1; x > 0 && x < std::numeric_limits<int>::max() / 3; x = x * 3 + 1) {
+      ASSERT_EQ(divisor.quotient(x), x / d) << x << " / " << d;
+      ASSERT_EQ(divisor.quotient(x + d - 1), (x + d - 1) / d) << x << " / " << d;
+    }
+  }
+  // Divisors as large as an int allows, and one past each power of two.
+  for (const int d : {std::numeric_limits<int>::max(), (1 << 30) + 1, 16383, 16385, 65537, 1000003}) {
+    const rope::detail::Divisor divisor(d);
+    for (const int x : {0, 1, d - 1, d, d + 1, std::numeric_limits<int>::max() - 1, std::numeric_limits<int>::max()}) {
+      if (x < 0) continue;
+      ASSERT_EQ(divisor.quotient(x), x / d) << x << " / " << d;
+      ASSERT_EQ(divisor.remainder(x), x % d) << x << " % " << d;
+    }
   }
 }
 
