@@ -79,10 +79,11 @@ TEST(HostBodyDivisor, QuotientsAndRemaindersAreTheOperators) {
     }
   }
   // Divisors as large as an int allows, and one past each power of two.
-  for (const int d : {std::numeric_limits<int>::max(), (1 << 30) + 1, 16383, 16385, 65537, 1000003}) {
+  constexpr int kMax = std::numeric_limits<int>::max();
+  for (const int d : {kMax, (1 << 30) + 1, 16383, 16385, 65537, 1000003}) {
     const rope::detail::Divisor divisor(d);
-    for (const int x : {0, 1, d - 1, d, d + 1, std::numeric_limits<int>::max() - 1, std::numeric_limits<int>::max()}) {
-      if (x < 0) continue;
+    const int past_d = d < kMax ? d + 1 : d;  // d + 1 would overflow at INT_MAX
+    for (const int x : {0, 1, d - 1, d, past_d, kMax - 1, kMax}) {
       ASSERT_EQ(divisor.quotient(x), x / d) << x << " / " << d;
       ASSERT_EQ(divisor.remainder(x), x % d) << x << " % " << d;
     }

@@ -525,7 +525,8 @@ ROPE_UNROLL
   }
   // Plain launches copy twice the rotation's batch at a time: the rotation's registers are free
   // by now, and each batch is a memory round trip (head_dim 80 with rotary_dim 32 gives each lane
-  // 12 tail items: two round trips instead of three; bench/NOTES.md, change 17). Per-pair
+  // 12 tail items: two round trips instead of three). Measured on an H200 that row gained only
+  // 0.8% (bench/NOTES.md, change 17): the tail's round trips were not what held it. Per-pair
   // multi-axis instances copy one item at a time: their rotation already needs 128 registers, and
   // a batch of copies in flight took them past it (one block per SM instead of two).
   constexpr int kTailBatch = kAxes == AxisLookup::kPerPair ? 1 : Append::kEnabled ? kHeadBatch : 2 * kHeadBatch;
