@@ -407,6 +407,9 @@ struct AppendData {
   SetArray<C> k_cache, v_cache;
   SetArray<__nv_fp8_e4m3> q_fp8;  // with `quantized_q` only: q's FP8 output, in place of q's store
   bool quantized_q = false;
+  /// FP8 caches' (and q's) scale: 1/224 (inexact reciprocal: the stores divide), or 1, vLLM's
+  /// default where no scales were calibrated (a power of two: the stores multiply).
+  float fp8_scale = 1.0f / 224.0f;
   std::int64_t num_blocks = 0;
   double distinct_rows = 0.0, bytes = 0.0;
   int batch = 0;
@@ -469,13 +472,13 @@ struct AppendData {
     a.num_blocks = num_blocks;
     a.block_size = kAppendBlock;
     a.slots = rope::slot_mapping(static_cast<const std::int64_t*>(slots[i]));
-    if (std::is_same<C, __nv_fp8_e4m3>::value) a.k_scale = a.v_scale = 1.0f / 224.0f;
+    if (std::is_same<C, __nv_fp8_e4m3>::value) a.k_scale = a.v_scale = fp8_scale;
     if constexpr (std::is_same<C, __nv_fp8_e4m3>::value) {
       if (quantized_q) {
         a.q_fp8 = q_fp8[i];
         a.q_fp8_token_stride = kAppendQ * kAppendDim;
         a.q_fp8_head_stride = kAppendDim;
-        a.q_scale = 1.0f / 224.0f;
+        a.q_scale = fp8_scale;
       }
     }
     return a;
@@ -485,8 +488,10 @@ struct AppendData {
 /// rope_forward_append: one launch.
 /// `quantize_q`: q goes to an FP8 buffer instead of back in place (q.y null).
 template <typename C>
-void append_fused(benchmark::State& state, std::int64_t tokens, bool quantize_q = false) {
+void append_fused(benchmark::State& state, std::int64_t tokens, bool quantize_q = false,
+                  float fp8_scale = 1.0f / 224.0f) {
   AppendData<C> d;
+  d.fp8_scale = fp8_scale;
   const std::string error = d.setup(tokens, quantize_q);
   run(state, error, [&](int i, cudaStream_t s) {
     rope::RopeParams<__nv_bfloat16> p = d.params(i, false);
@@ -734,6 +739,14 @@ void register_all() {
       const double rows = bench::random_positions(t, kCacheRows, 1, 11, unused);
       copy_bench(s, AppendData<__nv_fp8_e4m3>::min_bytes(t, rows, 1.0), static_cast<double>(t), true);
     });
+  }
+  // The FP8 cache (and q) at scale 1 (no calibrated scales): the bytes of fp8_cache's and
+  // fp8_cache_fp8_q's copy rows.
+  for (const std::int64_t t : {4096, 16384, 65536}) {
+    add("kv_append/fused/fp8_cache_unit_scale/T:" + std::to_string(t),
+        [t](benchmark::State& s) { append_fused<__nv_fp8_e4m3>(s, t, false, 1.0f); });
+    add("kv_append/fused/fp8_cache_fp8_q_unit_scale/T:" + std::to_string(t),
+        [t](benchmark::State& s) { append_fused<__nv_fp8_e4m3>(s, t, true, 1.0f); });
   }
   // QK-RMSNorm + RoPE (Qwen3-8B) vs a separate norm kernel then RoPE.
   for (const std::int64_t t : {1, 64, 4096, 16384, 65536}) {

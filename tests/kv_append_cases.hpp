@@ -193,6 +193,20 @@ inline std::vector<AppendConfig> append_q_fp8_cases() {
   computed.computed = true;
   computed.out_of_range_positions = 0;
   v.push_back(computed);
+  AppendConfig powers = edges;  // power-of-two scales: the stores convert the products
+  powers.k_scale = 0x1p-9f;
+  powers.v_scale = 0x1p-7f;
+  powers.q_scale = 0x1p-8f;
+  v.push_back(powers);
+  AppendConfig mixed;  // exact and inexact reciprocals in one launch, with a tail
+  mixed.q_fp8 = true;
+  mixed.k_scale = 1.0f;
+  mixed.v_scale = 0.01f;
+  mixed.q_scale = 0x1p-8f;
+  mixed.head_dim = 80;
+  mixed.rotary_dim = 32;
+  mixed.tokens = 9;
+  v.push_back(mixed);
   return v;
 }
 

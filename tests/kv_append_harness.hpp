@@ -75,6 +75,7 @@ struct AppendConfig {
       << " out_of_range_slots=" << out_of_range_slots << " out_of_range_positions=" << out_of_range_positions
       << " computed=" << computed << " fp8=" << fp8 << " q_fp8=" << q_fp8 << " q_to_y=" << q_to_y
       << " q_fp8_misalign=" << q_fp8_misalign << " lanes=" << lanes;
+    if (fp8) o << " k_scale=" << k_scale << " v_scale=" << v_scale << (q_fp8 ? " q_scale=" : "") << (q_fp8 ? std::to_string(q_scale) : "");
     if (data_seed != 0) o << " data_seed=" << data_seed;
     return o.str();
   }

@@ -67,26 +67,18 @@ ROPE_UNROLL
 ROPE_UNROLL
       for (int i = 0; i < kChunk; ++i) v.elem[i] = element(i);
     } else if constexpr (kChunk % 2 == 0) {
-      // From the products with the reciprocal; with an inexact one, checked, and converted again
-      // with the corrected quotients only if a product lay next to an FP8 rounding boundary
-      // (detail/quantize.cuh). The second pass reads the fragment again: registers.
+      // A power-of-two scale's products are the quotients; any other scale's are corrected
+      // (detail/quantize.cuh). The choice is the same for the whole launch. Each path converts
+      // pair by pair: no access's products are held at once (registers).
       if (scale.reciprocal_is_exact) {
 ROPE_UNROLL
         for (int i = 0; i < kChunk; i += 2) {
           to_fp8_pair_by_product(to_float(element(i)), to_float(element(i + 1)), scale, v.elem[i], v.elem[i + 1]);
         }
       } else {
-        bool near_boundary = false;
 ROPE_UNROLL
         for (int i = 0; i < kChunk; i += 2) {
-          near_boundary |= to_fp8_pair_checked(to_float(element(i)), to_float(element(i + 1)), scale, v.elem[i],
-                                               v.elem[i + 1]);
-        }
-        if (near_boundary) {
-ROPE_UNROLL
-          for (int i = 0; i < kChunk; i += 2) {
-            to_fp8_pair(to_float(element(i)), to_float(element(i + 1)), scale, v.elem[i], v.elem[i + 1]);
-          }
+          to_fp8_pair(to_float(element(i)), to_float(element(i + 1)), scale, v.elem[i], v.elem[i + 1]);
         }
       }
     } else {

@@ -72,37 +72,14 @@ ROPE_HOST_DEVICE void to_fp8_pair(float first, float second, DivisionScale scale
   second_out.__x = static_cast<__nv_fp8_storage_t>(two >> 8);
 }
 
-/// Two FP8 bytes from the products with the reciprocal: to_fp8_pair's bytes when
-/// `scale.reciprocal_is_exact`.
+/// to_fp8_pair from the products with the reciprocal alone: its bytes when
+/// `scale.reciprocal_is_exact` (the products are then the quotients).
 ROPE_HOST_DEVICE void to_fp8_pair_by_product(float first, float second, DivisionScale scale,
                                              __nv_fp8_e4m3& first_out, __nv_fp8_e4m3& second_out) {
   const __nv_fp8x2_storage_t two = __nv_cvt_float2_to_fp8x2(
       make_float2(first * scale.reciprocal, second * scale.reciprocal), __NV_SATFINITE, __NV_E4M3);
   first_out.__x = static_cast<__nv_fp8_storage_t>(two & 0xffu);
   second_out.__x = static_cast<__nv_fp8_storage_t>(two >> 8);
-}
-
-/// Two FP8 bytes from the products with an inexact reciprocal, and whether they may differ from
-/// to_fp8_pair's (the caller then converts the pair again with it). A product p is within
-/// 1.5 ulp of the exact quotient, so within |p| * 2^-21 (over 4 ulp) of the correctly rounded
-/// one. Rounding to FP8 (saturating) is monotonic: if p * (1 - 2^-21) and p * (1 + 2^-21) convert
-/// to the same byte, so does everything between them, the quotient included. That holds for
-/// subnormal FP8 values, saturation, zeros, infinities and NaN alike, and costs two FMAs per
-/// value and one more conversion per pair, against six instructions per value for the corrected
-/// quotient. A pair is flagged only when an FP8 rounding boundary lies within 2^-21 of a
-/// product: on the host, under 1 pair in 200 of bf16 values at scales with a full significand
-/// (amax / 448), 0.9% at 1/224, more at scales next to a power of two.
-ROPE_HOST_DEVICE bool to_fp8_pair_checked(float first, float second, DivisionScale scale, __nv_fp8_e4m3& first_out,
-                                          __nv_fp8_e4m3& second_out) {
-  constexpr float kMargin = 0x1p-21f;
-  const float a = first * scale.reciprocal, b = second * scale.reciprocal;
-  const __nv_fp8x2_storage_t low = __nv_cvt_float2_to_fp8x2(make_float2(fmaf(a, -kMargin, a), fmaf(b, -kMargin, b)),
-                                                            __NV_SATFINITE, __NV_E4M3);
-  const __nv_fp8x2_storage_t high = __nv_cvt_float2_to_fp8x2(make_float2(fmaf(a, kMargin, a), fmaf(b, kMargin, b)),
-                                                             __NV_SATFINITE, __NV_E4M3);
-  first_out.__x = static_cast<__nv_fp8_storage_t>(low & 0xffu);
-  second_out.__x = static_cast<__nv_fp8_storage_t>(low >> 8);
-  return low != high;
 }
 
 }  // namespace detail
