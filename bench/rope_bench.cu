@@ -408,7 +408,8 @@ struct AppendData {
   SetArray<__nv_fp8_e4m3> q_fp8;  // with `quantized_q` only: q's FP8 output, in place of q's store
   bool quantized_q = false;
   /// FP8 caches' (and q's) scale: 1/224 (inexact reciprocal: the stores divide), or 1, vLLM's
-  /// default where no scales were calibrated (a power of two: the stores multiply).
+  /// default where no scales were calibrated (a power of two: the stores skip the division's
+  /// corrections).
   float fp8_scale = 1.0f / 224.0f;
   std::int64_t num_blocks = 0;
   double distinct_rows = 0.0, bytes = 0.0;

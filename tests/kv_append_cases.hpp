@@ -193,7 +193,7 @@ inline std::vector<AppendConfig> append_q_fp8_cases() {
   computed.computed = true;
   computed.out_of_range_positions = 0;
   v.push_back(computed);
-  AppendConfig powers = edges;  // power-of-two scales: the stores convert the products
+  AppendConfig powers = edges;  // power-of-two scales: paired stores skip the corrections
   powers.k_scale = 0x1p-9f;
   powers.v_scale = 0x1p-7f;
   powers.q_scale = 0x1p-8f;

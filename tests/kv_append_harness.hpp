@@ -55,8 +55,7 @@ struct AppendConfig {
   int out_of_range_slots = 0;  // tokens with a slot past the cache: no write, flag raised
   int out_of_range_positions = 0;  // table mode: tokens whose position is outside the table
   bool computed = false;
-  bool fp8 = false;  // FP8 E4M3 cache (else the tensor's type)
-  float k_scale = 0.0025f, v_scale = 0.01f;  // FP8 only: some k values saturate at 448
+  float k_scale = 0.0025f, v_scale = 0.01f;  // FP8 caches only: some k values saturate at 448
   bool q_fp8 = false;      // FP8 cache only: q quantized into an FP8 buffer too (q_scale)
   bool q_to_y = true;      // with q_fp8: false leaves q.y null (q goes to the FP8 buffer only)
   float q_scale = 0.003f;  // some q values saturate
@@ -73,9 +72,11 @@ struct AppendConfig {
       << " layout=" << static_cast<int>(layout) << " block_size=" << block_size << " spare_blocks=" << spare_blocks
       << " slot_type=" << static_cast<int>(slot_type) << " negative_slots=" << negative_slots
       << " out_of_range_slots=" << out_of_range_slots << " out_of_range_positions=" << out_of_range_positions
-      << " computed=" << computed << " fp8=" << fp8 << " q_fp8=" << q_fp8 << " q_to_y=" << q_to_y
+      << " computed=" << computed << " q_fp8=" << q_fp8 << " q_to_y=" << q_to_y
       << " q_fp8_misalign=" << q_fp8_misalign << " lanes=" << lanes;
-    if (fp8) o << " k_scale=" << k_scale << " v_scale=" << v_scale << (q_fp8 ? " q_scale=" : "") << (q_fp8 ? std::to_string(q_scale) : "");
+    // FP8 scales (unused with a same-type cache) in hexadecimal: exact, 2^-64 included.
+    o << std::hexfloat << " k_scale=" << k_scale << " v_scale=" << v_scale << " q_scale=" << q_scale
+      << std::defaultfloat;
     if (data_seed != 0) o << " data_seed=" << data_seed;
     return o.str();
   }

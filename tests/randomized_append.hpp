@@ -74,7 +74,8 @@ inline RandomAppend random_append(std::uint64_t seed, std::uint64_t index, Backe
   c.computed = d.chance(0.3);
   if (!c.computed && d.chance(0.1)) c.out_of_range_positions = static_cast<int>(d.range(1, 2));
   if (backend == Backend::kHost && d.chance(0.1)) c.lanes = static_cast<int>(d.log_range(1, 300));
-  // FP8 scales: the harness's inexact ones, or powers of two (converted by product), per tensor.
+  // FP8 scales: the harness's inexact ones, or powers of two (paired stores skip the
+  // corrections), per tensor.
   const float power_scales[] = {0x1p-9f, 0x1p-7f, 1.0f};
   if (r.fp8 && d.chance(0.3)) c.k_scale = d.pick(power_scales);
   if (r.fp8 && d.chance(0.3)) c.v_scale = d.pick(power_scales);

@@ -68,8 +68,9 @@ ROPE_UNROLL
       for (int i = 0; i < kChunk; ++i) v.elem[i] = element(i);
     } else if constexpr (kChunk % 2 == 0) {
       // A power-of-two scale's products are the quotients; any other scale's are corrected
-      // (detail/quantize.cuh). The choice is the same for the whole launch. Each path converts
-      // pair by pair: no access's products are held at once (registers).
+      // (detail/quantize.cuh). The choice is per scale (k's, v's, q's), each the same for the
+      // whole launch. Each path converts pair by pair: no access's products are held at once
+      // (registers). Single-element accesses (below) always divide.
       if (scale.reciprocal_is_exact) {
 ROPE_UNROLL
         for (int i = 0; i < kChunk; i += 2) {

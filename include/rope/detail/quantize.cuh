@@ -25,9 +25,10 @@ constexpr float kMaxQuantScale = 0x1p64f;
 inline bool quant_scale_in_range(float scale) { return scale >= kMinQuantScale && scale <= kMaxQuantScale; }
 
 /// A per-tensor scale and its reciprocal (rounded to nearest), resolved once by the launcher so
-/// a kernel divides by the scale without a division per element. For a power of two the
-/// reciprocal is exact, and then every product x * reciprocal is the quotient x / scale, rounded
-/// the same way (the same real number).
+/// a kernel divides by the scale without a division per element. For a power of two in
+/// [kMinQuantScale, kMaxQuantScale] (the scales validation accepts) the reciprocal is exact, and
+/// then every product x * reciprocal is the quotient x / scale, rounded the same way (the same
+/// real number).
 struct DivisionScale {
   float scale = 1.0f;
   float reciprocal = 1.0f;
