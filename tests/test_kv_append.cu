@@ -23,6 +23,25 @@ using rope_test::AppendCase;
 using rope_test::AppendConfig;
 using rope_test::Backend;
 
+/// The float with bit pattern u.
+float float_from_bits(std::uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+/// Every FP8 E4M3 rounding boundary of finite values: the midpoints of neighbouring codes, both
+/// signs.
+std::vector<float> fp8_rounding_boundaries() {
+  std::vector<float> boundaries;
+  for (unsigned code = 0; code < 0x7E; ++code) {
+    const double mid = (rope_test::e4m3_value(code) + rope_test::e4m3_value(code + 1)) / 2;
+    boundaries.push_back(static_cast<float>(mid));
+    boundaries.push_back(static_cast<float>(-mid));
+  }
+  return boundaries;
+}
+
 // The reference's FP8 E4M3 against the definition's landmarks, and CUDA's own conversion against
 // the reference over a sweep of values (ties included): the library relies on that conversion.
 TEST(AppendFp8Reference, KnownValuesAndCudaAgree) {
@@ -63,11 +82,6 @@ TEST(AppendFp8Quantize, DivisionByReciprocalIsIeeeDivision) {
     std::memcpy(&u, &f, sizeof u);
     return u;
   };
-  auto from_bits = [](std::uint32_t u) {
-    float f;
-    std::memcpy(&f, &u, sizeof f);
-    return f;
-  };
   auto fp8 = [](float quotient) { return __nv_cvt_float_to_fp8(quotient, __NV_SATFINITE, __NV_E4M3); };
   std::vector<float> scales = {0x1p-64f, 0x1p64f, 1.0f, 3.0f, 1.0f / 3.0f, 0.0025f, 0.01f, 448.0f, 1.0f / 448.0f,
                                0x1.fffffep0f, 0x1.fffffep-1f, 0x1.000002p0f, 0x1.fffffep63f, 0x1.000002p-64f};
@@ -82,8 +96,8 @@ TEST(AppendFp8Quantize, DivisionByReciprocalIsIeeeDivision) {
     for (int i = 0; i < 20000; ++i) {
       // Random bit patterns (every exponent, subnormals, infinities, NaNs), and values placed so
       // that the quotient is near FP8's range.
-      float x = from_bits(any_bits(rng));
-      if (i % 2 == 1) x = std::ldexp(from_bits((any_bits(rng) & 0x807fffffu) | 0x3f800000u), i % 40 - 14) * scale;
+      float x = float_from_bits(any_bits(rng));
+      if (i % 2 == 1) x = std::ldexp(float_from_bits((any_bits(rng) & 0x807fffffu) | 0x3f800000u), i % 40 - 14) * scale;
       const float want = x / scale, got = divide_by_scale(x, ds);
       ASSERT_EQ(fp8(got), fp8(want)) << x << " / " << scale;
       if (std::isnan(want)) {
@@ -105,12 +119,7 @@ TEST(AppendFp8Quantize, DivisionByReciprocalIsIeeeDivision) {
 // neighbouring codes, both signs), for scales across the range: the stores' byte is the IEEE
 // quotient's. The product with the reciprocal alone gets 2% of these bytes wrong (measured).
 TEST(AppendFp8Quantize, BytesAtRoundingBoundariesAreTheQuotients) {
-  std::vector<float> boundaries;
-  for (unsigned code = 0; code < 0x7E; ++code) {
-    const double mid = (rope_test::e4m3_value(code) + rope_test::e4m3_value(code + 1)) / 2;
-    boundaries.push_back(static_cast<float>(mid));
-    boundaries.push_back(static_cast<float>(-mid));
-  }
+  const std::vector<float> boundaries = fp8_rounding_boundaries();
   std::vector<float> scales = {1.0f / 224.0f, 0.0025f, 3.0f, 0x1p-64f, 0x1p64f, 0x1.fffffep0f};
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> exponent(-64.0f, 64.0f);
@@ -141,18 +150,8 @@ TEST(AppendFp8Quantize, BytesAtRoundingBoundariesAreTheQuotients) {
 // around every rounding boundary and for any bit pattern (subnormals, infinities, NaNs), at
 // every power of two in the accepted range and at inexact scales.
 TEST(AppendFp8Quantize, StoresHoldTheQuotientsBytesAtEveryScale) {
-  std::vector<float> boundaries;
-  for (unsigned code = 0; code < 0x7E; ++code) {
-    const double mid = (rope_test::e4m3_value(code) + rope_test::e4m3_value(code + 1)) / 2;
-    boundaries.push_back(static_cast<float>(mid));
-    boundaries.push_back(static_cast<float>(-mid));
-  }
+  const std::vector<float> boundaries = fp8_rounding_boundaries();
   auto quotient_byte = [](float v, float scale) { return __nv_cvt_float_to_fp8(v / scale, __NV_SATFINITE, __NV_E4M3); };
-  auto from_bits = [](std::uint32_t u) {
-    float f;
-    std::memcpy(&f, &u, sizeof f);
-    return f;
-  };
   std::mt19937 rng(11);
   std::uniform_int_distribution<std::uint32_t> any_bits;
   std::vector<float> scales = {1.0f / 224.0f, 0.0025f, 3.0f, 0x1.fffffep0f, 0x1.000002p0f, 0x1.fffffep63f};
@@ -183,7 +182,7 @@ TEST(AppendFp8Quantize, StoresHoldTheQuotientsBytesAtEveryScale) {
         check(x, std::nextafter(-x, INFINITY));
       }
     }
-    for (int i = 0; i < 2000; ++i) check(from_bits(any_bits(rng)), from_bits(any_bits(rng)));
+    for (int i = 0; i < 2000; ++i) check(float_from_bits(any_bits(rng)), float_from_bits(any_bits(rng)));
     for (float v : {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1e30f, -1e-30f, 0x1p-149f}) check(v, -v);
   }
   EXPECT_EQ(wrong, 0);
