@@ -26,11 +26,11 @@ constexpr bool kSupportedType = std::is_same<T, float>::value || std::is_same<T,
 /// Blocks of `threads` threads of `kernel` that the current device holds at once, or 0 when the
 /// runtime cannot say (the launch then takes one block per row of tokens).
 template <typename Kernel>
-std::int64_t resident_blocks(Kernel kernel, int threads) {
+std::int64_t resident_blocks(Kernel kernel, int threads, std::size_t shared_bytes) {
   int device = 0, sms = 0, per_sm = 0;
   if (cudaGetDevice(&device) != cudaSuccess ||
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, 0) != cudaSuccess) {
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, shared_bytes) != cudaSuccess) {
     (void)cudaGetLastError();  // not the launch's error: the launch goes ahead uncapped
     return 0;
   }
@@ -54,12 +54,31 @@ cudaError_t launch_validated(const RopeParams<T>& params, bool inverse, const Ap
         const auto kernel = rotate_tokens_kernel<T, Policy, decltype(style)::value, decltype(vec)::value,
                                                  decltype(head_batch)::value, decltype(axes)::value, Append, Norm>;
         const dim3 block(static_cast<unsigned>(shape.lanes_per_token), static_cast<unsigned>(shape.tokens_per_block));
+        const int threads = static_cast<int>(block.x * block.y);
+        const std::size_t staged_bytes =
+            kStagesTokens<T, decltype(style)::value, decltype(vec)::value, decltype(axes)::value, Append, Norm>
+                ? static_cast<std::size_t>(stage_bytes(
+                      threads, decltype(head_batch)::value *
+                                   PairChunk<T, decltype(style)::value, decltype(vec)::value>::kVectors))
+                : 0;
         std::int64_t blocks = (params.num_tokens + shape.tokens_per_block - 1) / shape.tokens_per_block;
         constexpr std::int64_t kQueryBlocks = 1024;
+        std::size_t shared_bytes = 0;
         if (kWalksTokens<decltype(axes)::value, Append, Norm> && blocks >= kQueryBlocks && reads_positions_ahead(params)) {
-          blocks = grid_blocks(params, blocks, resident_blocks(kernel, static_cast<int>(block.x * block.y)));
+          // Rows that walk stage their next tokens in shared memory (detail/staging.cuh). Beyond
+          // 48 KiB a block's dynamic shared memory needs the kernel's consent; without it the
+          // launch goes ahead uncapped, one block per row of tokens, which stages nothing.
+          const bool consented = staged_bytes <= 48 * 1024 ||
+                                 cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                      static_cast<int>(staged_bytes)) == cudaSuccess;
+          if (consented) {
+            blocks = grid_blocks(params, blocks, resident_blocks(kernel, threads, staged_bytes));
+            if (blocks * shape.tokens_per_block < params.num_tokens) shared_bytes = staged_bytes;
+          } else {
+            (void)cudaGetLastError();  // not the launch's error
+          }
         }
-        kernel<<<static_cast<unsigned>(blocks), block, 0, stream>>>(params, inverse, append, norm);
+        kernel<<<static_cast<unsigned>(blocks), block, shared_bytes, stream>>>(params, inverse, append, norm);
       },
       norm);
   return record(cudaGetLastError());

@@ -5,9 +5,11 @@
 /// The __global__ kernel: a thin shell mapping threads to (token, lane) for the per-token body.
 
 #include <cstdint>
+#include <type_traits>
 
 #include <rope/config.cuh>
 #include <rope/detail/policy.cuh>
+#include <rope/detail/staging.cuh>
 #include <rope/detail/token_body.cuh>
 #include <rope/types.cuh>
 
@@ -21,6 +23,11 @@ namespace detail {
 template <AxisLookup kAxes, typename Append, typename Norm>
 constexpr bool kWalksTokens = kAxes == AxisLookup::kSingleAxis ||
                               (kAxes == AxisLookup::kPerColumn && !Append::kEnabled && !Norm::kEnabled);
+
+/// Whether rows of the instance that walk stage their next token in shared memory
+/// (detail/staging.cuh): every instance that walks, but for the scalar path of 2-byte elements.
+template <typename T, Style kStyle, int kVec, AxisLookup kAxes, typename Append, typename Norm>
+constexpr bool kStagesTokens = kWalksTokens<kAxes, Append, Norm> && PairChunk<T, kStyle, kVec>::kStageable;
 
 /// Block (lanes, tokens): threadIdx.y picks the block's token row, threadIdx.x the lane within
 /// it; all heads of a token are in its row. The grid may be smaller than the token count (at most
@@ -41,19 +48,33 @@ ROPE_KERNEL void __launch_bounds__(Policy::kMaxBlockThreads, Policy::kMinBlocksP
   const std::int64_t rows = static_cast<std::int64_t>(gridDim.x) * blockDim.y;
   const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
   const int lane = static_cast<int>(threadIdx.x), lanes = static_cast<int>(blockDim.x);
-  auto work = [&](std::int64_t token, const AxisPositions& positions) {
+  const unsigned thread = threadIdx.y * blockDim.x + threadIdx.x;
+  auto work = [&](std::int64_t token, const AxisPositions& positions, const auto& stage) {
+    using Stage = std::decay_t<decltype(stage)>;
     if constexpr (Norm::kEnabled) {
-      const WarpLaneGroup group{(threadIdx.y * blockDim.x + threadIdx.x) % 32u};
-      rotate_token<T, kStyle, kVec, kHeadBatch, kAxes, Append, Norm, WarpLaneGroup>(params, inverse, token, positions,
-                                                                                   lane, lanes, append, norm, group);
+      const WarpLaneGroup group{thread % 32u};
+      rotate_token<T, kStyle, kVec, kHeadBatch, kAxes, Append, Norm, WarpLaneGroup, Stage>(
+          params, inverse, token, positions, lane, lanes, append, norm, group, stage);
     } else {
-      rotate_token<T, kStyle, kVec, kHeadBatch, kAxes, Append>(params, inverse, token, positions, lane, lanes, append);
+      rotate_token<T, kStyle, kVec, kHeadBatch, kAxes, Append, Norm, NoLaneGroup, Stage>(
+          params, inverse, token, positions, lane, lanes, append, norm, NoLaneGroup{}, stage);
     }
   };
-  if constexpr (kWalksTokens<kAxes, Append, Norm>) {
-    walk_tokens<kAxes>(params, first, rows, work);
+  if constexpr (kStagesTokens<T, kStyle, kVec, kAxes, Append, Norm>) {
+    // Rows that walk stage each next token's first batch in shared memory (detail/staging.cuh);
+    // the launcher gives the block its slots whenever the grid is smaller than the token rows.
+    extern __shared__ __align__(16) unsigned char stage_slots[];
+    const unsigned threads = blockDim.x * blockDim.y;
+    constexpr int kLaneSlots = kHeadBatch * PairChunk<T, kStyle, kVec>::kVectors;
+    const SharedStage stage{stage_slots + thread * SharedStage::kSlotBytes,
+                            static_cast<int>(threads * SharedStage::kSlotBytes),
+                            stage_bytes(static_cast<int>(threads), kLaneSlots) / 2, 0, false, -1};
+    walk_tokens_staged<kAxes>(params, first, rows, stage, work);
+  } else if constexpr (kWalksTokens<kAxes, Append, Norm>) {
+    walk_tokens<kAxes>(params, first, rows,
+                       [&](std::int64_t token, const AxisPositions& positions) { work(token, positions, NoStage{}); });
   } else if (first < params.num_tokens) {
-    work(first, token_positions<kAxes>(params, first));
+    work(first, token_positions<kAxes>(params, first), NoStage{});
   }
 }
 

@@ -15,6 +15,7 @@
 #include <rope/detail/divisor.cuh>
 #include <rope/detail/pass_through.cuh>
 #include <rope/detail/norm_stage.cuh>
+#include <rope/detail/staging.cuh>
 #include <rope/detail/vector.cuh>
 #include <rope/types.cuh>
 
@@ -164,6 +165,22 @@ ROPE_HOST_DEVICE void walk_tokens(const RopeParams<T>& p, std::int64_t first, st
   }
 }
 
+/// walk_tokens for rows that stage their next token (detail/staging.cuh): work(token, positions,
+/// stage) gets `stage` saying whether its slots hold this token's first batch and which token to
+/// stage next (none for the row's last token, so a row of one token stages nothing).
+template <AxisLookup kAxes, typename T, typename Work>
+ROPE_HOST_DEVICE void walk_tokens_staged(const RopeParams<T>& p, std::int64_t first, std::int64_t stride,
+                                         SharedStage stage, Work&& work) {
+  stage.current = false;
+  stage.current_set = 0;
+  walk_tokens<kAxes>(p, first, stride, [&](std::int64_t token, const AxisPositions& positions) {
+    stage.next = token + stride < p.num_tokens ? token + stride : -1;
+    work(token, positions, static_cast<const SharedStage&>(stage));
+    stage.current = stage.next >= 0;
+    stage.current_set ^= 1;
+  });
+}
+
 /// The identity pre-transform of a pair (plain launches).
 struct Unscaled {
   ROPE_HOST_DEVICE void operator()(int, float&, float&) const {}
@@ -188,6 +205,38 @@ struct PairChunk {
       b.load(x + half + first_pair);
     } else {
       a.load(x + 2 * first_pair);
+    }
+  }
+
+  /// The chunk's accesses, each one slot of a SharedStage; whether cp.async can copy them (not
+  /// the scalar path's 2-byte elements).
+  static constexpr int kVectors = kElems / kChunk + (kHalfSplit ? kVec / kChunk : 0);
+  static constexpr bool kStageable = stageable_bytes(static_cast<int>(sizeof(Packed<T, kChunk>)));
+
+  /// `load`'s accesses as copies into the stage's next slots [first_slot, first_slot + kVectors).
+  ROPE_HOST_DEVICE static void stage(const SharedStage& st, int first_slot, const T* x, int half, int first_pair) {
+    using V = Packed<T, kChunk>;
+    constexpr int kA = kElems / kChunk;
+    const T* first = x + (kHalfSplit ? first_pair : 2 * first_pair);
+ROPE_UNROLL
+    for (int c = 0; c < kA; ++c) copy_to_stage(st.template next_slot<V>(first_slot + c), first + c * kChunk);
+    if constexpr (kHalfSplit) {
+ROPE_UNROLL
+      for (int c = 0; c < kVec / kChunk; ++c) {
+        copy_to_stage(st.template next_slot<V>(first_slot + kA + c), x + half + first_pair + c * kChunk);
+      }
+    }
+  }
+
+  /// The chunk as `stage` left it in the current slots (after wait_for_stage).
+  ROPE_HOST_DEVICE void unstage(const SharedStage& st, int first_slot) {
+    using V = Packed<T, kChunk>;
+    constexpr int kA = kElems / kChunk;
+ROPE_UNROLL
+    for (int c = 0; c < kA; ++c) a.vec[c] = *st.template current_slot<V>(first_slot + c);
+    if constexpr (kHalfSplit) {
+ROPE_UNROLL
+      for (int c = 0; c < kVec / kChunk; ++c) b.vec[c] = *st.template current_slot<V>(first_slot + kA + c);
     }
   }
 
@@ -380,10 +429,11 @@ ROPE_UNROLL
 /// all of them, and a past-the-end head is summed like any other, its result unused. Each lane
 /// also normalizes its share of the tail, so the tail loops after the heads are skipped.
 template <typename T, Style kStyle, int kVec, int kHeadBatch, AxisLookup kAxes = AxisLookup::kSingleAxis,
-          typename Append = NoAppend, typename Norm = NoNorm, typename Group = NoLaneGroup>
+          typename Append = NoAppend, typename Norm = NoNorm, typename Group = NoLaneGroup, typename Stage = NoStage>
 ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::int64_t token,
                                    const AxisPositions& axis_pos, int lane, int lanes, const Append& append = Append{},
-                                   const Norm& norm = Norm{}, const Group& group = Group{}) {
+                                   const Norm& norm = Norm{}, const Group& group = Group{},
+                                   const Stage& stage = Stage{}) {
   static_assert(!(Append::kEnabled && Norm::kEnabled), "the norm stage does not combine with the append stage yet");
   constexpr bool kMultiAxis = kAxes != AxisLookup::kSingleAxis;
   const std::int64_t position = axis_pos.axis[0];
@@ -415,6 +465,8 @@ ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::in
   const int width = Norm::kEnabled ? norm_group_width(columns) : columns;
   const Divisor head_lanes(width);
   const int groups = lanes >= width ? head_lanes.quotient(lanes) : 1;
+  using Chunk = PairChunk<T, kStyle, kVec>;
+  bool first_batch = true;  // the lane's first batch of the token: the one a SharedStage holds
   for (int item = lane; item < width * groups; item += lanes) {
     const int column = head_lanes.remainder(item);
     const bool spare = Norm::kEnabled && column >= columns;  // joins the sums with zero
@@ -425,14 +477,40 @@ ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::in
     using Weight = typename Norm::Weight;
     NormWalk<T, kStyle, kVec> walk{column, width, columns, half, rotary_dim, (p.head_dim - rotary_dim) / kVec};
     for (int first_head = head_lanes.quotient(item); first_head < heads; first_head += groups * kHeadBatch) {
-      PairChunk<T, kStyle, kVec> chunk[kHeadBatch];
+      Chunk chunk[kHeadBatch];
+      bool staged = false;
+      if constexpr (Stage::kEnabled) {
+        if (first_batch) {
+          // The row's next token first (no chunk registers are live yet), then this token's
+          // batch from the slots its previous token filled.
+          const bool stages_next = stage.next >= 0;
+          if (stages_next) {
 ROPE_UNROLL
-      for (int b = 0; b < kHeadBatch; ++b) {
-        // Past the last head the load repeats the batch's first head instead of branching
-        // around it: straight-line code keeps every load of the batch in flight at once.
-        const int h = first_head + b * groups;
-        chunk[b].load(head_pointers(p, token, h < heads ? h : first_head).x, half, first_pair);
+            for (int b = 0; b < kHeadBatch; ++b) {
+              const int h = first_head + b * groups;
+              Chunk::stage(stage, b * Chunk::kVectors, head_pointers(p, stage.next, h < heads ? h : first_head).x, half,
+                           first_pair);
+            }
+            commit_stage();
+          }
+          if (stage.current) {
+            wait_for_stage(stages_next);
+ROPE_UNROLL
+            for (int b = 0; b < kHeadBatch; ++b) chunk[b].unstage(stage, b * Chunk::kVectors);
+            staged = true;
+          }
+        }
       }
+      if (!staged) {
+ROPE_UNROLL
+        for (int b = 0; b < kHeadBatch; ++b) {
+          // Past the last head the load repeats the batch's first head instead of branching
+          // around it: straight-line code keeps every load of the batch in flight at once.
+          const int h = first_head + b * groups;
+          chunk[b].load(head_pointers(p, token, h < heads ? h : first_head).x, half, first_pair);
+        }
+      }
+      first_batch = false;
       if (!in_range) {
         // Lane 0 always has item 0, so the flag is raised once per token.
         if (lane == 0 && p.out_of_range_flag != nullptr) *p.out_of_range_flag = 1;
