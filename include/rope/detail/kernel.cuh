@@ -25,9 +25,13 @@ constexpr bool kWalksTokens = kAxes == AxisLookup::kSingleAxis ||
                               (kAxes == AxisLookup::kPerColumn && !Append::kEnabled && !Norm::kEnabled);
 
 /// Whether rows of the instance that walk stage their next token in shared memory
-/// (detail/staging.cuh): every instance that walks, but for the scalar path of 2-byte elements.
+/// (detail/staging.cuh): the norm instances that walk, but for the scalar path of 2-byte elements.
+/// Measured on an H200 (bench/NOTES.md, change 20), staging made QK-norm 5-6% faster from
+/// T = 4096 and every other walking instance slower (plain 1-9%, bf16 append 10-15%, FP8 append
+/// 1-7%): their extra registers (plain 116 -> 127, the bf16 append spilling) cost more than the
+/// overlap gains where the loads' round trip is not what limits them.
 template <typename T, Style kStyle, int kVec, AxisLookup kAxes, typename Append, typename Norm>
-constexpr bool kStagesTokens = kWalksTokens<kAxes, Append, Norm> && PairChunk<T, kStyle, kVec>::kStageable;
+constexpr bool kStagesTokens = kWalksTokens<kAxes, Append, Norm> && Norm::kEnabled && PairChunk<T, kStyle, kVec>::kStageable;
 
 /// Block (lanes, tokens): threadIdx.y picks the block's token row, threadIdx.x the lane within
 /// it; all heads of a token are in its row. The grid may be smaller than the token count (at most
