@@ -170,19 +170,37 @@ cudaError_t run_norm_on_host(const rope::RopeParams<T>& p, const rope::QkNorm<T,
         const int lanes = lanes_override > 0 ? (lanes_override + width - 1) / width * width : shape.lanes_per_token;
         if (lanes_out != nullptr) *lanes_out = lanes;
         HostLaneGroups groups(lanes, width);
+        constexpr auto kStyle = decltype(style)::value;
+        constexpr int kVec = decltype(vec)::value, kBatch = decltype(head_batch)::value;
+        constexpr auto kAxes = decltype(axes)::value;
+        // Instances that stage get the kernel's staged walk: every lane's slots in one block-sized
+        // buffer, laid out by the kernel's own make_shared_stage (the lanes are one row of a block).
+        constexpr bool kStaged =
+            rope::detail::kStagesTokens<T, kStyle, kVec, kAxes, rope::detail::NoAppend, rope::detail::RmsNorm<W>>;
+        constexpr int kLaneSlots = rope::detail::kStageLaneSlots<T, kStyle, kVec, kBatch>;
+        std::vector<rope::detail::Packed<unsigned char, 16>> slots(
+            static_cast<std::size_t>(rope::detail::stage_bytes(lanes, kLaneSlots)) / 16);
         std::vector<std::thread> threads;
         for (int lane = 0; lane < lanes; ++lane) {
           threads.emplace_back([&, lane] {
             const std::int64_t rows = host_walk_rows(p.num_tokens);
+            auto work = [&](std::int64_t token, const rope::detail::AxisPositions& positions, const auto& stage) {
+              rope::detail::rotate_token<T, kStyle, kVec, kBatch, kAxes, rope::detail::NoAppend,
+                                         rope::detail::RmsNorm<W>, HostLaneGroup, std::decay_t<decltype(stage)>>(
+                  p, false, token, positions, lane, lanes, rope::detail::NoAppend{}, norm, HostLaneGroup{&groups, lane},
+                  stage);
+            };
             for (std::int64_t row = 0; row < rows; ++row) {
-              rope::detail::walk_tokens<decltype(axes)::value>(
-                  p, row, rows, [&](std::int64_t token, const rope::detail::AxisPositions& positions) {
-                    rope::detail::rotate_token<T, decltype(style)::value, decltype(vec)::value,
-                                               decltype(head_batch)::value, decltype(axes)::value,
-                                               rope::detail::NoAppend, rope::detail::RmsNorm<W>, HostLaneGroup>(
-                        p, false, token, positions, lane, lanes, rope::detail::NoAppend{}, norm,
-                        HostLaneGroup{&groups, lane});
-                  });
+              if constexpr (kStaged) {
+                const rope::detail::SharedStage stage = rope::detail::make_shared_stage(
+                    reinterpret_cast<unsigned char*>(slots.data()), lane, lanes, kLaneSlots);
+                rope::detail::walk_tokens_staged<kAxes>(p, row, rows, stage, work);
+              } else {
+                rope::detail::walk_tokens<kAxes>(p, row, rows,
+                                                 [&](std::int64_t token, const rope::detail::AxisPositions& positions) {
+                                                   work(token, positions, rope::detail::NoStage{});
+                                                 });
+              }
             }
           });
         }

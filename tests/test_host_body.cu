@@ -210,6 +210,63 @@ TEST(HostBodyDispatch, OnlyLargeTableLaunchesWithPositionsWalkTokens) {
   EXPECT_FALSE((rope::detail::kWalksTokens<AxisLookup::kPerColumn, rope::detail::NoAppend, rope::detail::RmsNorm<float>>));
 }
 
+// Which instances stage each next token in shared memory (detail/staging.cuh): the norm
+// instances that walk, and not their scalar path of 2-byte accesses, which cp.async cannot copy.
+TEST(HostBodyStaging, OnlyWalkingNormInstancesStage) {
+  using namespace rope::detail;
+  using rope::Style;
+  using Bf16 = __nv_bfloat16;
+  EXPECT_TRUE((kStagesTokens<Bf16, Style::kHalfSplit, 8, AxisLookup::kSingleAxis, NoAppend, RmsNorm<Bf16>>));
+  EXPECT_TRUE((kStagesTokens<float, Style::kInterleaved, 2, AxisLookup::kSingleAxis, NoAppend, RmsNorm<float>>));
+  EXPECT_FALSE((kStagesTokens<Bf16, Style::kHalfSplit, 1, AxisLookup::kSingleAxis, NoAppend, RmsNorm<Bf16>>));
+  EXPECT_FALSE((kStagesTokens<Bf16, Style::kHalfSplit, 8, AxisLookup::kPerColumn, NoAppend, RmsNorm<Bf16>>));
+  EXPECT_FALSE((kStagesTokens<Bf16, Style::kHalfSplit, 8, AxisLookup::kSingleAxis, NoAppend, NoNorm>));
+  EXPECT_FALSE((kStagesTokens<Bf16, Style::kHalfSplit, 8, AxisLookup::kSingleAxis, CacheAppend<Bf16, Bf16>, NoNorm>));
+  // Two sets of slots, 16 bytes each, per lane: 61,440 bytes for the Qwen3 norm launch's 240 threads.
+  EXPECT_EQ(stage_bytes(240, kStageLaneSlots<Bf16, Style::kHalfSplit, 8, 4>), 61440);
+}
+
+// Lanes of one block stage chunks of successive tokens into one buffer, set by set, as the
+// staged walk does: each lane reads back exactly the chunks it staged a token earlier (no lane's
+// slots overlap another's, and a set is not overwritten while it holds a token).
+TEST(HostBodyStaging, LanesReadBackTheirOwnChunksATokenLater) {
+  using namespace rope::detail;
+  using Bf16 = __nv_bfloat16;
+  using Chunk = PairChunk<Bf16, rope::Style::kHalfSplit, 8>;  // 8 pairs: two 16-byte accesses per head
+  constexpr int kLanes = 3, kBatch = 2, kTokens = 5, kHead = 16, kLaneSlots = kBatch * Chunk::kVectors;
+  // Head b of lane l at token t: 16 distinct values.
+  std::vector<Packed<Bf16, 8>> heads(static_cast<std::size_t>(kTokens) * kLanes * kBatch * 2);
+  auto head = [&](int t, int l, int b) { return heads[static_cast<std::size_t>(((t * kLanes + l) * kBatch + b) * 2)].elem; };
+  for (int t = 0; t < kTokens; ++t)
+    for (int l = 0; l < kLanes; ++l)
+      for (int b = 0; b < kBatch; ++b)
+        for (int i = 0; i < kHead; ++i) head(t, l, b)[i] = __float2bfloat16(static_cast<float>(((t * 8 + l) * 4 + b) * 16 + i));
+  std::vector<Packed<unsigned char, 16>> slots(static_cast<std::size_t>(stage_bytes(kLanes, kLaneSlots)) / 16);
+  SharedStage stage[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    stage[l] = make_shared_stage(reinterpret_cast<unsigned char*>(slots.data()), l, kLanes, kLaneSlots);
+  }
+  for (int t = 0; t < kTokens; ++t) {
+    // Every lane stages token t + 1, then reads back token t (staged in the other set).
+    for (int l = 0; l < kLanes; ++l) {
+      if (t + 1 < kTokens) {
+        for (int b = 0; b < kBatch; ++b) Chunk::stage(stage[l], b * Chunk::kVectors, head(t + 1, l, b), 8, 0);
+      }
+    }
+    for (int l = 0; l < kLanes; ++l) {
+      if (t > 0) {
+        for (int b = 0; b < kBatch; ++b) {
+          Chunk staged, loaded;
+          staged.unstage(stage[l], b * Chunk::kVectors);
+          loaded.load(head(t, l, b), 8, 0);
+          EXPECT_EQ(std::memcmp(&staged, &loaded, sizeof(Chunk)), 0) << "token " << t << " lane " << l << " head " << b;
+        }
+      }
+      stage[l].current_set ^= 1;
+    }
+  }
+}
+
 // Every tuning policy computes the same function: the head batch only changes the order of
 // loads and stores, so outputs must match the default policy's bit for bit.
 TEST(HostBodyDispatch, TuningPoliciesAgree) {

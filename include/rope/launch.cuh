@@ -40,8 +40,9 @@ std::int64_t resident_blocks(Kernel kernel, int threads, std::size_t shared_byte
 /// Launches a validated, non-empty launch: one kernel instance per (style, width, append mode,
 /// norm mode). Large table-mode launches with positions take at most the blocks the GPU holds at
 /// once (grid_blocks in detail/dispatch.cuh), each block row walking tokens a grid apart and
-/// reading its next token's positions while it works on the current one (detail/kernel.cuh).
-/// Other launches, and any of fewer than kQueryBlocks blocks (which skip the occupancy query and
+/// reading its next token's positions while it works on the current one (detail/kernel.cuh);
+/// in norm launches the rows also stage their next token in shared memory (detail/staging.cuh),
+/// which such a launch is given. Other launches, and any of fewer than kQueryBlocks blocks (which skip the occupancy query and
 /// its few microseconds of host time), take one block per row of tokens.
 template <typename Policy, typename T, typename Append, typename Norm = NoNorm>
 cudaError_t launch_validated(const RopeParams<T>& params, bool inverse, const Append& append, cudaStream_t stream,
@@ -55,11 +56,11 @@ cudaError_t launch_validated(const RopeParams<T>& params, bool inverse, const Ap
                                                  decltype(head_batch)::value, decltype(axes)::value, Append, Norm>;
         const dim3 block(static_cast<unsigned>(shape.lanes_per_token), static_cast<unsigned>(shape.tokens_per_block));
         const int threads = static_cast<int>(block.x * block.y);
+        constexpr Style kStyle = decltype(style)::value;
+        constexpr int kVec = decltype(vec)::value;
         const std::size_t staged_bytes =
-            kStagesTokens<T, decltype(style)::value, decltype(vec)::value, decltype(axes)::value, Append, Norm>
-                ? static_cast<std::size_t>(stage_bytes(
-                      threads, decltype(head_batch)::value *
-                                   PairChunk<T, decltype(style)::value, decltype(vec)::value>::kVectors))
+            kStagesTokens<T, kStyle, kVec, decltype(axes)::value, Append, Norm>
+                ? static_cast<std::size_t>(stage_bytes(threads, kStageLaneSlots<T, kStyle, kVec, decltype(head_batch)::value>))
                 : 0;
         std::int64_t blocks = (params.num_tokens + shape.tokens_per_block - 1) / shape.tokens_per_block;
         constexpr std::int64_t kQueryBlocks = 1024;

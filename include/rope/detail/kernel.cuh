@@ -26,12 +26,18 @@ constexpr bool kWalksTokens = kAxes == AxisLookup::kSingleAxis ||
 
 /// Whether rows of the instance that walk stage their next token in shared memory
 /// (detail/staging.cuh): the norm instances that walk, but for the scalar path of 2-byte elements.
-/// Measured on an H200 (bench/NOTES.md, change 20), staging made QK-norm 5-6% faster from
-/// T = 4096 and every other walking instance slower (plain 1-9%, bf16 append 10-15%, FP8 append
-/// 1-7%): their extra registers (plain 116 -> 127, the bf16 append spilling) cost more than the
-/// overlap gains where the loads' round trip is not what limits them.
+/// Measured on an H200 (bench/NOTES.md, change 20): staged, QK-norm ran 5-6% faster from
+/// T = 4096, while the plain instance (Llama-3-8B table mode up to 3% slower, and through the same
+/// instance computed mode 4-8% and decode 17%) and the appends (bf16 10-15%, FP8 up to 7%) lost:
+/// the staging's registers (plain 116 -> 127; the bf16 append spilled) cost them more than the
+/// overlap gained.
 template <typename T, Style kStyle, int kVec, AxisLookup kAxes, typename Append, typename Norm>
-constexpr bool kStagesTokens = kWalksTokens<kAxes, Append, Norm> && Norm::kEnabled && PairChunk<T, kStyle, kVec>::kStageable;
+constexpr bool kStagesTokens =
+    kWalksTokens<kAxes, Append, Norm> && Norm::kEnabled && PairChunk<T, kStyle, kVec>::kStageable;
+
+/// Slots per lane of a staging instance: its first batch's accesses.
+template <typename T, Style kStyle, int kVec, int kHeadBatch>
+constexpr int kStageLaneSlots = kHeadBatch * PairChunk<T, kStyle, kVec>::kVectors;
 
 /// Block (lanes, tokens): threadIdx.y picks the block's token row, threadIdx.x the lane within
 /// it; all heads of a token are in its row. The grid may be smaller than the token count (at most
@@ -43,7 +49,9 @@ constexpr bool kStagesTokens = kWalksTokens<kAxes, Append, Norm> && Norm::kEnabl
 /// policy's batch for this kVec. `Append` is the append mode: NoAppend (plain RoPE; an empty
 /// parameter) or a CacheAppend. `Norm` is the norm mode: NoNorm (an empty parameter) or an
 /// RmsNorm, whose lanes sum across their group with warp shuffles (a row's lanes always work on
-/// the same token). `kAxes`: how pairs find their positions (one axis or M-RoPE).
+/// the same token). `kAxes`: how pairs find their positions (one axis or M-RoPE). Norm instances
+/// whose rows walk stage each next token's first batch in the block's dynamic shared memory
+/// (kStagesTokens), which the launcher provides exactly when the grid is smaller than the rows.
 template <typename T, typename Policy, Style kStyle, int kVec, int kHeadBatch, AxisLookup kAxes,
           typename Append = NoAppend, typename Norm = NoNorm>
 ROPE_KERNEL void __launch_bounds__(Policy::kMaxBlockThreads, Policy::kMinBlocksPerSm)
@@ -68,11 +76,9 @@ ROPE_KERNEL void __launch_bounds__(Policy::kMaxBlockThreads, Policy::kMinBlocksP
     // Rows that walk stage each next token's first batch in shared memory (detail/staging.cuh);
     // the launcher gives the block its slots whenever the grid is smaller than the token rows.
     extern __shared__ __align__(16) unsigned char stage_slots[];
-    const unsigned threads = blockDim.x * blockDim.y;
-    constexpr int kLaneSlots = kHeadBatch * PairChunk<T, kStyle, kVec>::kVectors;
-    const SharedStage stage{stage_slots + thread * SharedStage::kSlotBytes,
-                            static_cast<int>(threads * SharedStage::kSlotBytes),
-                            stage_bytes(static_cast<int>(threads), kLaneSlots) / 2, 0, false, -1};
+    const SharedStage stage = make_shared_stage(stage_slots, static_cast<int>(thread),
+                                                static_cast<int>(blockDim.x * blockDim.y),
+                                                kStageLaneSlots<T, kStyle, kVec, kHeadBatch>);
     walk_tokens_staged<kAxes>(params, first, rows, stage, work);
   } else if constexpr (kWalksTokens<kAxes, Append, Norm>) {
     walk_tokens<kAxes>(params, first, rows,

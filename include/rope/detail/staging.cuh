@@ -93,8 +93,17 @@ struct SharedStage {
   }
 };
 
-/// Shared memory a block of `threads` threads needs to stage `vectors` slots per lane, two sets.
-constexpr int stage_bytes(int threads, int vectors) { return 2 * threads * vectors * SharedStage::kSlotBytes; }
+/// Shared memory a block of `threads` threads needs to stage `lane_slots` slots per lane, two sets.
+ROPE_HOST_DEVICE constexpr int stage_bytes(int threads, int lane_slots) {
+  return 2 * threads * lane_slots * SharedStage::kSlotBytes;
+}
+
+/// The stage of thread `thread` of a block of `threads`, whose slots start at `slots`
+/// (stage_bytes(threads, lane_slots) bytes, 16-byte aligned): the kernel's, and the host tests'.
+ROPE_HOST_DEVICE SharedStage make_shared_stage(unsigned char* slots, int thread, int threads, int lane_slots) {
+  return SharedStage{slots + thread * SharedStage::kSlotBytes, threads * SharedStage::kSlotBytes,
+                     stage_bytes(threads, lane_slots) / 2, 0, false, -1};
+}
 
 }  // namespace detail
 }  // namespace rope
