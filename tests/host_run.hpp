@@ -194,7 +194,7 @@ cudaError_t run_norm_on_host(const rope::RopeParams<T>& p, const rope::QkNorm<T,
               if constexpr (kStaged) {
                 const rope::detail::SharedStage stage = rope::detail::make_shared_stage(
                     reinterpret_cast<unsigned char*>(slots.data()), lane, lanes, kLaneSlots);
-                rope::detail::walk_tokens_staged<kAxes>(p, row, rows, stage, work);
+                rope::detail::walk_tokens_staged<kAxes>(p, row, rows, stage, true, work);
               } else {
                 rope::detail::walk_tokens<kAxes>(p, row, rows,
                                                  [&](std::int64_t token, const rope::detail::AxisPositions& positions) {

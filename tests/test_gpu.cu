@@ -90,6 +90,26 @@ TEST(GpuLarge, QkNormShapes) {
   EXPECT_TRUE(gemma.run(Backend::kGpu));
 }
 
+// Norm launches large enough that the grid is capped and rows walk, staging each next token in
+// shared memory (detail/staging.cuh): Qwen3-8B's heads at 3100 tokens (1034 blocks of three
+// tokens, past the occupancy query's threshold and three times an H200's resident blocks), out
+// of place, both styles, int32 positions with some outside the table (those tokens stage their
+// next one too), and fp32 tensors (16-byte accesses of 4 floats). Small enough for the sanitizers.
+TEST(GpuQkNormStaging, RowsThatWalkStageTheirNextTokens) {
+  ROPE_SKIP_WITHOUT_GPU();
+  for (auto style : {rope::Style::kHalfSplit, rope::Style::kInterleaved}) {
+    CaseConfig c = rope_test::norm_case(128, 32, 8);
+    c.tokens = 3100;
+    c.style = style;
+    c.position_type = rope::PositionType::kInt32;
+    c.out_of_range = 3;
+    Case<__nv_bfloat16> bf16(c, 8);
+    EXPECT_TRUE(bf16.run(Backend::kGpu));
+    Case<float> fp32(c, 9);
+    EXPECT_TRUE(fp32.run(Backend::kGpu));
+  }
+}
+
 TEST(GpuLarge, OriginalSweepShape) {
   ROPE_SKIP_WITHOUT_GPU();
   CaseConfig c;

@@ -37,13 +37,31 @@ std::int64_t resident_blocks(Kernel kernel, int threads, std::size_t shared_byte
   return static_cast<std::int64_t>(sms) * per_sm;
 }
 
+/// Whether `kernel` may stage in `shared_bytes` of dynamic shared memory per block of `threads`
+/// and still keep `resident` blocks on the device (detail/staging.cuh): on an H200 the staging
+/// instances fit two blocks per SM either way, where GPUs with less shared memory per SM would
+/// lose blocks to it. Beyond 48 KiB the kernel must first consent (a function attribute); if the
+/// runtime refuses, the launch does not stage.
+template <typename Kernel>
+bool stage_costs_no_blocks(Kernel kernel, int threads, std::size_t shared_bytes, std::int64_t resident) {
+  if (resident <= 0) return false;
+  if (shared_bytes > 48 * 1024 &&
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes)) !=
+          cudaSuccess) {
+    (void)cudaGetLastError();  // not the launch's error: it goes ahead without staging
+    return false;
+  }
+  return resident_blocks(kernel, threads, shared_bytes) == resident;
+}
+
 /// Launches a validated, non-empty launch: one kernel instance per (style, width, append mode,
 /// norm mode). Large table-mode launches with positions take at most the blocks the GPU holds at
 /// once (grid_blocks in detail/dispatch.cuh), each block row walking tokens a grid apart and
 /// reading its next token's positions while it works on the current one (detail/kernel.cuh);
-/// in norm launches the rows also stage their next token in shared memory (detail/staging.cuh),
-/// which such a launch is given. Other launches, and any of fewer than kQueryBlocks blocks (which skip the occupancy query and
-/// its few microseconds of host time), take one block per row of tokens.
+/// in norm launches the rows also stage their next token in shared memory (detail/staging.cuh)
+/// where that costs no resident blocks. Other launches, and any of fewer than kQueryBlocks blocks
+/// (which skip the occupancy query and its few microseconds of host time), take one block per
+/// row of tokens.
 template <typename Policy, typename T, typename Append, typename Norm = NoNorm>
 cudaError_t launch_validated(const RopeParams<T>& params, bool inverse, const Append& append, cudaStream_t stream,
                              const Norm& norm = Norm{}) {
@@ -58,25 +76,19 @@ cudaError_t launch_validated(const RopeParams<T>& params, bool inverse, const Ap
         const int threads = static_cast<int>(block.x * block.y);
         constexpr Style kStyle = decltype(style)::value;
         constexpr int kVec = decltype(vec)::value;
-        const std::size_t staged_bytes =
-            kStagesTokens<T, kStyle, kVec, decltype(axes)::value, Append, Norm>
-                ? static_cast<std::size_t>(stage_bytes(threads, kStageLaneSlots<T, kStyle, kVec, decltype(head_batch)::value>))
-                : 0;
+        constexpr int kLaneSlots = kStageLaneSlots<T, kStyle, kVec, decltype(head_batch)::value>;
+        const std::size_t staged_bytes = kStagesTokens<T, kStyle, kVec, decltype(axes)::value, Append, Norm>
+                                             ? static_cast<std::size_t>(stage_bytes(threads, kLaneSlots))
+                                             : 0;
         std::int64_t blocks = (params.num_tokens + shape.tokens_per_block - 1) / shape.tokens_per_block;
         constexpr std::int64_t kQueryBlocks = 1024;
         std::size_t shared_bytes = 0;
         if (kWalksTokens<decltype(axes)::value, Append, Norm> && blocks >= kQueryBlocks && reads_positions_ahead(params)) {
-          // Rows that walk stage their next tokens in shared memory (detail/staging.cuh). Beyond
-          // 48 KiB a block's dynamic shared memory needs the kernel's consent; without it the
-          // launch goes ahead uncapped, one block per row of tokens, which stages nothing.
-          const bool consented = staged_bytes <= 48 * 1024 ||
-                                 cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                      static_cast<int>(staged_bytes)) == cudaSuccess;
-          if (consented) {
-            blocks = grid_blocks(params, blocks, resident_blocks(kernel, threads, staged_bytes));
-            if (blocks * shape.tokens_per_block < params.num_tokens) shared_bytes = staged_bytes;
-          } else {
-            (void)cudaGetLastError();  // not the launch's error
+          const std::int64_t resident = resident_blocks(kernel, threads, 0);
+          blocks = grid_blocks(params, blocks, resident);
+          const bool rows_walk = blocks * shape.tokens_per_block < params.num_tokens;
+          if (staged_bytes > 0 && rows_walk && stage_costs_no_blocks(kernel, threads, staged_bytes, resident)) {
+            shared_bytes = staged_bytes;
           }
         }
         kernel<<<static_cast<unsigned>(blocks), block, shared_bytes, stream>>>(params, inverse, append, norm);

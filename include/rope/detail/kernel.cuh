@@ -51,7 +51,7 @@ constexpr int kStageLaneSlots = kHeadBatch * PairChunk<T, kStyle, kVec>::kVector
 /// RmsNorm, whose lanes sum across their group with warp shuffles (a row's lanes always work on
 /// the same token). `kAxes`: how pairs find their positions (one axis or M-RoPE). Norm instances
 /// whose rows walk stage each next token's first batch in the block's dynamic shared memory
-/// (kStagesTokens), which the launcher provides exactly when the grid is smaller than the rows.
+/// (kStagesTokens) when the launch provides it.
 template <typename T, typename Policy, Style kStyle, int kVec, int kHeadBatch, AxisLookup kAxes,
           typename Append = NoAppend, typename Norm = NoNorm>
 ROPE_KERNEL void __launch_bounds__(Policy::kMaxBlockThreads, Policy::kMinBlocksPerSm)
@@ -73,13 +73,14 @@ ROPE_KERNEL void __launch_bounds__(Policy::kMaxBlockThreads, Policy::kMinBlocksP
     }
   };
   if constexpr (kStagesTokens<T, kStyle, kVec, kAxes, Append, Norm>) {
-    // Rows that walk stage each next token's first batch in shared memory (detail/staging.cuh);
-    // the launcher gives the block its slots whenever the grid is smaller than the token rows.
+    // Rows that walk stage each next token's first batch in shared memory (detail/staging.cuh)
+    // when the launch gave the block its slots (launch.cuh says when).
     extern __shared__ __align__(16) unsigned char stage_slots[];
-    const SharedStage stage = make_shared_stage(stage_slots, static_cast<int>(thread),
-                                                static_cast<int>(blockDim.x * blockDim.y),
-                                                kStageLaneSlots<T, kStyle, kVec, kHeadBatch>);
-    walk_tokens_staged<kAxes>(params, first, rows, stage, work);
+    const int threads = static_cast<int>(blockDim.x * blockDim.y);
+    constexpr int kLaneSlots = kStageLaneSlots<T, kStyle, kVec, kHeadBatch>;
+    const SharedStage stage = make_shared_stage(stage_slots, static_cast<int>(thread), threads, kLaneSlots);
+    const bool slots_given = dynamic_shared_bytes() >= static_cast<unsigned>(stage_bytes(threads, kLaneSlots));
+    walk_tokens_staged<kAxes>(params, first, rows, stage, slots_given, work);
   } else if constexpr (kWalksTokens<kAxes, Append, Norm>) {
     walk_tokens<kAxes>(params, first, rows,
                        [&](std::int64_t token, const AxisPositions& positions) { work(token, positions, NoStage{}); });

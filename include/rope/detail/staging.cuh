@@ -93,6 +93,13 @@ struct SharedStage {
   }
 };
 
+/// The dynamic shared memory the running block was launched with, in bytes.
+__device__ __forceinline__ unsigned dynamic_shared_bytes() {
+  unsigned bytes;
+  asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(bytes));
+  return bytes;
+}
+
 /// Shared memory a block of `threads` threads needs to stage `lane_slots` slots per lane, two sets.
 ROPE_HOST_DEVICE constexpr int stage_bytes(int threads, int lane_slots) {
   return 2 * threads * lane_slots * SharedStage::kSlotBytes;

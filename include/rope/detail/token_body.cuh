@@ -165,16 +165,17 @@ ROPE_HOST_DEVICE void walk_tokens(const RopeParams<T>& p, std::int64_t first, st
   }
 }
 
-/// walk_tokens for rows that stage their next token (detail/staging.cuh): work(token, positions,
-/// stage) gets `stage` saying whether its slots hold this token's first batch and which token to
-/// stage next (none for the row's last token, so a row of one token stages nothing).
+/// walk_tokens for rows that may stage their next token (detail/staging.cuh): work(token,
+/// positions, stage) gets `stage` saying whether its slots hold this token's first batch and
+/// which token to stage next: none for the row's last token (a row of one token stages nothing),
+/// and none at all when `stages` is false (the launch gave no slots).
 template <AxisLookup kAxes, typename T, typename Work>
 ROPE_HOST_DEVICE void walk_tokens_staged(const RopeParams<T>& p, std::int64_t first, std::int64_t stride,
-                                         SharedStage stage, Work&& work) {
+                                         SharedStage stage, bool stages, Work&& work) {
   stage.current = false;
   stage.current_set = 0;
   walk_tokens<kAxes>(p, first, stride, [&](std::int64_t token, const AxisPositions& positions) {
-    stage.next = token + stride < p.num_tokens ? token + stride : -1;
+    stage.next = stages && token + stride < p.num_tokens ? token + stride : -1;
     work(token, positions, static_cast<const SharedStage&>(stage));
     stage.current = stage.next >= 0;
     stage.current_set ^= 1;
