@@ -64,25 +64,21 @@ ROPE_HOST_DEVICE __nv_fp8_e4m3 to_fp8(float value, DivisionScale scale) {
 }
 
 /// Two floats (quotients already) converted to FP8 E4M3 by one instruction (a `cvt` of two
-/// floats), rounded to nearest even and saturated as `to_fp8` does it.
-ROPE_HOST_DEVICE void quotients_to_fp8_pair(float first, float second, __nv_fp8_e4m3& first_out,
-                                            __nv_fp8_e4m3& second_out) {
-  const __nv_fp8x2_storage_t two = __nv_cvt_float2_to_fp8x2(make_float2(first, second), __NV_SATFINITE, __NV_E4M3);
-  first_out.__x = static_cast<__nv_fp8_storage_t>(two & 0xffu);
-  second_out.__x = static_cast<__nv_fp8_storage_t>(two >> 8);
+/// floats), rounded to nearest even and saturated as `to_fp8` does it: the first value's byte in
+/// the low half of the 16-bit result, as the two bytes lie in memory.
+ROPE_HOST_DEVICE __nv_fp8x2_storage_t quotients_to_fp8x2(float first, float second) {
+  return __nv_cvt_float2_to_fp8x2(make_float2(first, second), __NV_SATFINITE, __NV_E4M3);
 }
 
 /// Two FP8 values with one conversion instruction; each is rounded exactly as `to_fp8` rounds it.
-ROPE_HOST_DEVICE void to_fp8_pair(float first, float second, DivisionScale scale, __nv_fp8_e4m3& first_out,
-                                  __nv_fp8_e4m3& second_out) {
-  quotients_to_fp8_pair(divide_by_scale(first, scale), divide_by_scale(second, scale), first_out, second_out);
+ROPE_HOST_DEVICE __nv_fp8x2_storage_t to_fp8x2(float first, float second, DivisionScale scale) {
+  return quotients_to_fp8x2(divide_by_scale(first, scale), divide_by_scale(second, scale));
 }
 
-/// to_fp8_pair from the products with the reciprocal alone: its bytes when
+/// to_fp8x2 from the products with the reciprocal alone: its bytes when
 /// `scale.reciprocal_is_exact` (the products are then the quotients).
-ROPE_HOST_DEVICE void to_fp8_pair_by_product(float first, float second, DivisionScale scale,
-                                             __nv_fp8_e4m3& first_out, __nv_fp8_e4m3& second_out) {
-  quotients_to_fp8_pair(first * scale.reciprocal, second * scale.reciprocal, first_out, second_out);
+ROPE_HOST_DEVICE __nv_fp8x2_storage_t to_fp8x2_by_product(float first, float second, DivisionScale scale) {
+  return quotients_to_fp8x2(first * scale.reciprocal, second * scale.reciprocal);
 }
 
 }  // namespace detail
