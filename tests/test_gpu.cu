@@ -108,6 +108,22 @@ TEST(GpuQkNormStaging, RowsThatWalkStageTheirNextTokens) {
     Case<float> fp32(c, 9);
     EXPECT_TRUE(fp32.run(Backend::kGpu));
   }
+  // The bf16 launches above did stage where the library is tuned (sm_90): their instance keeps
+  // its resident blocks with the slots of a 240-thread block (80 lanes, 3 tokens).
+  int device = 0, major = 0;
+  ASSERT_EQ(cudaGetDevice(&device), cudaSuccess);
+  ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), cudaSuccess);
+  if (major == 9) {
+    using namespace rope::detail;
+    const auto kernel = rotate_tokens_kernel<__nv_bfloat16, NormPolicy, rope::Style::kHalfSplit, 8, 4,
+                                             AxisLookup::kSingleAxis, NoAppend, RmsNorm<__nv_bfloat16>>;
+    constexpr int kSlots = kStageLaneSlots<__nv_bfloat16, rope::Style::kHalfSplit, 8, 4>;
+    const std::int64_t resident = rope::detail::resident_blocks(kernel, 240, 0);
+    EXPECT_GT(resident, 0);
+    EXPECT_TRUE(stage_costs_no_blocks(kernel, 240, static_cast<std::size_t>(stage_bytes(240, kSlots)),
+                                      static_cast<std::size_t>(stage_bytes(NormPolicy::kMaxBlockThreads, kSlots)),
+                                      resident));
+  }
 }
 
 TEST(GpuLarge, OriginalSweepShape) {

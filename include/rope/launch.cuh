@@ -38,15 +38,18 @@ std::int64_t resident_blocks(Kernel kernel, int threads, std::size_t shared_byte
 }
 
 /// Whether `kernel` may stage in `shared_bytes` of dynamic shared memory per block of `threads`
-/// and still keep `resident` blocks on the device (detail/staging.cuh): on an H200 the staging
-/// instances fit two blocks per SM either way, where GPUs with less shared memory per SM would
-/// lose blocks to it. Beyond 48 KiB the kernel must first consent (a function attribute); if the
-/// runtime refuses, the launch does not stage.
+/// and still keep `resident` blocks on the device (detail/staging.cuh): on an H200 the bf16 norm
+/// instances keep their two blocks per SM with it, where GPUs with less shared memory per SM would
+/// lose blocks. Beyond 48 KiB the kernel must first consent (a function attribute); it is set to
+/// `max_shared_bytes`, what the instance's largest block needs, so that launches of other block
+/// shapes (from other host threads too) never lower it under one another. If the runtime refuses,
+/// the launch does not stage.
 template <typename Kernel>
-bool stage_costs_no_blocks(Kernel kernel, int threads, std::size_t shared_bytes, std::int64_t resident) {
+bool stage_costs_no_blocks(Kernel kernel, int threads, std::size_t shared_bytes, std::size_t max_shared_bytes,
+                           std::int64_t resident) {
   if (resident <= 0) return false;
   if (shared_bytes > 48 * 1024 &&
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes)) !=
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(max_shared_bytes)) !=
           cudaSuccess) {
     (void)cudaGetLastError();  // not the launch's error: it goes ahead without staging
     return false;
@@ -87,7 +90,9 @@ cudaError_t launch_validated(const RopeParams<T>& params, bool inverse, const Ap
           const std::int64_t resident = resident_blocks(kernel, threads, 0);
           blocks = grid_blocks(params, blocks, resident);
           const bool rows_walk = blocks * shape.tokens_per_block < params.num_tokens;
-          if (staged_bytes > 0 && rows_walk && stage_costs_no_blocks(kernel, threads, staged_bytes, resident)) {
+          const std::size_t max_staged_bytes = static_cast<std::size_t>(stage_bytes(Policy::kMaxBlockThreads, kLaneSlots));
+          if (staged_bytes > 0 && rows_walk &&
+              stage_costs_no_blocks(kernel, threads, staged_bytes, max_staged_bytes, resident)) {
             shared_bytes = staged_bytes;
           }
         }

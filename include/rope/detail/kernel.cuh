@@ -79,7 +79,11 @@ ROPE_KERNEL void __launch_bounds__(Policy::kMaxBlockThreads, Policy::kMinBlocksP
     const int threads = static_cast<int>(blockDim.x * blockDim.y);
     constexpr int kLaneSlots = kStageLaneSlots<T, kStyle, kVec, kHeadBatch>;
     const SharedStage stage = make_shared_stage(stage_slots, static_cast<int>(thread), threads, kLaneSlots);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
     const bool slots_given = dynamic_shared_bytes() >= static_cast<unsigned>(stage_bytes(threads, kLaneSlots));
+#else
+    const bool slots_given = false;  // cp.async starts with sm_80: older GPUs walk unstaged
+#endif
     walk_tokens_staged<kAxes>(params, first, rows, stage, slots_given, work);
   } else if constexpr (kWalksTokens<kAxes, Append, Norm>) {
     walk_tokens<kAxes>(params, first, rows,

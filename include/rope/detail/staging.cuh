@@ -18,7 +18,7 @@ namespace rope {
 namespace detail {
 
 /// Whether cp.async copies an access of this many bytes.
-constexpr bool stageable_bytes(int bytes) { return bytes == 4 || bytes == 8 || bytes == 16; }
+ROPE_HOST_DEVICE constexpr bool stageable_bytes(int bytes) { return bytes == 4 || bytes == 8 || bytes == 16; }
 
 /// Copies one aligned vector from global memory into a shared-memory slot without registers:
 /// `cp.async` on the GPU (16 bytes bypass L1, as the x loads are read once), a plain copy on the
@@ -26,7 +26,7 @@ constexpr bool stageable_bytes(int bytes) { return bytes == 4 || bytes == 8 || b
 template <typename T, int N>
 ROPE_HOST_DEVICE void copy_to_stage(Packed<T, N>* slot, const T* src) {
   check_aligned<T, N>(src);
-#if defined(__CUDA_ARCH__)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   constexpr int kBytes = static_cast<int>(sizeof(Packed<T, N>));
   static_assert(stageable_bytes(kBytes), "cp.async copies 4, 8 or 16 bytes");
   const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(slot));
@@ -35,14 +35,14 @@ ROPE_HOST_DEVICE void copy_to_stage(Packed<T, N>* slot, const T* src) {
   } else {
     asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(dst), "l"(src), "n"(kBytes) : "memory");
   }
-#else
+#else  // the host, and GPUs without cp.async (whose kernels never stage: detail/kernel.cuh)
   *slot = *reinterpret_cast<const Packed<T, N>*>(src);
 #endif
 }
 
 /// Closes the group of copies this thread issued for one token (cp.async.commit_group).
 ROPE_HOST_DEVICE void commit_stage() {
-#if defined(__CUDA_ARCH__)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.commit_group;\n" ::: "memory");
 #endif
 }
@@ -50,7 +50,7 @@ ROPE_HOST_DEVICE void commit_stage() {
 /// Waits until this thread's copies have landed, all but the newest group when `newest_pending`
 /// (the next token's, issued before this token's are read). Nothing to wait for on the host.
 ROPE_HOST_DEVICE void wait_for_stage(bool newest_pending) {
-#if defined(__CUDA_ARCH__)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   if (newest_pending) {
     asm volatile("cp.async.wait_group 1;\n" ::: "memory");
   } else {
@@ -71,8 +71,8 @@ struct NoStage {
 /// next token's copies are issued first, before this token's chunks are read back, so no chunk
 /// registers are live while its addresses are formed, and a set is overwritten only a whole token
 /// after it was read. Slot `index` of a set is at `index * stride` from the set's start, so the
-/// 16-byte slots of consecutive lanes are adjacent and a warp's accesses to one slot index are free
-/// of bank conflicts.
+/// 16-byte slots of consecutive lanes are adjacent: a warp's 16-byte accesses to one slot index
+/// are free of bank conflicts (narrower accesses, which use part of each slot, are not).
 struct SharedStage {
   static constexpr bool kEnabled = true;
   static constexpr int kSlotBytes = 16;
