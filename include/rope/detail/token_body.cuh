@@ -429,6 +429,10 @@ ROPE_UNROLL
 /// RMS. Every lane of a group reaches that sum equally often: the batch loop is the same for
 /// all of them, and a past-the-end head is summed like any other, its result unused. Each lane
 /// also normalizes its share of the tail, so the tail loops after the heads are skipped.
+///
+/// `stage` (a SharedStage in the norm instances whose rows walk; NoStage compiles away): before
+/// its first batch the lane stages the same batch of the row's next token, then takes this
+/// token's batch from the slots when the previous token staged it (detail/staging.cuh).
 template <typename T, Style kStyle, int kVec, int kHeadBatch, AxisLookup kAxes = AxisLookup::kSingleAxis,
           typename Append = NoAppend, typename Norm = NoNorm, typename Group = NoLaneGroup, typename Stage = NoStage>
 ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::int64_t token,
