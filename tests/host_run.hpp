@@ -179,7 +179,7 @@ cudaError_t run_norm_on_host(const rope::RopeParams<T>& p, const rope::QkNorm<T,
             rope::detail::kStagesTokens<T, kStyle, kVec, kAxes, rope::detail::NoAppend, rope::detail::RmsNorm<W>>;
         constexpr int kLaneSlots = rope::detail::kStageLaneSlots<T, kStyle, kVec, kBatch>;
         std::vector<rope::detail::Packed<unsigned char, 16>> slots(
-            static_cast<std::size_t>(rope::detail::stage_bytes(lanes, kLaneSlots)) / 16);
+            kStaged ? static_cast<std::size_t>(rope::detail::stage_bytes(lanes, kLaneSlots)) / 16 : 0);
         std::vector<std::thread> threads;
         for (int lane = 0; lane < lanes; ++lane) {
           threads.emplace_back([&, lane] {
