@@ -17,6 +17,15 @@ void expect_all(const std::vector<CaseConfig>& configs, Backend backend) {
   for (const CaseConfig& cfg : configs) {
     Case<T> c(cfg, ++salt);
     EXPECT_TRUE(c.run(backend));
+    // On the host, plain launches of few tokens run a second time through the per-token body:
+    // the launcher gives them head groups, and the per-token body's few-token shapes stay tested.
+    if (backend == Backend::kHost && !cfg.qk_norm && cfg.lanes == 0 &&
+        cfg.tokens <= rope::detail::kHeadGroupMaxTokens) {
+      CaseConfig body = cfg;
+      body.host_path = HostPath::kPerTokenBody;
+      Case<T> again(body, salt);
+      EXPECT_TRUE(again.run(backend));
+    }
   }
 }
 

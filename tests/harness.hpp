@@ -78,6 +78,7 @@ struct CaseConfig {
   float attention_scaling = 1.0f;
   bool backward = false;
   int lanes = 0;  // host only: lanes per token (0: the launcher's choice)
+  HostPath host_path = HostPath::kAsLaunched;  // host only: which body a plain launch takes
   // Seed of this case's data (inputs, positions, table values). 0: base_seed() mixed with the
   // salt, as before; anything else makes the data a function of the config alone (exact replay).
   std::uint64_t data_seed = 0;
@@ -109,6 +110,7 @@ struct CaseConfig {
       << " layout=" << static_cast<int>(table_layout) << " table_in_T=" << table_in_tensor_type
       << " computed=" << computed << " max_position=" << max_position << " scaling=" << attention_scaling
       << " backward=" << backward << " lanes=" << lanes;
+    if (host_path == HostPath::kPerTokenBody) o << " host_path=per_token_body";
     if (data_seed != 0) o << " data_seed=" << data_seed;
     if (qk_norm) {
       o << " qk_norm{weighting=" << (weighting == rope::NormWeighting::kOnePlus ? "1+w" : "w")
@@ -270,7 +272,7 @@ class Case {
 #if defined(ROPE_TEST_GPU_ONLY)
       err = cudaErrorNotSupported;  // run() refused the host backend already
 #else
-      err = run_on_host(p, cfg_.backward, cfg_.lanes, &vec_used_);
+      err = run_on_host(p, cfg_.backward, cfg_.lanes, &vec_used_, cfg_.host_path);
 #endif
     }
     if (err != cudaSuccess) return fail() << "launch failed: " << cudaGetErrorString(err) << " / " << rope::last_error_message();

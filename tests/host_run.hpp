@@ -25,17 +25,44 @@ namespace rope_test {
 /// ahead, as a kernel grid smaller than the token count reaches them.
 inline std::int64_t host_walk_rows(std::int64_t tokens) { return tokens > 3 ? 3 : tokens; }
 
+/// Which body a host run of a plain launch takes: the launcher's choice (the head groups of
+/// detail/head_groups.cuh for few tokens, else the per-token body), or the per-token body always,
+/// so that its few-token shapes stay tested too.
+enum class HostPath { kAsLaunched, kPerTokenBody };
+
+/// A head group launch on the host: every (token, head, group rank) of the launcher's shape.
+template <typename T, typename Style, typename Vec>
+void run_head_groups_on_host(const rope::RopeParams<T>& p, bool inverse, Style, Vec) {
+  const rope::detail::HeadGroupShape shape = rope::detail::choose_head_group_shape(p, Vec::value);
+  const int heads = p.q.num_heads + p.k.num_heads;
+  for (std::int64_t token = 0; token < p.num_tokens; ++token) {
+    for (int head = 0; head < heads; ++head) {
+      for (int rank = 0; rank < shape.group_size; ++rank) {
+        rope::detail::rotate_token_head<T, Style::value, Vec::value>(p, inverse, token, head,
+                                                                      rope::device::HeadGroup{rank, shape.group_size});
+      }
+    }
+  }
+}
+
 /// Runs an already validated launch: dispatch (with the append stage `append`, or NoAppend),
-/// launch shape, then the body for every (token, lane). `ForcedAxes` (an integral_constant of
+/// launch shape, then the body for every (token, lane), or, where the launcher takes head groups
+/// and `path` allows, the head group body. `ForcedAxes` (an integral_constant of
 /// rope::detail::AxisLookup) replaces the dispatch's axis lookup, to reach an instance the
 /// arguments would not pick; void keeps the dispatch's.
 template <typename Policy, typename T, typename Append, typename ForcedAxes = void>
 void run_body_on_host(const rope::RopeParams<T>& p, bool inverse, const Append& append, int lanes_override,
-                      int* vec_out) {
+                      int* vec_out, HostPath path = HostPath::kAsLaunched) {
   rope::detail::dispatch<Policy>(p, append, [&](auto style, auto vec, auto head_batch, auto dispatched_axes) {
     using Axes = std::conditional_t<std::is_void<ForcedAxes>::value, decltype(dispatched_axes), ForcedAxes>;
     constexpr rope::detail::AxisLookup axes = Axes::value;
     if (vec_out != nullptr) *vec_out = decltype(vec)::value;
+    if constexpr (!Append::kEnabled && axes == rope::detail::AxisLookup::kSingleAxis) {
+      if (path == HostPath::kAsLaunched && lanes_override <= 0 && rope::detail::takes_head_groups(p)) {
+        run_head_groups_on_host(p, inverse, style, vec);
+        return;
+      }
+    }
     const rope::detail::LaunchShape shape = rope::detail::choose_launch_shape<Policy>(p, vec, head_batch);
     const int lanes = lanes_override > 0 ? lanes_override : shape.lanes_per_token;
     // Rows of tokens a walk apart, as a kernel grid smaller than the token count has them.
@@ -53,15 +80,16 @@ void run_body_on_host(const rope::RopeParams<T>& p, bool inverse, const Append& 
   });
 }
 
-/// `lanes_override` > 0 replaces the launcher's lanes per token, to exercise other splits.
-/// Returns the vector width (pairs per access) the dispatch picked through `vec_out`.
-/// `Policy` is the kernel's tuning policy (the launchers' default unless a test names another).
+/// `lanes_override` > 0 replaces the launcher's lanes per token, to exercise other splits (in
+/// the per-token body). Returns the vector width (pairs per access) the dispatch picked through
+/// `vec_out`. `Policy` is the kernel's tuning policy (the launchers' default unless a test names
+/// another).
 template <typename Policy = rope::detail::DefaultPolicy, typename T>
 cudaError_t run_on_host(const rope::RopeParams<T>& p, bool inverse, int lanes_override = 0,
-                        int* vec_out = nullptr) {
+                        int* vec_out = nullptr, HostPath path = HostPath::kAsLaunched) {
   const rope::Status status = rope::validate(p);
   if (!status.ok()) return status.error;
-  run_body_on_host<Policy>(p, inverse, rope::detail::NoAppend{}, lanes_override, vec_out);
+  run_body_on_host<Policy>(p, inverse, rope::detail::NoAppend{}, lanes_override, vec_out, path);
   return cudaSuccess;
 }
 

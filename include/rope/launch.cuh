@@ -58,19 +58,33 @@ bool stage_costs_no_blocks(Kernel kernel, int threads, std::size_t shared_bytes,
 }
 
 /// Launches a validated, non-empty launch: one kernel instance per (style, width, append mode,
-/// norm mode). Large table-mode launches with positions take at most the blocks the GPU holds at
+/// norm mode); plain launches of few tokens take the head group kernel instead. Large table-mode launches with positions take at most the blocks the GPU holds at
 /// once (grid_blocks in detail/dispatch.cuh), each block row walking tokens a grid apart and
 /// reading its next token's positions while it works on the current one (detail/kernel.cuh);
 /// in norm launches the rows also stage their next token in shared memory (detail/staging.cuh)
 /// where that costs no resident blocks. Other launches, and any of fewer than kQueryBlocks blocks
 /// (which skip the occupancy query and its few microseconds of host time), take one block per
 /// row of tokens.
+/// Launches a validated plain launch of few tokens as head groups (detail/head_groups.cuh).
+template <typename T, typename StyleConstant, typename VecConstant>
+void launch_head_groups(const RopeParams<T>& params, bool inverse, StyleConstant, VecConstant, cudaStream_t stream) {
+  const HeadGroupShape shape = choose_head_group_shape(params, VecConstant::value);
+  const dim3 block(static_cast<unsigned>(shape.group_size), static_cast<unsigned>(shape.heads_per_block),
+                   static_cast<unsigned>(shape.tokens_per_block));
+  const dim3 grid(static_cast<unsigned>(shape.blocks_per_token),
+                  static_cast<unsigned>((params.num_tokens + shape.tokens_per_block - 1) / shape.tokens_per_block));
+  rotate_head_groups_kernel<T, StyleConstant::value, VecConstant::value><<<grid, block, 0, stream>>>(params, inverse);
+}
+
 template <typename Policy, typename T, typename Append, typename Norm = NoNorm>
 cudaError_t launch_validated(const RopeParams<T>& params, bool inverse, const Append& append, cudaStream_t stream,
                              const Norm& norm = Norm{}) {
   dispatch<Policy>(
       params, append,
       [&](auto style, auto vec, auto head_batch, auto axes) {
+        if constexpr (!Append::kEnabled && !Norm::kEnabled && decltype(axes)::value == AxisLookup::kSingleAxis) {
+          if (takes_head_groups(params)) return launch_head_groups(params, inverse, style, vec, stream);
+        }
         const LaunchShape shape = choose_launch_shape<Policy>(
             params, vec, head_batch, Norm::kEnabled ? HeadLanes::kNormGroup : HeadLanes::kOnePerColumn);
         const auto kernel = rotate_tokens_kernel<T, Policy, decltype(style)::value, decltype(vec)::value,

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include <rope/config.cuh>
+#include <rope/detail/head_groups.cuh>
 #include <rope/detail/policy.cuh>
 #include <rope/detail/staging.cuh>
 #include <rope/detail/token_body.cuh>
@@ -91,6 +92,19 @@ ROPE_KERNEL void __launch_bounds__(Policy::kMaxBlockThreads, Policy::kMinBlocksP
   } else if (first < params.num_tokens) {
     work(first, token_positions<kAxes>(params, first), NoStage{});
   }
+}
+
+/// The few-token kernel (detail/head_groups.cuh): block (group lanes, heads, tokens), grid
+/// (head blocks per token, token blocks). Thread (x, y, z) of block (bx, by) is rank x of the
+/// group of head bx * blockDim.y + y of token by * blockDim.z + z.
+template <typename T, Style kStyle, int kVec>
+ROPE_KERNEL void __launch_bounds__(kHeadGroupBlockThreads)
+    rotate_head_groups_kernel(const __grid_constant__ RopeParams<T> params, bool inverse) {
+  const std::int64_t token = static_cast<std::int64_t>(blockIdx.y) * blockDim.z + threadIdx.z;
+  const int head = static_cast<int>(blockIdx.x * blockDim.y + threadIdx.y);
+  if (token >= params.num_tokens || head >= params.q.num_heads + params.k.num_heads) return;
+  rotate_token_head<T, kStyle, kVec>(params, inverse, token, head,
+                                     device::HeadGroup{static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x)});
 }
 
 }  // namespace detail
