@@ -35,11 +35,17 @@ template <typename T, typename Style, typename Vec>
 void run_head_groups_on_host(const rope::RopeParams<T>& p, bool inverse, Style, Vec) {
   const rope::detail::HeadGroupShape shape = rope::detail::choose_head_group_shape(p, Vec::value);
   const int heads = p.q.num_heads + p.k.num_heads;
+  const bool computed = p.cos_sin.kind == rope::CosSin::Kind::kComputed;
+  std::vector<float> row(static_cast<std::size_t>(rope::detail::computed_row_floats(p)));
   for (std::int64_t token = 0; token < p.num_tokens; ++token) {
+    // Computed mode: the token's row by two cooperating "threads", as a block's threads share it.
+    if (computed) {
+      for (int thread = 0; thread < 2; ++thread) rope::detail::compute_token_rows(p, token, 1, thread, 2, row.data());
+    }
     for (int head = 0; head < heads; ++head) {
       for (int rank = 0; rank < shape.group_size; ++rank) {
-        rope::detail::rotate_token_head<T, Style::value, Vec::value>(p, inverse, token, head,
-                                                                      rope::device::HeadGroup{rank, shape.group_size});
+        rope::detail::rotate_token_head<T, Style::value, Vec::value>(
+            p, inverse, token, head, rope::device::HeadGroup{rank, shape.group_size}, computed ? row.data() : nullptr);
       }
     }
   }

@@ -73,7 +73,8 @@ void launch_head_groups(const RopeParams<T>& params, bool inverse, StyleConstant
                    static_cast<unsigned>(shape.tokens_per_block));
   const dim3 grid(static_cast<unsigned>(shape.blocks_per_token),
                   static_cast<unsigned>((params.num_tokens + shape.tokens_per_block - 1) / shape.tokens_per_block));
-  rotate_head_groups_kernel<T, StyleConstant::value, VecConstant::value><<<grid, block, 0, stream>>>(params, inverse);
+  rotate_head_groups_kernel<T, StyleConstant::value, VecConstant::value>
+      <<<grid, block, static_cast<std::size_t>(shape.shared_bytes), stream>>>(params, inverse);
 }
 
 template <typename Policy, typename T, typename Append, typename Norm = NoNorm>
