@@ -2,7 +2,11 @@
 // The real launcher and kernel on a GPU, over the same configurations as the host tests plus
 // GPU-sized ones. Without a CUDA device every test is skipped (reported as skipped by ctest).
 
+#include <cmath>
+#include <cstring>
 #include <limits>
+#include <random>
+#include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -123,6 +127,80 @@ TEST(GpuQkNormStaging, RowsThatWalkStageTheirNextTokens) {
     EXPECT_TRUE(stage_costs_no_blocks(kernel, 240, static_cast<std::size_t>(stage_bytes(240, kSlots)),
                                       static_cast<std::size_t>(stage_bytes(NormPolicy::kMaxBlockThreads, kSlots)),
                                       resident));
+  }
+}
+
+// Launches of at most kHeadGroupMaxTokens tokens take the head group kernel, larger ones the
+// per-token kernel. Both rotate the same tokens to the same bits: a launch of 600 tokens and one
+// of its first 512, from the same inputs into outputs that start as the same NaNs, agree bit for
+// bit on those 512 (table and computed mode, forward and backward, a token outside the table).
+TEST(GpuHeadGroups, SameBitsAsThePerTokenKernel) {
+  ROPE_SKIP_WITHOUT_GPU();
+  using T = __nv_bfloat16;
+  constexpr std::int64_t kTokens = 600, kFew = rope::detail::kHeadGroupMaxTokens, kRows = 4096;
+  constexpr int kQ = 32, kK = 8, kDim = 128, kHalf = kDim / 2;
+  static_assert(kFew < kTokens, "the larger launch must take the per-token kernel");
+  std::mt19937 rng(static_cast<unsigned>(rope_test::base_seed()));
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::vector<T> q(kTokens * kQ * kDim), k(kTokens * kK * kDim);
+  for (T& v : q) v = static_cast<T>(u(rng));
+  for (T& v : k) v = static_cast<T>(u(rng));
+  std::vector<float> cos(kRows * kHalf), sin(cos.size()), inv_freq(kHalf);
+  for (std::size_t i = 0; i < cos.size(); ++i) {
+    cos[i] = std::cos(3.0f * u(rng));
+    sin[i] = std::sin(3.0f * u(rng));
+  }
+  for (int j = 0; j < kHalf; ++j) inv_freq[j] = static_cast<float>(std::pow(500000.0, -2.0 * j / kDim));
+  std::vector<std::int64_t> positions(kTokens);
+  for (auto& p : positions) p = static_cast<std::int64_t>(rng() % kRows);
+  positions[5] = kRows;  // outside the table: left unwritten by both
+  auto mirror = [](auto& m, const auto& values) {
+    m.host = values;
+    m.upload();
+  };
+  rope_test::Mirror<T> dq, dk;
+  rope_test::Mirror<float> dcos, dsin, dfreq;
+  rope_test::Mirror<std::int64_t> dpos;
+  mirror(dq, q);
+  mirror(dk, k);
+  mirror(dcos, cos);
+  mirror(dsin, sin);
+  mirror(dfreq, inv_freq);
+  mirror(dpos, positions);
+  for (const bool computed : {false, true}) {
+    for (const bool backward : {false, true}) {
+      std::vector<T> out_q[2], out_k[2];
+      int flags[2] = {0, 0};
+      for (int run = 0; run < 2; ++run) {
+        rope_test::Mirror<T> yq, yk;
+        rope_test::Mirror<int> flag;
+        mirror(yq, std::vector<T>(q.size(), static_cast<T>(NAN)));
+        mirror(yk, std::vector<T>(k.size(), static_cast<T>(NAN)));
+        mirror(flag, std::vector<int>{0});
+        rope::RopeParams<T> p;
+        p.num_tokens = run == 0 ? kTokens : kFew;
+        p.head_dim = kDim;
+        p.q = rope::packed_heads<T>(dq.device, yq.device, kQ, kDim);
+        p.k = rope::packed_heads<T>(dk.device, yk.device, kK, kDim);
+        p.cos_sin = computed ? rope::computed_cos_sin(dfreq.device)
+                             : rope::cos_sin_table<float>(dcos.device, dsin.device, kRows, kHalf);
+        p.positions = rope::positions(dpos.device);
+        p.out_of_range_flag = flag.device;
+        ASSERT_EQ(backward ? rope::rope_backward(p) : rope::rope_forward(p), cudaSuccess) << rope::last_error_message();
+        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+        yq.download();
+        yk.download();
+        flag.download();
+        out_q[run] = yq.host;
+        out_k[run] = yk.host;
+        flags[run] = flag.host[0];
+      }
+      const std::string what = std::string(computed ? "computed" : "table") + (backward ? " backward" : " forward");
+      EXPECT_EQ(std::memcmp(out_q[0].data(), out_q[1].data(), kFew * kQ * kDim * sizeof(T)), 0) << what;
+      EXPECT_EQ(std::memcmp(out_k[0].data(), out_k[1].data(), kFew * kK * kDim * sizeof(T)), 0) << what;
+      EXPECT_EQ(flags[0], computed ? 0 : 1) << what;
+      EXPECT_EQ(flags[1], flags[0]) << what;
+    }
   }
 }
 

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -366,6 +368,172 @@ TEST(HostBodyLayouts, BroadcastInputAndScaledTable) {
     }
   }
   for (int g = 0; g < 8; ++g) EXPECT_TRUE(std::isnan(yk[tokens * heads * dim + g])) << "guard " << g << " written";
+}
+
+}  // namespace
+
+namespace {
+
+using rope::detail::HeadGroupShape;
+
+rope::RopeParams<float> head_group_params(std::int64_t tokens, int heads, int head_dim, int rotary_dim) {
+  rope::RopeParams<float> p;
+  p.num_tokens = tokens;
+  p.head_dim = head_dim;
+  p.rotary_dim = rotary_dim;
+  p.q.num_heads = heads;
+  return p;
+}
+
+// Which plain launches the launcher gives head groups (detail/head_groups.cuh): few tokens with
+// one position axis; computed mode only while a token's cos/sin row fits the block's budget.
+TEST(HostHeadGroups, WhichLaunchesTakeThem) {
+  using rope::detail::kHeadGroupMaxTokens;
+  using rope::detail::takes_head_groups;
+  rope::RopeParams<float> p = head_group_params(1, 40, 128, 0);
+  EXPECT_TRUE(takes_head_groups(p));
+  p.num_tokens = kHeadGroupMaxTokens;
+  EXPECT_TRUE(takes_head_groups(p));
+  p.num_tokens = kHeadGroupMaxTokens + 1;
+  EXPECT_FALSE(takes_head_groups(p));
+  p.num_tokens = 8;
+  static const std::int32_t kPositions[3 * 8] = {};
+  p.positions = rope::multi_axis_positions(kPositions, 3, 8, rope::AxisSections::kContiguous, 16, 24, 24);
+  EXPECT_FALSE(takes_head_groups(p)) << "multi-axis launches keep the per-token body";
+  p.positions = rope::Positions{};
+  p.cos_sin.kind = rope::CosSin::Kind::kComputed;
+  EXPECT_TRUE(takes_head_groups(p));
+  p.head_dim = p.rotary_dim = rope::detail::kHeadGroupSharedBytes / 4;  // a row of exactly the budget
+  EXPECT_TRUE(takes_head_groups(p));
+  p.head_dim = p.rotary_dim = rope::detail::kHeadGroupSharedBytes / 4 + 2;
+  EXPECT_FALSE(takes_head_groups(p)) << "a computed row past the shared-memory budget";
+}
+
+// Every shape fits its block and covers every head exactly once, with no empty head block; the
+// Llama-3-8B decode shape is two blocks of 20 heads.
+TEST(HostHeadGroups, ShapesFitTheirBlocks) {
+  using rope::detail::choose_head_group_shape;
+  const HeadGroupShape llama = choose_head_group_shape(head_group_params(1, 40, 128, 0), 8);
+  EXPECT_EQ(llama.group_size, 8);
+  EXPECT_EQ(llama.heads_per_block, 20);
+  EXPECT_EQ(llama.blocks_per_token, 2);
+  EXPECT_EQ(llama.tokens_per_block, 1);
+  EXPECT_EQ(llama.shared_bytes, 0);
+  for (const bool computed : {false, true}) {
+    for (int columns = 1; columns <= 48; ++columns) {
+      for (int heads = 1; heads <= 96; ++heads) {
+        for (const std::int64_t tokens : {1, 3, 512}) {
+          rope::RopeParams<float> p = head_group_params(tokens, heads, 2 * columns, 0);
+          if (computed) p.cos_sin.kind = rope::CosSin::Kind::kComputed;
+          const HeadGroupShape s = choose_head_group_shape(p, 1);
+          const std::string what = "columns " + std::to_string(columns) + " heads " + std::to_string(heads) +
+                                   " tokens " + std::to_string(tokens) + " computed " + std::to_string(computed);
+          ASSERT_EQ(s.group_size, columns < 32 ? columns : 32) << what;
+          ASSERT_LE(s.group_size * s.heads_per_block * s.tokens_per_block, rope::detail::kHeadGroupBlockThreads) << what;
+          ASSERT_GE(s.heads_per_block * s.blocks_per_token, heads) << what;
+          ASSERT_LT((s.blocks_per_token - 1) * s.heads_per_block, heads) << what;
+          ASSERT_GE(s.tokens_per_block, 1) << what;
+          ASSERT_LE(s.tokens_per_block, tokens) << what;
+          ASSERT_EQ(s.shared_bytes, computed ? s.tokens_per_block * 2 * columns * 4 : 0) << what;
+          ASSERT_LE(s.shared_bytes, rope::detail::kHeadGroupSharedBytes) << what;
+        }
+      }
+    }
+  }
+}
+
+/// One plain launch run on the host as the launcher runs it (head groups) and through the
+/// per-token body, out of place from the same inputs into outputs that start as the same NaNs:
+/// every output bit and the out-of-range flag must agree.
+enum class TableElements { kFloat, kTensorType };
+
+template <typename T>
+void expect_head_groups_match_per_token_body(const CaseConfig& c, TableElements table, bool inverse) {
+  std::mt19937 rng(static_cast<unsigned>(rope_test::base_seed() + c.tokens * 131 + c.head_dim));
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  const int rotary = c.rotary_dim == 0 ? c.head_dim : c.rotary_dim, half = rotary / 2;
+  const std::int64_t rows = 97;
+  std::vector<T> q(static_cast<std::size_t>(c.tokens) * c.q_heads * c.head_dim);
+  std::vector<T> k(static_cast<std::size_t>(c.tokens) * c.k_heads * c.head_dim);
+  for (T& v : q) v = static_cast<T>(u(rng));
+  for (T& v : k) v = static_cast<T>(u(rng));
+  std::vector<float> cos(static_cast<std::size_t>(rows) * half), sin(cos.size()), inv_freq(half);
+  fill_random_angles(rng, u, cos, sin);
+  std::vector<T> cos_t(cos.size()), sin_t(sin.size());
+  for (std::size_t i = 0; i < cos.size(); ++i) {
+    cos_t[i] = static_cast<T>(cos[i]);
+    sin_t[i] = static_cast<T>(sin[i]);
+  }
+  for (int j = 0; j < half; ++j) inv_freq[j] = static_cast<float>(std::pow(10000.0, -2.0 * j / rotary));
+  std::vector<std::int64_t> positions(static_cast<std::size_t>(c.tokens));
+  for (std::size_t t = 0; t < positions.size(); ++t) positions[t] = static_cast<std::int64_t>(rng() % rows);
+  if (!c.computed && c.tokens > 2) positions[1] = rows;  // outside the table: left unwritten, flag raised
+  std::vector<T> outputs[2][2];
+  int flags[2] = {0, 0};
+  for (int run = 0; run < 2; ++run) {
+    outputs[run][0].assign(q.size(), static_cast<T>(NAN));
+    outputs[run][1].assign(k.size(), static_cast<T>(NAN));
+    rope::RopeParams<T> p;
+    p.num_tokens = c.tokens;
+    p.head_dim = c.head_dim;
+    p.rotary_dim = c.rotary_dim;
+    p.style = c.style;
+    p.q = rope::packed_heads<T>(q.data(), outputs[run][0].data(), c.q_heads, c.head_dim);
+    if (c.k_heads > 0) p.k = rope::packed_heads<T>(k.data(), outputs[run][1].data(), c.k_heads, c.head_dim);
+    if (c.computed) {
+      p.cos_sin = rope::computed_cos_sin(inv_freq.data(), c.attention_scaling);
+    } else if (table == TableElements::kFloat) {
+      p.cos_sin = rope::cos_sin_table<float>(cos.data(), sin.data(), rows, half, c.attention_scaling);
+    } else {
+      p.cos_sin = rope::cos_sin_table<T>(cos_t.data(), sin_t.data(), rows, half, c.attention_scaling);
+    }
+    p.positions = rope::positions(positions.data());
+    p.out_of_range_flag = &flags[run];
+    ASSERT_TRUE(rope::detail::takes_head_groups(p));
+    ASSERT_EQ(rope_test::run_on_host(p, inverse, 0, nullptr,
+                                     run == 0 ? rope_test::HostPath::kAsLaunched : rope_test::HostPath::kPerTokenBody),
+              cudaSuccess)
+        << rope::last_error_message();
+  }
+  for (int tensor = 0; tensor < 2; ++tensor) {
+    ASSERT_EQ(std::memcmp(outputs[0][tensor].data(), outputs[1][tensor].data(), outputs[0][tensor].size() * sizeof(T)), 0)
+        << c.describe() << " inverse=" << inverse << " tensor " << tensor;
+  }
+  EXPECT_EQ(flags[0], flags[1]) << c.describe();
+  EXPECT_EQ(flags[0], !c.computed && c.tokens > 2 ? 1 : 0) << c.describe();
+}
+
+template <typename T>
+void expect_head_groups_match_for_type() {
+  for (const rope::Style style : {rope::Style::kHalfSplit, rope::Style::kInterleaved}) {
+    for (const bool computed : {false, true}) {
+      for (const TableElements table : {TableElements::kFloat, TableElements::kTensorType}) {
+        if ((computed || std::is_same<T, float>::value) && table == TableElements::kTensorType) continue;
+        // Llama-like GQA; MLA-like partial rotary with a tail (copied out of place); one head of
+        // fp32 width (several tokens per block); a 2-pair head (scalar accesses); a wide head.
+        const int shapes[][5] = {{5, 32, 8, 128, 0}, {3, 4, 1, 192, 64}, {9, 1, 0, 128, 0},
+                                 {4, 3, 2, 4, 0},    {2, 2, 1, 512, 256}};
+        for (const auto& s : shapes) {
+          CaseConfig c;
+          c.tokens = s[0];
+          c.q_heads = s[1];
+          c.k_heads = s[2];
+          c.head_dim = s[3];
+          c.rotary_dim = s[4];
+          c.style = style;
+          c.computed = computed;
+          c.attention_scaling = computed ? 0.75f : 1.0f;
+          for (const bool inverse : {false, true}) expect_head_groups_match_per_token_body<T>(c, table, inverse);
+        }
+      }
+    }
+  }
+}
+
+TEST(HostHeadGroups, SameBitsAsThePerTokenBody) {
+  expect_head_groups_match_for_type<float>();
+  expect_head_groups_match_for_type<__half>();
+  expect_head_groups_match_for_type<__nv_bfloat16>();
 }
 
 }  // namespace

@@ -10,7 +10,8 @@
 ///   (from `<rope/device/rotation.cuh>`): the angle, its cos and sin, and the rotation of pairs
 ///   held in registers;
 /// - `pair_cos_sin`: cos and sin of a run of pairs at a position, from a table or computed;
-/// - `rotate_head`: a group of threads loads, rotates and stores one head with vector accesses.
+/// - `rotate_head`: a group of threads loads, rotates and stores one head with vector accesses
+///   (the launcher's kernel for launches of few tokens is a grid of such groups).
 ///
 /// Everything here is `__host__ __device__`: the same code runs in host tests.
 
