@@ -30,23 +30,39 @@ inline std::int64_t host_walk_rows(std::int64_t tokens) { return tokens > 3 ? 3 
 /// so that its few-token shapes stay tested too.
 enum class HostPath { kAsLaunched, kPerTokenBody };
 
-/// A head group launch on the host: every (token, head, group rank) of the launcher's shape.
+/// A head group launch on the host: the launcher's grid and blocks (choose_head_group_shape), each
+/// block's threads mapped to (token, head, group rank) by the kernel's own head_group_thread; in
+/// computed mode every thread of a block first takes its share of the block's rows, as the kernel
+/// does before its barrier.
 template <typename T, typename Style, typename Vec>
 void run_head_groups_on_host(const rope::RopeParams<T>& p, bool inverse, Style, Vec) {
   const rope::detail::HeadGroupShape shape = rope::detail::choose_head_group_shape(p, Vec::value);
-  const int heads = p.q.num_heads + p.k.num_heads;
+  const dim3 grid = shape.grid(p.num_tokens), block = shape.block();
   const bool computed = p.cos_sin.kind == rope::CosSin::Kind::kComputed;
-  std::vector<float> row(static_cast<std::size_t>(rope::detail::computed_row_floats(p)));
-  for (std::int64_t token = 0; token < p.num_tokens; ++token) {
-    // Computed mode: the token's row by two cooperating "threads", as a block's threads share it.
-    if (computed) {
-      for (int thread = 0; thread < 2; ++thread) rope::detail::compute_token_rows(p, token, 1, thread, 2, row.data());
-    }
-    for (int head = 0; head < heads; ++head) {
-      for (int rank = 0; rank < shape.group_size; ++rank) {
-        rope::detail::rotate_token_head<T, Style::value, Vec::value>(
-            p, inverse, token, head, rope::device::HeadGroup{rank, shape.group_size}, computed ? row.data() : nullptr);
+  const int row_floats = rope::detail::rotated_dim(p);
+  std::vector<float> rows(static_cast<std::size_t>(shape.tokens_per_block) * row_floats);
+  const rope::device::Rotation rotation = inverse ? rope::device::Rotation::kInverse : rope::device::Rotation::kForward;
+  auto each_thread = [&](uint3 block_index, auto&& f) {
+    for (unsigned z = 0; z < block.z; ++z) {
+      for (unsigned y = 0; y < block.y; ++y) {
+        for (unsigned x = 0; x < block.x; ++x) f(rope::detail::head_group_thread(block_index, uint3{x, y, z}, block), z);
       }
+    }
+  };
+  for (unsigned by = 0; by < grid.y; ++by) {
+    for (unsigned bx = 0; bx < grid.x; ++bx) {
+      const uint3 block_index{bx, by, 0};
+      if (computed) {
+        each_thread(block_index, [&](const rope::detail::HeadGroupThread& at, unsigned) {
+          rope::detail::compute_token_rows(p, at.first_token, static_cast<int>(block.z), at.thread, at.threads,
+                                           rows.data());
+        });
+      }
+      each_thread(block_index, [&](const rope::detail::HeadGroupThread& at, unsigned z) {
+        if (at.token >= p.num_tokens || at.head >= p.q.num_heads + p.k.num_heads) return;
+        rope::detail::rotate_token_head<T, Style::value, Vec::value>(
+            p, rotation, at.token, at.head, at.group, computed ? rows.data() + z * row_floats : nullptr);
+      });
     }
   }
 }

@@ -36,8 +36,10 @@ TEST(DeviceApi, PairAndFragmentRotationsFollowTheFormula) {
   }
   float expect1[4], expect2[4];
   for (int i = 0; i < 4; ++i) {
-    expect1[i] = first[i] * c[i] - second[i] * s[i];
-    expect2[i] = first[i] * s[i] + second[i] * c[i];
+    // One fused multiply-add of the first product onto the rounded second (rotate_pair's rounding).
+    const float second_s = second[i] * s[i], second_c = second[i] * c[i];
+    expect1[i] = std::fmaf(first[i], c[i], -second_s);
+    expect2[i] = std::fmaf(first[i], s[i], second_c);
     float y1 = 0, y2 = 0;
     rope::device::rotate_pair(first[i], second[i], c[i], s[i], y1, y2);
     EXPECT_EQ(y1, expect1[i]);
@@ -116,7 +118,9 @@ struct HeadProblem {
     p.q = rope::packed_heads(x.data(), y.data(), 1, head_dim);
     p.cos_sin = cos_sin(cos.data(), sin.data(), inv_freq.data());
     p.positions = rope::positions(pos);
-    EXPECT_EQ(rope_test::run_on_host(p, rotation == Rotation::kInverse), cudaSuccess);
+    // The per-token body: one token would otherwise take head groups, which run rotate_head.
+    EXPECT_EQ(rope_test::run_on_host(p, rotation == Rotation::kInverse, 0, nullptr, rope_test::HostPath::kPerTokenBody),
+              cudaSuccess);
     return y;
   }
 };
@@ -190,7 +194,10 @@ __global__ void rotate_heads_with_groups(const __nv_bfloat16* x, __nv_bfloat16* 
 
 TEST(DeviceApi, RotateHeadInAUserKernelMatchesTheLauncherOnTheGpu) {
   ROPE_SKIP_WITHOUT_GPU();
-  constexpr int kHeads = 37, kDim = 128, kRows = 4096;
+  // More heads (one per token below) than a head group launch takes, so the launcher runs its
+  // per-token kernel, not rotate_head itself.
+  constexpr int kHeads = 600, kDim = 128, kRows = 4096;
+  static_assert(kHeads > rope::detail::kHeadGroupMaxTokens, "the launcher must take its per-token kernel");
   std::mt19937_64 rng(3);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   std::vector<__nv_bfloat16> x(kHeads * kDim);

@@ -133,24 +133,29 @@ TEST(GpuQkNormStaging, RowsThatWalkStageTheirNextTokens) {
 // Launches of at most kHeadGroupMaxTokens tokens take the head group kernel, larger ones the
 // per-token kernel. Both rotate the same tokens to the same bits: a launch of 600 tokens and one
 // of its first 512, from the same inputs into outputs that start as the same NaNs, agree bit for
-// bit on those 512 (table and computed mode, forward and backward, a token outside the table).
-TEST(GpuHeadGroups, SameBitsAsThePerTokenKernel) {
-  ROPE_SKIP_WITHOUT_GPU();
-  using T = __nv_bfloat16;
+// bit on those 512, and raise the out-of-range flag alike.
+struct HeadGroupGpuShape {
+  int q_heads, k_heads, head_dim, rotary_dim;
+  rope::Style style;
+};
+
+template <typename T>
+void expect_head_groups_match_per_token_kernel(const HeadGroupGpuShape& shape, bool computed, bool backward) {
   constexpr std::int64_t kTokens = 600, kFew = rope::detail::kHeadGroupMaxTokens, kRows = 4096;
-  constexpr int kQ = 32, kK = 8, kDim = 128, kHalf = kDim / 2;
   static_assert(kFew < kTokens, "the larger launch must take the per-token kernel");
-  std::mt19937 rng(static_cast<unsigned>(rope_test::base_seed()));
+  const int rotary = shape.rotary_dim == 0 ? shape.head_dim : shape.rotary_dim, half = rotary / 2;
+  std::mt19937 rng(static_cast<unsigned>(rope_test::base_seed() + shape.head_dim));
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
-  std::vector<T> q(kTokens * kQ * kDim), k(kTokens * kK * kDim);
+  std::vector<T> q(static_cast<std::size_t>(kTokens) * shape.q_heads * shape.head_dim);
+  std::vector<T> k(static_cast<std::size_t>(kTokens) * shape.k_heads * shape.head_dim);
   for (T& v : q) v = static_cast<T>(u(rng));
   for (T& v : k) v = static_cast<T>(u(rng));
-  std::vector<float> cos(kRows * kHalf), sin(cos.size()), inv_freq(kHalf);
+  std::vector<float> cos(kRows * half), sin(cos.size()), inv_freq(half);
   for (std::size_t i = 0; i < cos.size(); ++i) {
     cos[i] = std::cos(3.0f * u(rng));
     sin[i] = std::sin(3.0f * u(rng));
   }
-  for (int j = 0; j < kHalf; ++j) inv_freq[j] = static_cast<float>(std::pow(500000.0, -2.0 * j / kDim));
+  for (int j = 0; j < half; ++j) inv_freq[j] = static_cast<float>(std::pow(500000.0, -2.0 * j / rotary));
   std::vector<std::int64_t> positions(kTokens);
   for (auto& p : positions) p = static_cast<std::int64_t>(rng() % kRows);
   positions[5] = kRows;  // outside the table: left unwritten by both
@@ -167,41 +172,69 @@ TEST(GpuHeadGroups, SameBitsAsThePerTokenKernel) {
   mirror(dsin, sin);
   mirror(dfreq, inv_freq);
   mirror(dpos, positions);
-  for (const bool computed : {false, true}) {
-    for (const bool backward : {false, true}) {
-      std::vector<T> out_q[2], out_k[2];
-      int flags[2] = {0, 0};
-      for (int run = 0; run < 2; ++run) {
-        rope_test::Mirror<T> yq, yk;
-        rope_test::Mirror<int> flag;
-        mirror(yq, std::vector<T>(q.size(), static_cast<T>(NAN)));
-        mirror(yk, std::vector<T>(k.size(), static_cast<T>(NAN)));
-        mirror(flag, std::vector<int>{0});
-        rope::RopeParams<T> p;
-        p.num_tokens = run == 0 ? kTokens : kFew;
-        p.head_dim = kDim;
-        p.q = rope::packed_heads<T>(dq.device, yq.device, kQ, kDim);
-        p.k = rope::packed_heads<T>(dk.device, yk.device, kK, kDim);
-        p.cos_sin = computed ? rope::computed_cos_sin(dfreq.device)
-                             : rope::cos_sin_table<float>(dcos.device, dsin.device, kRows, kHalf);
-        p.positions = rope::positions(dpos.device);
-        p.out_of_range_flag = flag.device;
-        ASSERT_EQ(backward ? rope::rope_backward(p) : rope::rope_forward(p), cudaSuccess) << rope::last_error_message();
-        ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
-        yq.download();
-        yk.download();
-        flag.download();
-        out_q[run] = yq.host;
-        out_k[run] = yk.host;
-        flags[run] = flag.host[0];
-      }
-      const std::string what = std::string(computed ? "computed" : "table") + (backward ? " backward" : " forward");
-      EXPECT_EQ(std::memcmp(out_q[0].data(), out_q[1].data(), kFew * kQ * kDim * sizeof(T)), 0) << what;
-      EXPECT_EQ(std::memcmp(out_k[0].data(), out_k[1].data(), kFew * kK * kDim * sizeof(T)), 0) << what;
-      EXPECT_EQ(flags[0], computed ? 0 : 1) << what;
-      EXPECT_EQ(flags[1], flags[0]) << what;
+  std::vector<T> out_q[2], out_k[2];
+  int flags[2] = {0, 0};
+  for (int run = 0; run < 2; ++run) {
+    rope_test::Mirror<T> yq, yk;
+    rope_test::Mirror<int> flag;
+    mirror(yq, std::vector<T>(q.size(), static_cast<T>(NAN)));
+    mirror(yk, std::vector<T>(k.size(), static_cast<T>(NAN)));
+    mirror(flag, std::vector<int>{0});
+    rope::RopeParams<T> p;
+    p.num_tokens = run == 0 ? kTokens : kFew;
+    p.head_dim = shape.head_dim;
+    p.rotary_dim = shape.rotary_dim;
+    p.style = shape.style;
+    p.q = rope::packed_heads<T>(dq.device, yq.device, shape.q_heads, shape.head_dim);
+    if (shape.k_heads > 0) p.k = rope::packed_heads<T>(dk.device, yk.device, shape.k_heads, shape.head_dim);
+    p.cos_sin = computed ? rope::computed_cos_sin(dfreq.device, 0.75f)
+                         : rope::cos_sin_table<float>(dcos.device, dsin.device, kRows, half);
+    p.positions = rope::positions(dpos.device);
+    p.out_of_range_flag = flag.device;
+    ASSERT_EQ(rope::detail::takes_head_groups(p), run == 1);
+    ASSERT_EQ(backward ? rope::rope_backward(p) : rope::rope_forward(p), cudaSuccess) << rope::last_error_message();
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    yq.download();
+    yk.download();
+    flag.download();
+    out_q[run] = yq.host;
+    out_k[run] = yk.host;
+    flags[run] = flag.host[0];
+  }
+  const std::string what = "q " + std::to_string(shape.q_heads) + " k " + std::to_string(shape.k_heads) + " dim " +
+                           std::to_string(shape.head_dim) + " rotary " + std::to_string(shape.rotary_dim) +
+                           (shape.style == rope::Style::kInterleaved ? " interleaved" : " half-split") +
+                           (computed ? " computed" : " table") + (backward ? " backward" : " forward");
+  const std::size_t q_few = static_cast<std::size_t>(kFew) * shape.q_heads * shape.head_dim;
+  const std::size_t k_few = static_cast<std::size_t>(kFew) * shape.k_heads * shape.head_dim;
+  EXPECT_EQ(std::memcmp(out_q[0].data(), out_q[1].data(), q_few * sizeof(T)), 0) << what;
+  EXPECT_EQ(std::memcmp(out_k[0].data(), out_k[1].data(), k_few * sizeof(T)), 0) << what;
+  EXPECT_EQ(flags[0], computed ? 0 : 1) << what;
+  EXPECT_EQ(flags[1], flags[0]) << what;
+}
+
+template <typename T>
+void expect_head_groups_match_for_type() {
+  // Llama-3-8B; GQA with a partial-rotary tail; one 64-dim head (the double width, blocks of
+  // many tokens); a 4-dim head (the narrowest accesses, 64 tokens per block); a head wider than a
+  // warp's columns.
+  const HeadGroupGpuShape shapes[] = {{32, 8, 128, 0, rope::Style::kHalfSplit},
+                                      {6, 2, 96, 32, rope::Style::kInterleaved},
+                                      {1, 0, 64, 0, rope::Style::kHalfSplit},
+                                      {2, 1, 4, 0, rope::Style::kInterleaved},
+                                      {3, 1, 1024, 768, rope::Style::kHalfSplit}};
+  for (const HeadGroupGpuShape& shape : shapes) {
+    for (const bool computed : {false, true}) {
+      for (const bool backward : {false, true}) expect_head_groups_match_per_token_kernel<T>(shape, computed, backward);
     }
   }
+}
+
+TEST(GpuHeadGroups, SameBitsAsThePerTokenKernel) {
+  ROPE_SKIP_WITHOUT_GPU();
+  expect_head_groups_match_for_type<float>();
+  expect_head_groups_match_for_type<__half>();
+  expect_head_groups_match_for_type<__nv_bfloat16>();
 }
 
 TEST(GpuLarge, OriginalSweepShape) {

@@ -288,7 +288,9 @@ TEST(HostBodyDispatch, TuningPoliciesAgree) {
     p.q = rope::strided_heads<__nv_bfloat16>(x.data(), y.data(), q_heads, stride, dim);
     p.k = rope::strided_heads<__nv_bfloat16>(x.data() + q_heads * dim, y.data() + q_heads * dim, k_heads, stride, dim);
     p.cos_sin = rope::cos_sin_table<float>(cos.data(), sin.data(), tokens, dim / 2);
-    EXPECT_EQ(rope_test::run_on_host<decltype(policy)>(p, false), cudaSuccess);
+    // The per-token body: few tokens would otherwise take head groups, which have no policy.
+    EXPECT_EQ(rope_test::run_on_host<decltype(policy)>(p, false, 0, nullptr, rope_test::HostPath::kPerTokenBody),
+              cudaSuccess);
     std::vector<std::uint16_t> bits(y.size());
     std::memcpy(bits.data(), y.data(), y.size() * sizeof(std::uint16_t));
     return bits;
@@ -422,7 +424,7 @@ TEST(HostHeadGroups, ShapesFitTheirBlocks) {
   for (const bool computed : {false, true}) {
     for (int columns = 1; columns <= 48; ++columns) {
       for (int heads = 1; heads <= 96; ++heads) {
-        for (const std::int64_t tokens : {1, 3, 512}) {
+        for (const std::int64_t tokens : {1, 3, 65, 512}) {
           rope::RopeParams<float> p = head_group_params(tokens, heads, 2 * columns, 0);
           if (computed) p.cos_sin.kind = rope::CosSin::Kind::kComputed;
           const HeadGroupShape s = choose_head_group_shape(p, 1);
@@ -433,6 +435,7 @@ TEST(HostHeadGroups, ShapesFitTheirBlocks) {
           ASSERT_GE(s.heads_per_block * s.blocks_per_token, heads) << what;
           ASSERT_LT((s.blocks_per_token - 1) * s.heads_per_block, heads) << what;
           ASSERT_GE(s.tokens_per_block, 1) << what;
+          ASSERT_LE(s.tokens_per_block, rope::detail::kHeadGroupBlockTokens) << what;
           ASSERT_LE(s.tokens_per_block, tokens) << what;
           ASSERT_EQ(s.shared_bytes, computed ? s.tokens_per_block * 2 * columns * 4 : 0) << what;
           ASSERT_LE(s.shared_bytes, rope::detail::kHeadGroupSharedBytes) << what;
@@ -509,10 +512,11 @@ void expect_head_groups_match_for_type() {
     for (const bool computed : {false, true}) {
       for (const TableElements table : {TableElements::kFloat, TableElements::kTensorType}) {
         if ((computed || std::is_same<T, float>::value) && table == TableElements::kTensorType) continue;
-        // Llama-like GQA; MLA-like partial rotary with a tail (copied out of place); one head of
-        // fp32 width (several tokens per block); a 2-pair head (scalar accesses); a wide head.
+        // Llama-like GQA; partial rotary with a tail (copied out of place); one head (several
+        // tokens per block); a 2-pair head (the narrowest accesses) and 130 tokens of it (blocks of
+        // at most 64 tokens, the last one partly empty); a head wider than a warp's columns.
         const int shapes[][5] = {{5, 32, 8, 128, 0}, {3, 4, 1, 192, 64}, {9, 1, 0, 128, 0},
-                                 {4, 3, 2, 4, 0},    {2, 2, 1, 512, 256}};
+                                 {4, 3, 2, 4, 0},    {130, 1, 0, 4, 0},  {2, 2, 1, 1024, 768}};
         for (const auto& s : shapes) {
           CaseConfig c;
           c.tokens = s[0];

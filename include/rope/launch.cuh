@@ -11,6 +11,7 @@
 #include <cuda_runtime.h>
 
 #include <rope/detail/dispatch.cuh>
+#include <rope/detail/head_group_shape.cuh>
 #include <rope/detail/kernel.cuh>
 #include <rope/status.cuh>
 #include <rope/types.cuh>
@@ -61,12 +62,9 @@ bool stage_costs_no_blocks(Kernel kernel, int threads, std::size_t shared_bytes,
 template <typename T, typename StyleConstant, typename VecConstant>
 void launch_head_groups(const RopeParams<T>& params, bool inverse, StyleConstant, VecConstant, cudaStream_t stream) {
   const HeadGroupShape shape = choose_head_group_shape(params, VecConstant::value);
-  const dim3 block(static_cast<unsigned>(shape.group_size), static_cast<unsigned>(shape.heads_per_block),
-                   static_cast<unsigned>(shape.tokens_per_block));
-  const dim3 grid(static_cast<unsigned>(shape.blocks_per_token),
-                  static_cast<unsigned>((params.num_tokens + shape.tokens_per_block - 1) / shape.tokens_per_block));
   rotate_head_groups_kernel<T, StyleConstant::value, VecConstant::value>
-      <<<grid, block, static_cast<std::size_t>(shape.shared_bytes), stream>>>(params, inverse);
+      <<<shape.grid(params.num_tokens), shape.block(), static_cast<std::size_t>(shape.shared_bytes), stream>>>(
+          params, inverse ? device::Rotation::kInverse : device::Rotation::kForward);
 }
 
 /// Launches a validated, non-empty launch: one kernel instance per (style, width, append mode,

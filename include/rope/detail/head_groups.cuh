@@ -2,12 +2,15 @@
 #pragma once
 
 /// \file
-/// Launches of few tokens (decode): one group of threads per (token, head), each group running
-/// the device API's `rotate_head`. A token's work is then one short chain per thread (position,
-/// then the head's loads, rotation and stores), without the per-token body's lane mapping and
-/// head batches, which exist to keep loads in flight across the many tokens of a prefill.
+/// The body of the few-token kernel (decode): one group of threads per (token, head), each group
+/// running the device API's `rotate_head`. A token's work is then one short chain per thread
+/// (position, then the head's loads, rotation and stores), without the per-token body's lane
+/// mapping and head batches, which exist to keep loads in flight across the many tokens of a
+/// prefill. Which launches take it and their block shape: detail/dispatch.cuh.
 
 #include <cstdint>
+
+#include <vector_types.h>
 
 #include <rope/config.cuh>
 #include <rope/device.cuh>
@@ -25,72 +28,51 @@ constexpr std::int64_t kHeadGroupMaxTokens = 512;
 /// Threads per head group block, at most.
 constexpr int kHeadGroupBlockThreads = 256;
 
+/// Tokens per head group block, at most: CUDA's limit on a block's z dimension.
+constexpr int kHeadGroupBlockTokens = 64;
+
 /// Computed mode's rows per block stay within the 48 KiB of dynamic shared memory a kernel gets
 /// without opting in.
 constexpr int kHeadGroupSharedBytes = 48 * 1024;
 
-/// Floats of one token's computed cos/sin row in a head group block's shared memory: the
-/// rotary pairs' cos, then their sin.
+/// The rotated elements of each head: rotary_dim, or head_dim where rotary_dim is 0.
 template <typename T>
-ROPE_HOST_DEVICE int computed_row_floats(const RopeParams<T>& p) {
+ROPE_HOST_DEVICE int rotated_dim(const RopeParams<T>& p) {
   return p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
 }
 
-/// Whether a plain launch (no append, no norm stage) takes head groups: few tokens, one position
-/// axis (multi-axis launches keep their per-column position lookup in the per-token body), and in
-/// computed mode a token's cos/sin row within kHeadGroupSharedBytes.
-template <typename T>
-bool takes_head_groups(const RopeParams<T>& p) {
-  const bool rows_fit = p.cos_sin.kind != CosSin::Kind::kComputed ||
-                        computed_row_floats(p) * static_cast<int>(sizeof(float)) <= kHeadGroupSharedBytes;
-  return p.num_tokens <= kHeadGroupMaxTokens && p.positions.axes <= 1 && rows_fit;
-}
-
-/// Block (group lanes, heads, tokens) and grid (head blocks per token, token blocks) of a head
-/// group launch, and its dynamic shared memory (computed mode: a cos/sin row per token).
-struct HeadGroupShape {
-  int group_size;        ///< threads per head: its columns of vec pairs, at most a warp
-  int heads_per_block;
-  int tokens_per_block;  ///< several only when one token's heads make a small block
-  int blocks_per_token;
-  int shared_bytes;
+/// Where a thread of a head group launch works: block (group lanes, heads, tokens), grid (head
+/// blocks per token, token blocks). Thread (x, y, z) of block (bx, by) is rank x of the group of
+/// head bx * blockDim.y + y of token by * blockDim.z + z; `thread` and `threads` number the
+/// block's threads for work they share (computed mode's rows).
+struct HeadGroupThread {
+  std::int64_t first_token;  ///< the block's first token
+  std::int64_t token;
+  int head;
+  device::HeadGroup group;
+  int thread;
+  int threads;
 };
 
-/// A token's heads in as few blocks of at most kHeadGroupBlockThreads as hold them, split evenly
-/// (40 heads of 8 lanes: two blocks of 20 heads); a token of fewer threads than half a block
-/// shares its block with others (as many as their computed rows leave room for).
-template <typename T>
-HeadGroupShape choose_head_group_shape(const RopeParams<T>& p, int vec) {
-  const int rotary_dim = p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
-  const int columns = rotary_dim / 2 / vec;
-  HeadGroupShape s{};
-  s.group_size = columns < 32 ? columns : 32;
-  const int heads = p.q.num_heads + p.k.num_heads;
-  const int most_heads = kHeadGroupBlockThreads / s.group_size;
-  s.blocks_per_token = (heads + most_heads - 1) / most_heads;
-  s.heads_per_block = (heads + s.blocks_per_token - 1) / s.blocks_per_token;
-  const int block_threads = s.group_size * s.heads_per_block;
-  const bool computed = p.cos_sin.kind == CosSin::Kind::kComputed;
-  const int row_bytes = computed ? computed_row_floats(p) * static_cast<int>(sizeof(float)) : 0;
-  s.tokens_per_block = 1;
-  if (2 * block_threads <= kHeadGroupBlockThreads) {
-    std::int64_t fit = kHeadGroupBlockThreads / block_threads;
-    if (computed && fit * row_bytes > kHeadGroupSharedBytes) fit = kHeadGroupSharedBytes / row_bytes;
-    if (fit < 1) fit = 1;  // a row past the budget never gets here (takes_head_groups)
-    s.tokens_per_block = static_cast<int>(p.num_tokens < fit ? p.num_tokens : fit);
-  }
-  s.shared_bytes = s.tokens_per_block * row_bytes;
-  return s;
+ROPE_HOST_DEVICE HeadGroupThread head_group_thread(uint3 block_index, uint3 thread_index, dim3 block_dim) {
+  HeadGroupThread at;
+  at.first_token = static_cast<std::int64_t>(block_index.y) * block_dim.z;
+  at.token = at.first_token + thread_index.z;
+  at.head = static_cast<int>(block_index.x * block_dim.y + thread_index.y);
+  at.group = device::HeadGroup{static_cast<int>(thread_index.x), static_cast<int>(block_dim.x)};
+  at.thread = static_cast<int>((thread_index.z * block_dim.y + thread_index.y) * block_dim.x + thread_index.x);
+  at.threads = static_cast<int>(block_dim.x * block_dim.y * block_dim.z);
+  return at;
 }
 
-/// Computed mode: the cos/sin rows of tokens [first_token, first_token + tokens) (those below
-/// the launch's count), `computed_row_floats` apart in `rows`, by `threads` cooperating threads
-/// of which this is `thread`. Each (token, pair) is computed once for all of the block's heads,
-/// by the same device::rotary_sincos as the per-token body, so the values are the same bits.
+/// Computed mode: the cos/sin rows (the rotated pairs' cos, then their sin) of tokens
+/// [first_token, first_token + tokens) below the launch's count, `rotated_dim(p)` floats apart in
+/// `rows`, by `threads` cooperating threads of which this is `thread`. Each (token, pair) is
+/// computed once for all of the block's heads, by the per-token body's device::rotary_sincos.
 template <typename T>
 ROPE_HOST_DEVICE void compute_token_rows(const RopeParams<T>& p, std::int64_t first_token, int tokens, int thread,
                                          int threads, float* rows) {
-  const int half = computed_row_floats(p) / 2;
+  const int half = rotated_dim(p) / 2;
   for (int t = 0; t < tokens && first_token + t < p.num_tokens; ++t) {
     const std::int64_t position = token_positions<AxisLookup::kSingleAxis>(p, first_token + t).axis[0];
     float* row = rows + t * 2 * half;
@@ -107,10 +89,9 @@ ROPE_HOST_DEVICE void compute_token_rows(const RopeParams<T>& p, std::int64_t fi
 /// in the per-token body. Computed mode reads `computed_row` (compute_token_rows' row of this
 /// token) as a one-row table.
 template <typename T, Style kStyle, int kVec>
-ROPE_HOST_DEVICE void rotate_token_head(const RopeParams<T>& p, bool inverse, std::int64_t token, int head,
-                                        const device::HeadGroup& group, const float* computed_row) {
-  const int rotary_dim = p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
-  const device::Rotation rotation = inverse ? device::Rotation::kInverse : device::Rotation::kForward;
+ROPE_HOST_DEVICE void rotate_token_head(const RopeParams<T>& p, device::Rotation rotation, std::int64_t token,
+                                        int head, const device::HeadGroup& group, const float* computed_row) {
+  const int rotary_dim = rotated_dim(p);
   if (p.cos_sin.kind == CosSin::Kind::kComputed) {
     const HeadPointers<T> ptr = head_pointers(p, token, head);
     CosSin row;  // attention_scaling 1: compute_token_rows applied the launch's

@@ -2,7 +2,9 @@
 #pragma once
 
 /// \file
-/// The __global__ kernel: a thin shell mapping threads to (token, lane) for the per-token body.
+/// The __global__ kernels, thin shells over host-testable bodies: the per-token kernel maps
+/// threads to (token, lane) for the per-token body; the few-token kernel maps them to (token,
+/// head, group rank) for the head group body (detail/head_groups.cuh).
 
 #include <cstdint>
 #include <type_traits>
@@ -94,29 +96,22 @@ ROPE_KERNEL void __launch_bounds__(Policy::kMaxBlockThreads, Policy::kMinBlocksP
   }
 }
 
-/// The few-token kernel (detail/head_groups.cuh): block (group lanes, heads, tokens), grid
-/// (head blocks per token, token blocks). Thread (x, y, z) of block (bx, by) is rank x of the
-/// group of head bx * blockDim.y + y of token by * blockDim.z + z. In computed mode the block
-/// first computes its tokens' cos/sin rows into its dynamic shared memory, once for all its heads.
+/// The few-token kernel (detail/head_groups.cuh; its shape: choose_head_group_shape), thread
+/// coordinates as head_group_thread says. In computed mode the block first computes its tokens'
+/// cos/sin rows into its dynamic shared memory, once for all its heads.
 template <typename T, Style kStyle, int kVec>
 ROPE_KERNEL void __launch_bounds__(kHeadGroupBlockThreads)
-    rotate_head_groups_kernel(const __grid_constant__ RopeParams<T> params, bool inverse) {
-  const std::int64_t first_token = static_cast<std::int64_t>(blockIdx.y) * blockDim.z;
-  const std::int64_t token = first_token + threadIdx.z;
-  const int head = static_cast<int>(blockIdx.x * blockDim.y + threadIdx.y);
+    rotate_head_groups_kernel(const __grid_constant__ RopeParams<T> params, device::Rotation rotation) {
+  const HeadGroupThread at = head_group_thread(blockIdx, threadIdx, blockDim);
   const float* computed_row = nullptr;
   if (params.cos_sin.kind == CosSin::Kind::kComputed) {
     extern __shared__ __align__(16) float computed_rows[];
-    const int threads = static_cast<int>(blockDim.x * blockDim.y * blockDim.z);
-    const int thread = static_cast<int>((threadIdx.z * blockDim.y + threadIdx.y) * blockDim.x + threadIdx.x);
-    compute_token_rows(params, first_token, static_cast<int>(blockDim.z), thread, threads, computed_rows);
+    compute_token_rows(params, at.first_token, static_cast<int>(blockDim.z), at.thread, at.threads, computed_rows);
     __syncthreads();
-    computed_row = computed_rows + threadIdx.z * computed_row_floats(params);
+    computed_row = computed_rows + threadIdx.z * rotated_dim(params);
   }
-  if (token >= params.num_tokens || head >= params.q.num_heads + params.k.num_heads) return;
-  rotate_token_head<T, kStyle, kVec>(params, inverse, token, head,
-                                     device::HeadGroup{static_cast<int>(threadIdx.x), static_cast<int>(blockDim.x)},
-                                     computed_row);
+  if (at.token >= params.num_tokens || at.head >= params.q.num_heads + params.k.num_heads) return;
+  rotate_token_head<T, kStyle, kVec>(params, rotation, at.token, at.head, at.group, computed_row);
 }
 
 }  // namespace detail

@@ -52,11 +52,25 @@ ROPE_HOST_DEVICE void rotary_sincos(std::int64_t position, float inv_freq, float
   cos_out *= scale;
 }
 
+/// a * b rounded to fp32 on its own: a product the compiler may not fuse into a following add
+/// (`__fmul_rn` on the GPU; host compilers for x86-64 do not contract by default).
+ROPE_HOST_DEVICE float unfused_product(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
 /// Rotates one pair by the angle whose cos and sin are c and s:
 /// y1 = x1 cos - x2 sin, y2 = x1 sin + x2 cos. Rotation by -theta (the gradient) is s negated.
+/// Each output is one fused multiply-add of its first product onto the rounded second, written
+/// out rather than left to the compiler's contraction, which fused `x1 * c - x2 * s` one way or
+/// the other depending on the surrounding code: so every kernel and the host round a pair the
+/// same way, and the library's two kernels give the same bits.
 ROPE_HOST_DEVICE void rotate_pair(float x1, float x2, float c, float s, float& y1, float& y2) {
-  y1 = x1 * c - x2 * s;
-  y2 = x1 * s + x2 * c;
+  y1 = fmaf(x1, c, -unfused_product(x2, s));
+  y2 = fmaf(x1, s, unfused_product(x2, c));
 }
 
 /// Rotates a register fragment of N half-split pairs in place: pair i is (first[i], second[i]),

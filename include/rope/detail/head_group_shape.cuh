@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: MIT
+#pragma once
+
+/// \file
+/// Which plain launches take the few-token kernel (detail/head_groups.cuh), and its launch shape.
+/// Used by the launcher and by the host tests alike.
+
+#include <cstdint>
+
+#include <cuda_runtime.h>
+
+#include <rope/detail/head_groups.cuh>
+#include <rope/types.cuh>
+
+namespace rope {
+namespace detail {
+
+/// Whether a plain launch (no append, no norm stage) takes head groups (detail/head_groups.cuh):
+/// few tokens, one position axis (multi-axis launches keep their per-column position lookup in
+/// the per-token body), and in computed mode a token's cos/sin row within kHeadGroupSharedBytes.
+template <typename T>
+bool takes_head_groups(const RopeParams<T>& p) {
+  const bool rows_fit = p.cos_sin.kind != CosSin::Kind::kComputed ||
+                        rotated_dim(p) * static_cast<int>(sizeof(float)) <= kHeadGroupSharedBytes;
+  return p.num_tokens <= kHeadGroupMaxTokens && p.positions.axes <= 1 && rows_fit;
+}
+
+/// Block (group lanes, heads, tokens) and grid (head blocks per token, token blocks) of a head
+/// group launch, and its dynamic shared memory (computed mode: a cos/sin row per token).
+struct HeadGroupShape {
+  int group_size;        ///< threads per head: its columns of vec pairs, at most a warp
+  int heads_per_block;
+  int tokens_per_block;  ///< several only when one token's heads make a small block
+  int blocks_per_token;
+  int shared_bytes;
+
+  dim3 block() const {
+    return dim3(static_cast<unsigned>(group_size), static_cast<unsigned>(heads_per_block),
+                static_cast<unsigned>(tokens_per_block));
+  }
+  dim3 grid(std::int64_t num_tokens) const {
+    return dim3(static_cast<unsigned>(blocks_per_token),
+                static_cast<unsigned>((num_tokens + tokens_per_block - 1) / tokens_per_block));
+  }
+};
+
+/// A token's heads in as few blocks of at most kHeadGroupBlockThreads as hold them, split evenly
+/// (40 heads of 8 lanes: two blocks of 20 heads); a token of fewer threads than half a block
+/// shares its block with others (at most kHeadGroupBlockTokens, and as many as their computed
+/// rows leave room for).
+template <typename T>
+HeadGroupShape choose_head_group_shape(const RopeParams<T>& p, int vec) {
+  const int columns = rotated_dim(p) / 2 / vec;
+  HeadGroupShape s{};
+  s.group_size = columns < 32 ? columns : 32;
+  const int heads = p.q.num_heads + p.k.num_heads;
+  const int most_heads = kHeadGroupBlockThreads / s.group_size;
+  s.blocks_per_token = (heads + most_heads - 1) / most_heads;
+  s.heads_per_block = (heads + s.blocks_per_token - 1) / s.blocks_per_token;
+  const int block_threads = s.group_size * s.heads_per_block;
+  const bool computed = p.cos_sin.kind == CosSin::Kind::kComputed;
+  const int row_bytes = computed ? rotated_dim(p) * static_cast<int>(sizeof(float)) : 0;
+  s.tokens_per_block = 1;
+  if (2 * block_threads <= kHeadGroupBlockThreads) {
+    std::int64_t fit = kHeadGroupBlockThreads / block_threads;
+    if (fit > kHeadGroupBlockTokens) fit = kHeadGroupBlockTokens;
+    if (computed && fit * row_bytes > kHeadGroupSharedBytes) fit = kHeadGroupSharedBytes / row_bytes;
+    if (fit < 1) fit = 1;  // a row past the budget never gets here (takes_head_groups)
+    s.tokens_per_block = static_cast<int>(p.num_tokens < fit ? p.num_tokens : fit);
+  }
+  s.shared_bytes = s.tokens_per_block * row_bytes;
+  return s;
+}
+
+}  // namespace detail
+}  // namespace rope
