@@ -269,6 +269,35 @@ TEST(HostBodyStaging, LanesReadBackTheirOwnChunksATokenLater) {
   }
 }
 
+// Plain multi-axis table launches of many tokens whose columns each lie in one section give each
+// lane two batches of heads that share its column's cos/sin, as computed mode does; one-axis
+// tables, appends, norm launches and few tokens keep one batch per lane.
+TEST(HostBodyDispatch, GatheredAxesShareTheirCosSin) {
+  using rope::detail::LaunchKind;
+  using Policy = rope::detail::DefaultPolicy;
+  static const std::int64_t kPositions[3 * 1024] = {};
+  float table[64] = {};
+  rope::RopeParams<__nv_bfloat16> p;
+  p.num_tokens = 1024;
+  p.head_dim = 128;
+  p.q.num_heads = 28;
+  p.k.num_heads = 4;
+  p.cos_sin = rope::cos_sin_table<float>(table, table, 1, 64);
+  p.positions = rope::multi_axis_positions(kPositions, 3, 1024, rope::AxisSections::kContiguous, 16, 24, 24);
+  auto lanes = [&](LaunchKind kind) { return rope::detail::choose_launch_shape<Policy>(p, 8, 4, kind).lanes_per_token; };
+  EXPECT_EQ(lanes(LaunchKind::kPlain), 8 * 4);  // 8 columns x 4 groups of 8 heads
+  EXPECT_EQ(lanes(LaunchKind::kAppend), 8 * 8);
+  p.num_tokens = 1023;
+  EXPECT_EQ(lanes(LaunchKind::kPlain), 8 * 8);
+  p.num_tokens = 1024;
+  p.positions = rope::multi_axis_positions(kPositions, 3, 1024, rope::AxisSections::kInterleaved, 24, 20, 20);
+  EXPECT_EQ(lanes(LaunchKind::kPlain), 8 * 8) << "per-pair lookups (interleaved sections) were not measured";
+  p.positions = rope::positions(kPositions);
+  EXPECT_EQ(lanes(LaunchKind::kPlain), 8 * 8) << "one-axis tables keep one batch per lane";
+  p.cos_sin = rope::computed_cos_sin(table);
+  EXPECT_EQ(lanes(LaunchKind::kPlain), 8 * 4) << "computed mode shares its sincos";
+}
+
 // Every tuning policy computes the same function: the head batch only changes the order of
 // loads and stores, so outputs must match the default policy's bit for bit.
 TEST(HostBodyDispatch, TuningPoliciesAgree) {

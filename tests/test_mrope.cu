@@ -262,6 +262,13 @@ std::vector<MropeConfig> named_configs() {
   vision.sections[2] = 0;
   vision.k_heads = 0;
   v.push_back(vision);
+  // Qwen2-VL-7B's heads over enough tokens that table mode gives each lane two batches of heads
+  // sharing its column's cos/sin (choose_launch_shape).
+  MropeConfig qwen2vl_heads;
+  qwen2vl_heads.tokens = 1100;
+  qwen2vl_heads.q_heads = 28;
+  qwen2vl_heads.k_heads = 4;
+  v.push_back(qwen2vl_heads);
   return v;
 }
 

@@ -62,7 +62,7 @@ TEST(QkNormLaunchShape, GroupsNeverStraddleAWarp) {
         p.q.num_heads = heads;
         const int width = rope::detail::norm_group_width(columns);
         EXPECT_TRUE(width <= 32 && (width & (width - 1)) == 0 && width >= (columns < 32 ? columns : 32));
-        const rope::detail::LaunchShape s = rope::detail::choose_launch_shape<rope::detail::NormPolicy>(p, vec, rope::detail::NormPolicy::kHeadBatch, rope::detail::HeadLanes::kNormGroup);
+        const rope::detail::LaunchShape s = rope::detail::choose_launch_shape<rope::detail::NormPolicy>(p, vec, rope::detail::NormPolicy::kHeadBatch, rope::detail::LaunchKind::kNorm);
         ASSERT_EQ(s.lanes_per_token % width, 0) << head_dim << " " << heads << " " << vec;
         ASSERT_LE(s.lanes_per_token * s.tokens_per_block, rope::detail::DefaultPolicy::kMaxBlockThreads);
         for (int t = 0; t < s.tokens_per_block; ++t) {

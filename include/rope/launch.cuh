@@ -85,8 +85,8 @@ cudaError_t launch_validated(const RopeParams<T>& params, bool inverse, const Ap
         if constexpr (!Append::kEnabled && !Norm::kEnabled && decltype(axes)::value == AxisLookup::kSingleAxis) {
           if (takes_head_groups(params)) return launch_head_groups(params, inverse, style, vec, stream);
         }
-        const LaunchShape shape = choose_launch_shape<Policy>(
-            params, vec, head_batch, Norm::kEnabled ? HeadLanes::kNormGroup : HeadLanes::kOnePerColumn);
+        constexpr LaunchKind kKind = Norm::kEnabled ? LaunchKind::kNorm : Append::kEnabled ? LaunchKind::kAppend : LaunchKind::kPlain;
+        const LaunchShape shape = choose_launch_shape<Policy>(params, vec, head_batch, kKind);
         const auto kernel = rotate_tokens_kernel<T, Policy, decltype(style)::value, decltype(vec)::value,
                                                  decltype(head_batch)::value, decltype(axes)::value, Append, Norm>;
         const dim3 block(static_cast<unsigned>(shape.lanes_per_token), static_cast<unsigned>(shape.tokens_per_block));

@@ -207,9 +207,10 @@ std::int64_t grid_blocks(const RopeParams<T>& p, std::int64_t blocks, std::int64
   return reads_positions_ahead(p) && resident > 0 && blocks >= kResidentMultiple * resident ? resident : blocks;
 }
 
-/// How a head's columns map to lanes: one lane per column, or (norm launches) a power-of-two
-/// group of lanes within one warp, for the group's sum of squares.
-enum class HeadLanes : int { kOnePerColumn, kNormGroup };
+/// What a launch does besides RoPE, as far as its launch shape cares: norm launches give a head
+/// a power-of-two group of lanes within one warp (for the group's sum of squares) where the others
+/// give it one lane per column; only plain launches share multi-axis table reads over two batches.
+enum class LaunchKind : int { kPlain, kAppend, kNorm };
 
 /// Threads of one token (lanes) and tokens per block.
 struct LaunchShape {
@@ -218,26 +219,33 @@ struct LaunchShape {
 };
 
 /// At most Policy::kMaxBlockThreads (256) threads per block. A token gets one lane per column of `vec`
-/// pairs times enough head groups that each lane has about `head_batch` heads (twice that with
-/// computed cos/sin and many tokens; heads split evenly across groups). When one token is too
-/// little work for the block (a single 64-dim head, say), the block takes several tokens, fewer
-/// when that would leave too few blocks. A head wider than the block has its lanes walk columns.
-/// Norm launches (HeadLanes::kNormGroup) give a head norm_group_width(columns) lanes instead, so
-/// lanes per token are a multiple of that width (detail/norm_stage.cuh's lane rule).
+/// pairs times enough head groups that each lane has about `head_batch` heads (twice that where
+/// a column's cos/sin cost more than a second round trip, below; heads split evenly across
+/// groups). When one token is too little work for the block (a single 64-dim head, say), the
+/// block takes several tokens, fewer when that would leave too few blocks. A head wider than the
+/// block has its lanes walk columns. Norm launches (LaunchKind::kNorm) give a head
+/// norm_group_width(columns) lanes instead, so lanes per token are a multiple of that width
+/// (detail/norm_stage.cuh's lane rule).
 template <typename Policy, typename T>
-LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch,
-                                HeadLanes head_lanes = HeadLanes::kOnePerColumn) {
+LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch, LaunchKind kind = LaunchKind::kPlain) {
   constexpr int kMaxBlockThreads = Policy::kMaxBlockThreads;
   const int rotary_dim = p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
-  const int columns = head_lanes == HeadLanes::kNormGroup ? norm_group_width(rotary_dim / 2 / vec) : rotary_dim / 2 / vec;
+  const int columns = kind == LaunchKind::kNorm ? norm_group_width(rotary_dim / 2 / vec) : rotary_dim / 2 / vec;
   if (columns >= kMaxBlockThreads) return LaunchShape{kMaxBlockThreads, 1};
   const int heads = p.q.num_heads + p.k.num_heads;
-  // Computed cos/sin cost arithmetic per lane, not bytes: with many tokens, give each lane two
-  // batches of heads so each (token, pair) sincos is computed half as often. Few tokens (decode)
-  // are latency-bound instead, and a second batch would be a second round trip to memory.
+  // With many tokens, give each lane two batches of heads, so that each (token, column) cos/sin is
+  // computed or read half as often, where that costs more than the second batch's round trip:
+  // computed mode (arithmetic per lane), and plain multi-axis table launches whose columns each
+  // lie in one section (each column gathers its axis's row of the table; measured on an H200,
+  // bench/NOTES.md change 23: Qwen2-VL-7B table mode 4-5% faster at T = 4096 and 16384). One-axis
+  // tables (Llama-3-8B at T = 16384: 2.6% slower), appends (3-14%) and norm launches (4%) lost
+  // with it. Few tokens (decode) are latency-bound instead, and a second batch would be a second
+  // round trip to memory.
   constexpr std::int64_t kManyTokens = 1024;
-  const bool share_sincos = p.cos_sin.kind == CosSin::Kind::kComputed && p.num_tokens >= kManyTokens;
-  const int heads_per_lane = share_sincos ? 2 * head_batch : head_batch;
+  const bool gathered_axes = kind == LaunchKind::kPlain && p.cos_sin.kind == CosSin::Kind::kTable &&
+                             axis_lookup(p.positions, vec) == AxisLookup::kPerColumn;
+  const bool share_cos_sin = (p.cos_sin.kind == CosSin::Kind::kComputed || gathered_axes) && p.num_tokens >= kManyTokens;
+  const int heads_per_lane = share_cos_sin ? 2 * head_batch : head_batch;
   int groups = (heads + heads_per_lane - 1) / heads_per_lane;
   if (groups > kMaxBlockThreads / columns) groups = kMaxBlockThreads / columns;
   const int heads_per_group = (heads + groups - 1) / groups;
