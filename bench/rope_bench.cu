@@ -676,6 +676,14 @@ void register_all() {
     add("copy_kernel/llama3_8b_prefill" + tokens, [base](benchmark::State& s) { copy_heads(s, base, true); });
   }
 
+  // Table mode at token counts between the rows above: how the walk of a grid capped at the
+  // resident blocks divides the tokens among its rows (bench/NOTES.md, run 17's next steps).
+  for (const std::int64_t t : {8192, 12288, 24576, 32768}) {
+    HeadsCase hc;
+    hc.tokens = t;
+    add("llama3_8b_prefill/fwd/table/out_of_place/T:" + std::to_string(t), [hc](benchmark::State& s) { heads<bf16>(s, hc); });
+  }
+
   // Qwen2-VL-7B with M-RoPE: 28 q / 4 kv heads, 128 dims, 3-axis positions, rope_theta 1e6.
   for (const std::int64_t t : {4096, 16384}) {
     for (const bool computed : {false, true}) {
