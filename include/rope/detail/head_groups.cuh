@@ -6,7 +6,7 @@
 /// running the device API's `rotate_head`. A token's work is then one short chain per thread
 /// (position, then the head's loads, rotation and stores), without the per-token body's lane
 /// mapping and head batches, which exist to keep loads in flight across the many tokens of a
-/// prefill. Which launches take it and their block shape: detail/dispatch.cuh.
+/// prefill. Which launches take it and their block shape: detail/head_group_shape.cuh.
 
 #include <cstdint>
 
