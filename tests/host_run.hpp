@@ -85,8 +85,8 @@ void run_body_on_host(const rope::RopeParams<T>& p, bool inverse, const Append& 
         return;
       }
     }
-    constexpr rope::detail::LaunchKind kKind = Append::kEnabled ? rope::detail::LaunchKind::kAppend : rope::detail::LaunchKind::kPlain;
-    const rope::detail::LaunchShape shape = rope::detail::choose_launch_shape<Policy>(p, vec, head_batch, kKind);
+    const rope::detail::LaunchShape shape =
+        rope::detail::choose_launch_shape<Policy>(p, vec, head_batch, rope::detail::kLaunchKind<Append, rope::detail::NoNorm>);
     const int lanes = lanes_override > 0 ? lanes_override : shape.lanes_per_token;
     // Rows of tokens a walk apart, as a kernel grid smaller than the token count has them.
     const std::int64_t rows = host_walk_rows(p.num_tokens);
@@ -215,8 +215,8 @@ cudaError_t run_norm_on_host(const rope::RopeParams<T>& p, const rope::QkNorm<T,
       p, rope::detail::NoAppend{},
       [&](auto style, auto vec, auto head_batch, auto axes) {
         if (vec_out != nullptr) *vec_out = decltype(vec)::value;
-        const rope::detail::LaunchShape shape = rope::detail::choose_launch_shape<Policy>(p, vec, head_batch, rope::detail::LaunchKind::kNorm);
-        const int rotary_dim = p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
+        const rope::detail::LaunchShape shape = rope::detail::choose_launch_shape<Policy>(p, vec, head_batch, rope::detail::kLaunchKind<rope::detail::NoAppend, rope::detail::RmsNorm<W>>);
+        const int rotary_dim = rope::detail::rotated_dim(p);
         const int width = rope::detail::norm_group_width(rotary_dim / 2 / decltype(vec)::value);
         const int lanes = lanes_override > 0 ? (lanes_override + width - 1) / width * width : shape.lanes_per_token;
         if (lanes_out != nullptr) *lanes_out = lanes;

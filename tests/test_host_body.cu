@@ -434,9 +434,9 @@ TEST(HostHeadGroups, WhichLaunchesTakeThem) {
   p.positions = rope::Positions{};
   p.cos_sin.kind = rope::CosSin::Kind::kComputed;
   EXPECT_TRUE(takes_head_groups(p));
-  p.head_dim = p.rotary_dim = rope::detail::kHeadGroupSharedBytes / 4;  // a row of exactly the budget
+  p.head_dim = p.rotary_dim = rope::detail::kDynamicSharedBytesWithoutOptIn / 4;  // a row of exactly the budget
   EXPECT_TRUE(takes_head_groups(p));
-  p.head_dim = p.rotary_dim = rope::detail::kHeadGroupSharedBytes / 4 + 2;
+  p.head_dim = p.rotary_dim = rope::detail::kDynamicSharedBytesWithoutOptIn / 4 + 2;
   EXPECT_FALSE(takes_head_groups(p)) << "a computed row past the shared-memory budget";
 }
 
@@ -467,7 +467,7 @@ TEST(HostHeadGroups, ShapesFitTheirBlocks) {
           ASSERT_LE(s.tokens_per_block, rope::detail::kHeadGroupBlockTokens) << what;
           ASSERT_LE(s.tokens_per_block, tokens) << what;
           ASSERT_EQ(s.shared_bytes, computed ? s.tokens_per_block * 2 * columns * 4 : 0) << what;
-          ASSERT_LE(s.shared_bytes, rope::detail::kHeadGroupSharedBytes) << what;
+          ASSERT_LE(s.shared_bytes, rope::detail::kDynamicSharedBytesWithoutOptIn) << what;
         }
       }
     }

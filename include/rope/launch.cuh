@@ -49,7 +49,7 @@ template <typename Kernel>
 bool stage_costs_no_blocks(Kernel kernel, int threads, std::size_t shared_bytes, std::size_t max_shared_bytes,
                            std::int64_t resident) {
   if (resident <= 0) return false;
-  if (shared_bytes > 48 * 1024 &&
+  if (shared_bytes > static_cast<std::size_t>(kDynamicSharedBytesWithoutOptIn) &&
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(max_shared_bytes)) !=
           cudaSuccess) {
     (void)cudaGetLastError();  // not the launch's error: it goes ahead without staging
@@ -85,8 +85,7 @@ cudaError_t launch_validated(const RopeParams<T>& params, bool inverse, const Ap
         if constexpr (!Append::kEnabled && !Norm::kEnabled && decltype(axes)::value == AxisLookup::kSingleAxis) {
           if (takes_head_groups(params)) return launch_head_groups(params, inverse, style, vec, stream);
         }
-        constexpr LaunchKind kKind = Norm::kEnabled ? LaunchKind::kNorm : Append::kEnabled ? LaunchKind::kAppend : LaunchKind::kPlain;
-        const LaunchShape shape = choose_launch_shape<Policy>(params, vec, head_batch, kKind);
+        const LaunchShape shape = choose_launch_shape<Policy>(params, vec, head_batch, kLaunchKind<Append, Norm>);
         const auto kernel = rotate_tokens_kernel<T, Policy, decltype(style)::value, decltype(vec)::value,
                                                  decltype(head_batch)::value, decltype(axes)::value, Append, Norm>;
         const dim3 block(static_cast<unsigned>(shape.lanes_per_token), static_cast<unsigned>(shape.tokens_per_block));

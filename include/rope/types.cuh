@@ -203,4 +203,12 @@ struct RopeParams {
   int* out_of_range_flag = nullptr;
 };
 
+namespace detail {
+/// The rotated elements of each head of a launch: rotary_dim, or head_dim where rotary_dim is 0.
+template <typename T>
+ROPE_HOST_DEVICE int rotated_dim(const RopeParams<T>& p) {
+  return p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
+}
+}  // namespace detail
+
 }  // namespace rope

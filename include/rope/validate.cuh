@@ -203,7 +203,7 @@ Status validate(const RopeParams<T>& p) {
   if (p.head_dim > kMaxHeadDim) return invalid("head_dim exceeds 16384");
   if (std::int64_t{p.q.num_heads} + p.k.num_heads > kMaxHeads) return invalid("q.num_heads + k.num_heads exceeds 4096");
 
-  const int rotary_dim = p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
+  const int rotary_dim = detail::rotated_dim(p);
   const CosSin& cs = p.cos_sin;
   if (cs.kind == CosSin::Kind::kTable) {
     if (cs.table_type != TableType::kFloat32 && cs.table_type != detail::TableTypeOf<T>::value) {

@@ -94,7 +94,7 @@ bool norm_views_fit(const RmsNorm<W>& norm, Style style, int vec) {
 template <typename T, typename Append = NoAppend, typename Norm = NoNorm>
 bool vector_width_fits(const RopeParams<T>& p, int vec, const Append& append = Append{}, const Norm& norm = Norm{}) {
   if (vec == 1) return true;
-  const int rotary_dim = p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
+  const int rotary_dim = rotated_dim(p);
   if (!multiple_of(rotary_dim / 2, vec) || !multiple_of(p.head_dim - rotary_dim, vec)) return false;
   const int need = access_alignment<T>(p.style, vec);
   auto tensor_ok = [&](const HeadsTensor<T>& t) {
@@ -212,6 +212,11 @@ std::int64_t grid_blocks(const RopeParams<T>& p, std::int64_t blocks, std::int64
 /// give it one lane per column; only plain launches share multi-axis table reads over two batches.
 enum class LaunchKind : int { kPlain, kAppend, kNorm };
 
+/// The LaunchKind of a launch with append mode `Append` and norm mode `Norm`.
+template <typename Append, typename Norm>
+constexpr LaunchKind kLaunchKind =
+    Norm::kEnabled ? LaunchKind::kNorm : Append::kEnabled ? LaunchKind::kAppend : LaunchKind::kPlain;
+
 /// Threads of one token (lanes) and tokens per block.
 struct LaunchShape {
   int lanes_per_token;
@@ -229,7 +234,7 @@ struct LaunchShape {
 template <typename Policy, typename T>
 LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch, LaunchKind kind = LaunchKind::kPlain) {
   constexpr int kMaxBlockThreads = Policy::kMaxBlockThreads;
-  const int rotary_dim = p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
+  const int rotary_dim = rotated_dim(p);
   const int columns = kind == LaunchKind::kNorm ? norm_group_width(rotary_dim / 2 / vec) : rotary_dim / 2 / vec;
   if (columns >= kMaxBlockThreads) return LaunchShape{kMaxBlockThreads, 1};
   const int heads = p.q.num_heads + p.k.num_heads;

@@ -15,13 +15,20 @@
 namespace rope {
 namespace detail {
 
+/// Bytes of shared memory a head group block gives each of its tokens: computed mode's cos/sin
+/// row (compute_token_rows), nothing in table mode. A block's rows stay within
+/// kDynamicSharedBytesWithoutOptIn.
+template <typename T>
+int computed_row_bytes(const RopeParams<T>& p) {
+  return p.cos_sin.kind == CosSin::Kind::kComputed ? rotated_dim(p) * static_cast<int>(sizeof(float)) : 0;
+}
+
 /// Whether a plain launch (no append, no norm stage) takes head groups (detail/head_groups.cuh):
 /// few tokens, one position axis (multi-axis launches keep their per-column position lookup in
-/// the per-token body), and in computed mode a token's cos/sin row within kHeadGroupSharedBytes.
+/// the per-token body), and a token's computed row within kDynamicSharedBytesWithoutOptIn.
 template <typename T>
 bool takes_head_groups(const RopeParams<T>& p) {
-  const bool rows_fit = p.cos_sin.kind != CosSin::Kind::kComputed ||
-                        rotated_dim(p) * static_cast<int>(sizeof(float)) <= kHeadGroupSharedBytes;
+  const bool rows_fit = computed_row_bytes(p) <= kDynamicSharedBytesWithoutOptIn;
   return p.num_tokens <= kHeadGroupMaxTokens && p.positions.axes <= 1 && rows_fit;
 }
 
@@ -58,13 +65,12 @@ HeadGroupShape choose_head_group_shape(const RopeParams<T>& p, int vec) {
   s.blocks_per_token = (heads + most_heads - 1) / most_heads;
   s.heads_per_block = (heads + s.blocks_per_token - 1) / s.blocks_per_token;
   const int block_threads = s.group_size * s.heads_per_block;
-  const bool computed = p.cos_sin.kind == CosSin::Kind::kComputed;
-  const int row_bytes = computed ? rotated_dim(p) * static_cast<int>(sizeof(float)) : 0;
+  const int row_bytes = computed_row_bytes(p);
   s.tokens_per_block = 1;
   if (2 * block_threads <= kHeadGroupBlockThreads) {
     std::int64_t fit = kHeadGroupBlockThreads / block_threads;
     if (fit > kHeadGroupBlockTokens) fit = kHeadGroupBlockTokens;
-    if (computed && fit * row_bytes > kHeadGroupSharedBytes) fit = kHeadGroupSharedBytes / row_bytes;
+    if (row_bytes > 0 && fit * row_bytes > kDynamicSharedBytesWithoutOptIn) fit = kDynamicSharedBytesWithoutOptIn / row_bytes;
     if (fit < 1) fit = 1;  // a row past the budget never gets here (takes_head_groups)
     s.tokens_per_block = static_cast<int>(p.num_tokens < fit ? p.num_tokens : fit);
   }

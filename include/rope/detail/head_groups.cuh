@@ -31,16 +31,6 @@ constexpr int kHeadGroupBlockThreads = 256;
 /// Tokens per head group block, at most: CUDA's limit on a block's z dimension.
 constexpr int kHeadGroupBlockTokens = 64;
 
-/// Computed mode's rows per block stay within the 48 KiB of dynamic shared memory a kernel gets
-/// without opting in.
-constexpr int kHeadGroupSharedBytes = 48 * 1024;
-
-/// The rotated elements of each head: rotary_dim, or head_dim where rotary_dim is 0.
-template <typename T>
-ROPE_HOST_DEVICE int rotated_dim(const RopeParams<T>& p) {
-  return p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
-}
-
 /// Where a thread of a head group launch works: block (group lanes, heads, tokens), grid (head
 /// blocks per token, token blocks). Thread (x, y, z) of block (bx, by) is rank x of the group of
 /// head bx * blockDim.y + y of token by * blockDim.z + z; `thread` and `threads` number the

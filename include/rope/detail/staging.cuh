@@ -93,6 +93,10 @@ struct SharedStage {
   }
 };
 
+/// Dynamic shared memory a block may have without its kernel's consent (beyond it the kernel's
+/// cudaFuncAttributeMaxDynamicSharedMemorySize must be raised first).
+constexpr int kDynamicSharedBytesWithoutOptIn = 48 * 1024;
+
 /// The dynamic shared memory the running block was launched with, in bytes.
 __device__ __forceinline__ unsigned dynamic_shared_bytes() {
   unsigned bytes;

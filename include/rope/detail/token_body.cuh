@@ -462,7 +462,7 @@ ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::in
     early_v.load(lane, lanes, v_items, [&](int item) { return v_item(append.args, token, item, v_columns, kVec); });
   }
 
-  const int rotary_dim = p.rotary_dim == 0 ? p.head_dim : p.rotary_dim;
+  const int rotary_dim = rotated_dim(p);
   const int half = rotary_dim / 2;
   const int heads = p.q.num_heads + p.k.num_heads;
   const int columns = half / kVec;
