@@ -676,9 +676,10 @@ void register_all() {
     add("copy_kernel/llama3_8b_prefill" + tokens, [base](benchmark::State& s) { copy_heads(s, base, true); });
   }
 
-  // Table mode at token counts between the rows above: how the walk of a grid capped at the
-  // resident blocks divides the tokens among its rows (bench/NOTES.md, run 17's next steps).
-  for (const std::int64_t t : {8192, 12288, 24576, 32768}) {
+  // Table mode at token counts between the rows above: where launches switch between two batches
+  // of heads per lane without a walk and one batch with rows that walk a grid capped at the
+  // resident blocks, and how the walk divides the tokens among its rows (bench/NOTES.md, change 24).
+  for (const std::int64_t t : {1024, 2048, 5120, 8192, 12288, 24576, 32768}) {
     HeadsCase hc;
     hc.tokens = t;
     add("llama3_8b_prefill/fwd/table/out_of_place/T:" + std::to_string(t), [hc](benchmark::State& s) { heads<bf16>(s, hc); });

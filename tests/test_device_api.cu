@@ -196,7 +196,7 @@ TEST(DeviceApi, RotateHeadInAUserKernelMatchesTheLauncherOnTheGpu) {
   ROPE_SKIP_WITHOUT_GPU();
   // More heads (one per token below) than a head group launch takes, so the launcher runs its
   // per-token kernel, not rotate_head itself.
-  constexpr int kHeads = 600, kDim = 128, kRows = 4096;
+  constexpr int kHeads = static_cast<int>(rope::detail::kHeadGroupMaxHeads) + 8, kDim = 128, kRows = 4096;
   static_assert(kHeads > rope::detail::kHeadGroupMaxTokens, "the launcher must take its per-token kernel");
   std::mt19937_64 rng(3);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
@@ -230,6 +230,7 @@ TEST(DeviceApi, RotateHeadInAUserKernelMatchesTheLauncherOnTheGpu) {
   p.q = rope::packed_heads<__nv_bfloat16>(dx, dref, 1, kDim);
   p.cos_sin = cs;
   p.positions = rope::positions(dpos);
+  ASSERT_FALSE(rope::detail::takes_head_groups(p));
   ASSERT_EQ(rope::rope_forward(p), cudaSuccess);
   ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   std::vector<__nv_bfloat16> y(x.size()), ref(x.size());

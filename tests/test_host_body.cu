@@ -165,9 +165,23 @@ TEST(HostBodyDispatch, FewTokensTakeSmallerBlocks) {
   const auto small = shape(2048, 1);
   EXPECT_EQ(small.lanes_per_token * small.tokens_per_block, 64);
   EXPECT_EQ(blocks(2048, small), 512);
-  // Enough tokens for 264 full blocks: unchanged.
+  // Enough tokens for 1056 full blocks: unchanged.
   const auto large = shape(1 << 20, 1);
   EXPECT_EQ(large.lanes_per_token * large.tokens_per_block, Policy::kMaxBlockThreads);
+  // The seed's sweep at N = 10240 (the double width: 8 lanes a token): 320 full blocks halve to
+  // 1280 of 64 threads (8 per H200 SM); with a table gathered by position they stop at 640, 4 per SM.
+  rope::RopeParams<float> seed;
+  seed.head_dim = 128;
+  seed.q.num_heads = 1;
+  seed.num_tokens = 10240;
+  const rope::detail::LaunchShape by_token = rope::detail::choose_launch_shape<Policy>(seed, 8, 1);
+  EXPECT_EQ(by_token.lanes_per_token, 8);
+  EXPECT_EQ(blocks(10240, by_token), 1280);
+  const std::int64_t positions[1] = {0};
+  const float table[1] = {1.0f};
+  seed.cos_sin = rope::cos_sin_table(table, table, 1, 64);
+  seed.positions = rope::positions(positions);
+  EXPECT_EQ(blocks(10240, rope::detail::choose_launch_shape<Policy>(seed, 8, 1)), 640);
   // Decode, 40 heads: 80 lanes, one token a block.
   EXPECT_EQ(shape(1, 40).tokens_per_block, 1);
   EXPECT_EQ(shape(64, 40).tokens_per_block, 1);
@@ -293,9 +307,51 @@ TEST(HostBodyDispatch, GatheredAxesShareTheirCosSin) {
   p.positions = rope::multi_axis_positions(kPositions, 3, 1024, rope::AxisSections::kInterleaved, 24, 20, 20);
   EXPECT_EQ(lanes(LaunchKind::kPlain), 8 * 8) << "per-pair lookups (interleaved sections) were not measured";
   p.positions = rope::positions(kPositions);
-  EXPECT_EQ(lanes(LaunchKind::kPlain), 8 * 8) << "one-axis tables keep one batch per lane";
+  p.num_tokens = 1 << 16;
+  EXPECT_EQ(lanes(LaunchKind::kPlain), 8 * 8) << "large one-axis tables keep one batch per lane";
   p.cos_sin = rope::computed_cos_sin(table);
   EXPECT_EQ(lanes(LaunchKind::kPlain), 8 * 4) << "computed mode shares its sincos";
+}
+
+// Plain one-axis table launches with positions give each lane two batches of heads only while
+// that launch has fewer than kQueryBlocks blocks, so that none of its rows walks; larger ones,
+// launches with a partial-rotary tail and appends keep one batch. Llama-3-8B: 40 heads, 8 columns.
+TEST(HostBodyDispatch, OneAxisTablesShareCosSinWhileTheirRowsTakeOneToken) {
+  using rope::detail::LaunchKind;
+  using rope::detail::LaunchShape;
+  using Policy = rope::detail::DefaultPolicy;
+  static const std::int64_t kPositions[1] = {};
+  float table[64] = {};
+  rope::RopeParams<__nv_bfloat16> p;
+  p.head_dim = 128;
+  p.q.num_heads = 32;
+  p.k.num_heads = 8;
+  p.cos_sin = rope::cos_sin_table<float>(table, table, 1, 64);
+  p.positions = rope::positions(kPositions);
+  auto shape = [&](std::int64_t tokens, LaunchKind kind = LaunchKind::kPlain) {
+    p.num_tokens = tokens;
+    return rope::detail::choose_launch_shape<Policy>(p, 8, 4, kind);
+  };
+  auto blocks = [](std::int64_t tokens, LaunchShape s) { return (tokens + s.tokens_per_block - 1) / s.tokens_per_block; };
+  // T = 4096: 5 groups of 8 heads, 6 tokens a block, 683 blocks.
+  EXPECT_EQ(shape(4096).lanes_per_token, 8 * 5);
+  EXPECT_EQ(shape(4096).tokens_per_block, 6);
+  EXPECT_EQ(blocks(4096, shape(4096)), 683);
+  // T = 2048: 342 such blocks halve to 684 of 3 tokens (below 4 blocks per SM with gathered rows).
+  EXPECT_EQ(shape(2048).lanes_per_token, 8 * 5);
+  EXPECT_EQ(shape(2048).tokens_per_block, 3);
+  // The last token count whose two-batch launch stays under kQueryBlocks, and the first past it.
+  const std::int64_t last = 6 * (rope::detail::kQueryBlocks - 1);
+  EXPECT_EQ(blocks(last, shape(last)), rope::detail::kQueryBlocks - 1);
+  EXPECT_EQ(shape(last).lanes_per_token, 8 * 5);
+  EXPECT_EQ(shape(last + 1).lanes_per_token, 8 * 10);
+  EXPECT_EQ(shape(16384).lanes_per_token, 8 * 10);
+  // Few tokens, appends, norm launches, and a launch with a tail (which reads no positions ahead).
+  EXPECT_EQ(shape(1023).lanes_per_token, 8 * 10);
+  EXPECT_EQ(shape(4096, LaunchKind::kAppend).lanes_per_token, 8 * 10);
+  EXPECT_EQ(shape(4096, LaunchKind::kNorm).lanes_per_token, 8 * 10);
+  p.rotary_dim = 64;  // 4 columns of 8 pairs
+  EXPECT_EQ(shape(4096).lanes_per_token, 4 * 10);
 }
 
 // Every tuning policy computes the same function: the head batch only changes the order of
@@ -427,6 +483,21 @@ TEST(HostHeadGroups, WhichLaunchesTakeThem) {
   EXPECT_TRUE(takes_head_groups(p));
   p.num_tokens = kHeadGroupMaxTokens + 1;
   EXPECT_FALSE(takes_head_groups(p));
+  // Or few heads in all: the seed's single-head sweep up to N = kHeadGroupMaxHeads.
+  using rope::detail::kHeadGroupMaxHeads;
+  p.q.num_heads = 1;
+  p.num_tokens = kHeadGroupMaxHeads;
+  EXPECT_TRUE(takes_head_groups(p));
+  p.num_tokens = kHeadGroupMaxHeads + 1;
+  EXPECT_FALSE(takes_head_groups(p));
+  p.q.num_heads = 3;
+  p.k.num_heads = 1;
+  p.num_tokens = kHeadGroupMaxHeads / 4;
+  EXPECT_TRUE(takes_head_groups(p));
+  p.num_tokens = kHeadGroupMaxHeads / 4 + 1;
+  EXPECT_FALSE(takes_head_groups(p));
+  p.k.num_heads = 0;
+  p.q.num_heads = 40;
   p.num_tokens = 8;
   static const std::int32_t kPositions[3 * 8] = {};
   p.positions = rope::multi_axis_positions(kPositions, 3, 8, rope::AxisSections::kContiguous, 16, 24, 24);
@@ -450,6 +521,15 @@ TEST(HostHeadGroups, ShapesFitTheirBlocks) {
   EXPECT_EQ(llama.blocks_per_token, 2);
   EXPECT_EQ(llama.tokens_per_block, 1);
   EXPECT_EQ(llama.shared_bytes, 0);
+  // The seed's fp32 sweep at N = 10240 (one 128-dim head, 8 lanes): 32 tokens a block would be 320
+  // blocks; they halve to 1280 blocks of 64 threads. At N = 2048 the 64-thread floor stops them at 256.
+  const HeadGroupShape seed = choose_head_group_shape(head_group_params(10240, 1, 128, 0), 8);
+  EXPECT_EQ(seed.group_size * seed.heads_per_block, 8);
+  EXPECT_EQ(seed.tokens_per_block, 8);
+  EXPECT_EQ(choose_head_group_shape(head_group_params(2048, 1, 128, 0), 8).tokens_per_block, 8);
+  // A launch with enough blocks keeps its full ones: 4-dim heads, 64 tokens a block.
+  EXPECT_EQ(choose_head_group_shape(head_group_params(1 << 20, 1, 4, 0), 2).tokens_per_block,
+            rope::detail::kHeadGroupBlockTokens);
   for (const bool computed : {false, true}) {
     for (int columns = 1; columns <= 48; ++columns) {
       for (int heads = 1; heads <= 96; ++heads) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include <rope/detail/block_count.cuh>
 #include <rope/detail/cache_append.cuh>
 #include <rope/detail/norm_stage.cuh>
 #include <rope/detail/policy.cuh>
@@ -223,6 +224,11 @@ struct LaunchShape {
   int tokens_per_block;
 };
 
+/// Launches of fewer blocks than this take one block per row of tokens: the launcher skips the
+/// occupancy query (a few microseconds of host time) and never caps their grid, so their rows
+/// never walk.
+constexpr std::int64_t kQueryBlocks = 1024;
+
 /// At most Policy::kMaxBlockThreads (256) threads per block. A token gets one lane per column of `vec`
 /// pairs times enough head groups that each lane has about `head_batch` heads (twice that where
 /// a column's cos/sin cost more than a second round trip, below; heads split evenly across
@@ -238,35 +244,40 @@ LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch,
   const int columns = kind == LaunchKind::kNorm ? norm_group_width(rotary_dim / 2 / vec) : rotary_dim / 2 / vec;
   if (columns >= kMaxBlockThreads) return LaunchShape{kMaxBlockThreads, 1};
   const int heads = p.q.num_heads + p.k.num_heads;
+  // Small launches take smaller blocks (detail/block_count.cuh), fewer of them where tokens gather
+  // table rows by position.
+  const std::int64_t few_blocks = reads_positions_ahead(p) ? kFewBlocksGatheringRows : kFewBlocks;
+  auto shape_with = [&](int heads_per_lane) {
+    int groups = (heads + heads_per_lane - 1) / heads_per_lane;
+    if (groups > kMaxBlockThreads / columns) groups = kMaxBlockThreads / columns;
+    const int heads_per_group = (heads + groups - 1) / groups;
+    groups = (heads + heads_per_group - 1) / heads_per_group;
+    const int lanes = columns * groups;
+    return LaunchShape{lanes, tokens_per_small_block(kMaxBlockThreads / lanes, lanes, p.num_tokens, few_blocks)};
+  };
   // With many tokens, give each lane two batches of heads, so that each (token, column) cos/sin is
   // computed or read half as often, where that costs more than the second batch's round trip:
   // computed mode (arithmetic per lane), and plain multi-axis table launches whose columns each
   // lie in one section (each column gathers its axis's row of the table; measured on an H200,
-  // bench/NOTES.md change 23: Qwen2-VL-7B table mode 4-5% faster at T = 4096 and 16384). One-axis
-  // tables (Llama-3-8B at T = 16384: 2.6% slower), appends (3-14%) and norm launches (4%) lost
-  // with it. Few tokens (decode) are latency-bound instead, and a second batch would be a second
-  // round trip to memory.
+  // bench/NOTES.md change 23: Qwen2-VL-7B table mode 4-5% faster at T = 4096 and 16384). Few
+  // tokens (decode) are latency-bound instead, and a second batch would be a second round trip to
+  // memory.
   constexpr std::int64_t kManyTokens = 1024;
-  const bool gathered_axes = kind == LaunchKind::kPlain && p.cos_sin.kind == CosSin::Kind::kTable &&
-                             axis_lookup(p.positions, vec) == AxisLookup::kPerColumn;
-  const bool share_cos_sin = (p.cos_sin.kind == CosSin::Kind::kComputed || gathered_axes) && p.num_tokens >= kManyTokens;
-  const int heads_per_lane = share_cos_sin ? 2 * head_batch : head_batch;
-  int groups = (heads + heads_per_lane - 1) / heads_per_lane;
-  if (groups > kMaxBlockThreads / columns) groups = kMaxBlockThreads / columns;
-  const int heads_per_group = (heads + groups - 1) / groups;
-  groups = (heads + heads_per_group - 1) / heads_per_group;
-  const int lanes = columns * groups;
-  // A launch of few blocks leaves SMs idle (2048 single-head tokens in 256-thread blocks are 64
-  // blocks for the H200's 132 SMs): halve the tokens per block, down to 64-thread blocks, until
-  // there are kFewBlocks (two per SM there) or the block holds one token.
-  constexpr std::int64_t kFewBlocks = 264;
-  constexpr int kMinBlockThreads = 64;
-  int tokens_per_block = kMaxBlockThreads / lanes;
-  while (tokens_per_block > 1 && lanes * (tokens_per_block / 2) >= kMinBlockThreads &&
-         (p.num_tokens + tokens_per_block - 1) / tokens_per_block < kFewBlocks) {
-    tokens_per_block /= 2;
+  const bool table = p.cos_sin.kind == CosSin::Kind::kTable;
+  const bool gathered_axes = kind == LaunchKind::kPlain && table && axis_lookup(p.positions, vec) == AxisLookup::kPerColumn;
+  const bool many_tokens = p.num_tokens >= kManyTokens;
+  if ((p.cos_sin.kind == CosSin::Kind::kComputed || gathered_axes) && many_tokens) return shape_with(2 * head_batch);
+  // Plain one-axis table launches with positions take two batches only while that launch has
+  // fewer than kQueryBlocks blocks, so that each of its rows takes one token. Measured on an H200
+  // (bench/NOTES.md, changes 23 and 24): Llama-3-8B table mode at T = 1024 / 4096 / 5120 ran
+  // 0.94-0.96x of its copy against 0.91-0.95x with one batch, while launches whose two-batch rows
+  // walk (T = 8192 to 32768) lost 1-2% and head_dim 64 at T = 16384 6.6%; appends (3-14%) and
+  // norm launches (4%) lost with two batches at every T measured.
+  if (kind == LaunchKind::kPlain && reads_positions_ahead(p) && p.positions.axes <= 1 && many_tokens) {
+    const LaunchShape shared = shape_with(2 * head_batch);
+    if ((p.num_tokens + shared.tokens_per_block - 1) / shared.tokens_per_block < kQueryBlocks) return shared;
   }
-  return LaunchShape{lanes, tokens_per_block};
+  return shape_with(head_batch);
 }
 
 }  // namespace detail

@@ -9,6 +9,7 @@
 
 #include <cuda_runtime.h>
 
+#include <rope/detail/block_count.cuh>
 #include <rope/detail/head_groups.cuh>
 #include <rope/types.cuh>
 
@@ -24,12 +25,15 @@ int computed_row_bytes(const RopeParams<T>& p) {
 }
 
 /// Whether a plain launch (no append, no norm stage) takes head groups (detail/head_groups.cuh):
-/// few tokens, one position axis (multi-axis launches keep their per-column position lookup in
-/// the per-token body), and a token's computed row within kDynamicSharedBytesWithoutOptIn.
+/// few tokens or few heads in all, one position axis (multi-axis launches keep their per-column
+/// position lookup in the per-token body), and a token's computed row within
+/// kDynamicSharedBytesWithoutOptIn.
 template <typename T>
 bool takes_head_groups(const RopeParams<T>& p) {
   const bool rows_fit = computed_row_bytes(p) <= kDynamicSharedBytesWithoutOptIn;
-  return p.num_tokens <= kHeadGroupMaxTokens && p.positions.axes <= 1 && rows_fit;
+  const std::int64_t heads = static_cast<std::int64_t>(p.q.num_heads) + p.k.num_heads;
+  const bool few = p.num_tokens <= kHeadGroupMaxTokens || p.num_tokens * heads <= kHeadGroupMaxHeads;
+  return few && p.positions.axes <= 1 && rows_fit;
 }
 
 /// Block (group lanes, heads, tokens) and grid (head blocks per token, token blocks) of a head
@@ -54,7 +58,8 @@ struct HeadGroupShape {
 /// A token's heads in as few blocks of at most kHeadGroupBlockThreads as hold them, split evenly
 /// (40 heads of 8 lanes: two blocks of 20 heads); a token of fewer threads than half a block
 /// shares its block with others (at most kHeadGroupBlockTokens, and as many as their computed
-/// rows leave room for).
+/// rows leave room for), fewer while the launch has fewer than kFewBlocks blocks
+/// (tokens_per_small_block; measured with the seed's per-token tables, bench/NOTES.md change 26).
 template <typename T>
 HeadGroupShape choose_head_group_shape(const RopeParams<T>& p, int vec) {
   const int columns = rotated_dim(p) / 2 / vec;
@@ -73,6 +78,7 @@ HeadGroupShape choose_head_group_shape(const RopeParams<T>& p, int vec) {
     if (row_bytes > 0 && fit * row_bytes > kDynamicSharedBytesWithoutOptIn) fit = kDynamicSharedBytesWithoutOptIn / row_bytes;
     if (fit < 1) fit = 1;  // a row past the budget never gets here (takes_head_groups)
     s.tokens_per_block = static_cast<int>(p.num_tokens < fit ? p.num_tokens : fit);
+    s.tokens_per_block = tokens_per_small_block(s.tokens_per_block, block_threads, p.num_tokens, kFewBlocks);
   }
   s.shared_bytes = s.tokens_per_block * row_bytes;
   return s;
