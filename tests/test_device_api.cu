@@ -197,7 +197,8 @@ TEST(DeviceApi, RotateHeadInAUserKernelMatchesTheLauncherOnTheGpu) {
   // More heads (one per token below) than a head group launch takes, so the launcher runs its
   // per-token kernel, not rotate_head itself.
   constexpr int kHeads = static_cast<int>(rope::detail::kHeadGroupMaxHeads) + 8, kDim = 128, kRows = 4096;
-  static_assert(kHeads > rope::detail::kHeadGroupMaxTokens, "the launcher must take its per-token kernel");
+  static_assert(kHeads > rope::detail::kHeadGroupMaxTokens && kHeads > rope::detail::kHeadGroupMaxHeads,
+                "the launcher must take its per-token kernel");
   std::mt19937_64 rng(3);
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   std::vector<__nv_bfloat16> x(kHeads * kDim);

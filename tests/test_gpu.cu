@@ -133,9 +133,9 @@ TEST(GpuQkNormStaging, RowsThatWalkStageTheirNextTokens) {
 
 // Launches of at most kHeadGroupMaxTokens tokens (or kHeadGroupMaxHeads heads in all) take the
 // head group kernel, larger ones the per-token kernel. Both rotate the same tokens to the same
-// bits: a launch past both bounds and one of its first 512 tokens, from the same inputs into
-// outputs that start as the same NaNs, agree bit for bit on those 512, and raise the out-of-range
-// flag alike.
+// bits: a launch one token past both bounds and the largest launch of its first tokens that
+// takes head groups, from the same inputs into outputs that start as the same NaNs, agree bit for
+// bit on those tokens, and raise the out-of-range flag alike.
 struct HeadGroupGpuShape {
   int q_heads, k_heads, head_dim, rotary_dim;
   rope::Style style;
@@ -143,9 +143,10 @@ struct HeadGroupGpuShape {
 
 template <typename T>
 void expect_head_groups_match_per_token_kernel(const HeadGroupGpuShape& shape, bool computed, bool backward) {
-  constexpr std::int64_t kFew = rope::detail::kHeadGroupMaxTokens, kRows = 4096;
+  constexpr std::int64_t kRows = 4096;
   const std::int64_t heads = shape.q_heads + shape.k_heads;
-  const std::int64_t kTokens = std::max<std::int64_t>(600, rope::detail::kHeadGroupMaxHeads / heads + 1);
+  const std::int64_t kFew = std::max(rope::detail::kHeadGroupMaxTokens, rope::detail::kHeadGroupMaxHeads / heads);
+  const std::int64_t kTokens = kFew + 1;
   const int rotary = shape.rotary_dim == 0 ? shape.head_dim : shape.rotary_dim, half = rotary / 2;
   std::mt19937 rng(static_cast<unsigned>(rope_test::base_seed() + shape.head_dim));
   std::uniform_real_distribution<float> u(-1.0f, 1.0f);

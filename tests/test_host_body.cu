@@ -284,8 +284,8 @@ TEST(HostBodyStaging, LanesReadBackTheirOwnChunksATokenLater) {
 }
 
 // Plain multi-axis table launches of many tokens whose columns each lie in one section give each
-// lane two batches of heads that share its column's cos/sin, as computed mode does; one-axis
-// tables, appends, norm launches and few tokens keep one batch per lane.
+// lane two batches of heads that share its column's cos/sin, as computed mode does; appends, norm
+// launches, few tokens and (below) large one-axis tables keep one batch per lane.
 TEST(HostBodyDispatch, GatheredAxesShareTheirCosSin) {
   using rope::detail::LaunchKind;
   using Policy = rope::detail::DefaultPolicy;
@@ -337,9 +337,13 @@ TEST(HostBodyDispatch, OneAxisTablesShareCosSinWhileTheirRowsTakeOneToken) {
   EXPECT_EQ(shape(4096).lanes_per_token, 8 * 5);
   EXPECT_EQ(shape(4096).tokens_per_block, 6);
   EXPECT_EQ(blocks(4096, shape(4096)), 683);
-  // T = 2048: 342 such blocks halve to 684 of 3 tokens (below 4 blocks per SM with gathered rows).
+  // T = 2048: 342 such blocks halve to 683 of 3 tokens (below 4 blocks per SM with gathered rows).
   EXPECT_EQ(shape(2048).lanes_per_token, 8 * 5);
   EXPECT_EQ(shape(2048).tokens_per_block, 3);
+  // T = 3100: 517 blocks would halve to 1034, past kQueryBlocks (the launcher would cap the grid
+  // and the rows would walk), so they keep 6 tokens.
+  EXPECT_EQ(shape(3100).lanes_per_token, 8 * 5);
+  EXPECT_EQ(shape(3100).tokens_per_block, 6);
   // The last token count whose two-batch launch stays under kQueryBlocks, and the first past it.
   const std::int64_t last = 6 * (rope::detail::kQueryBlocks - 1);
   EXPECT_EQ(blocks(last, shape(last)), rope::detail::kQueryBlocks - 1);
@@ -472,8 +476,9 @@ rope::RopeParams<float> head_group_params(std::int64_t tokens, int heads, int he
   return p;
 }
 
-// Which plain launches the launcher gives head groups (detail/head_groups.cuh): few tokens with
-// one position axis; computed mode only while a token's cos/sin row fits the block's budget.
+// Which plain launches the launcher gives head groups (detail/head_groups.cuh): few tokens, or few
+// heads in all, with one position axis; computed mode only while a token's cos/sin row fits the
+// block's budget.
 TEST(HostHeadGroups, WhichLaunchesTakeThem) {
   using rope::detail::kHeadGroupMaxTokens;
   using rope::detail::takes_head_groups;
@@ -533,7 +538,7 @@ TEST(HostHeadGroups, ShapesFitTheirBlocks) {
   for (const bool computed : {false, true}) {
     for (int columns = 1; columns <= 48; ++columns) {
       for (int heads = 1; heads <= 96; ++heads) {
-        for (const std::int64_t tokens : {1, 3, 65, 512}) {
+        for (const std::int64_t tokens : {1, 3, 65, 512, 2048, 10240}) {
           rope::RopeParams<float> p = head_group_params(tokens, heads, 2 * columns, 0);
           if (computed) p.cos_sin.kind = rope::CosSin::Kind::kComputed;
           const HeadGroupShape s = choose_head_group_shape(p, 1);
@@ -548,6 +553,7 @@ TEST(HostHeadGroups, ShapesFitTheirBlocks) {
           ASSERT_LE(s.tokens_per_block, tokens) << what;
           ASSERT_EQ(s.shared_bytes, computed ? s.tokens_per_block * 2 * columns * 4 : 0) << what;
           ASSERT_LE(s.shared_bytes, rope::detail::kDynamicSharedBytesWithoutOptIn) << what;
+          ASSERT_LE(s.grid(tokens).y, 65535u) << what;
         }
       }
     }

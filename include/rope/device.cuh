@@ -11,7 +11,7 @@
 ///   held in registers;
 /// - `pair_cos_sin`: cos and sin of a run of pairs at a position, from a table or computed;
 /// - `rotate_head`: a group of threads loads, rotates and stores one head with vector accesses
-///   (the launcher's kernel for launches of few tokens is a grid of such groups).
+///   (the launcher's kernel for launches of few tokens or few heads is a grid of such groups).
 ///
 /// Everything here is `__host__ __device__`: the same code runs in host tests.
 

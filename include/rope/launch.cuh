@@ -58,7 +58,8 @@ bool stage_costs_no_blocks(Kernel kernel, int threads, std::size_t shared_bytes,
   return resident_blocks(kernel, threads, shared_bytes) == resident;
 }
 
-/// Launches a validated plain launch of few tokens as head groups (detail/head_groups.cuh).
+/// Launches a validated plain launch of few tokens or few heads in all as head groups
+/// (detail/head_groups.cuh).
 template <typename T, typename StyleConstant, typename VecConstant>
 void launch_head_groups(const RopeParams<T>& params, bool inverse, StyleConstant, VecConstant, cudaStream_t stream) {
   const HeadGroupShape shape = choose_head_group_shape(params, VecConstant::value);
@@ -68,12 +69,12 @@ void launch_head_groups(const RopeParams<T>& params, bool inverse, StyleConstant
 }
 
 /// Launches a validated, non-empty launch: one kernel instance per (style, width, append mode,
-/// norm mode). Plain launches of few tokens with one position axis take the head group kernel
-/// (launch_head_groups). Large table-mode launches with positions take at most the blocks the GPU
-/// holds at once (grid_blocks in detail/dispatch.cuh), each block row walking tokens a grid apart
-/// and reading its next token's positions while it works on the current one (detail/kernel.cuh);
-/// in norm launches the rows also stage their next token in shared memory (detail/staging.cuh)
-/// where that costs no resident blocks. Other launches, and any of fewer than kQueryBlocks blocks
+/// norm mode). Plain launches of few tokens (or few heads in all) with one position axis take the
+/// head group kernel (launch_head_groups). Large table-mode launches with positions take at most
+/// the blocks the GPU holds at once (grid_blocks in detail/dispatch.cuh), each block row walking
+/// tokens a grid apart and reading its next token's positions while it works on the current one
+/// (detail/kernel.cuh); in norm launches the rows also stage their next token in shared memory
+/// (detail/staging.cuh) where that costs no resident blocks. Other launches, and any of fewer than kQueryBlocks blocks
 /// (which skip the occupancy query and its few microseconds of host time), take one block per
 /// row of tokens.
 template <typename Policy, typename T, typename Append, typename Norm = NoNorm>

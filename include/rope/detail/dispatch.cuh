@@ -6,6 +6,7 @@
 /// and where the launch shape is picked. Used by the launcher and by the host tests alike.
 
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 
 #include <rope/detail/block_count.cuh>
@@ -210,7 +211,7 @@ std::int64_t grid_blocks(const RopeParams<T>& p, std::int64_t blocks, std::int64
 
 /// What a launch does besides RoPE, as far as its launch shape cares: norm launches give a head
 /// a power-of-two group of lanes within one warp (for the group's sum of squares) where the others
-/// give it one lane per column; only plain launches share multi-axis table reads over two batches.
+/// give it one lane per column; only plain launches share table reads over two batches.
 enum class LaunchKind : int { kPlain, kAppend, kNorm };
 
 /// The LaunchKind of a launch with append mode `Append` and norm mode `Norm`.
@@ -244,16 +245,15 @@ LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch,
   const int columns = kind == LaunchKind::kNorm ? norm_group_width(rotary_dim / 2 / vec) : rotary_dim / 2 / vec;
   if (columns >= kMaxBlockThreads) return LaunchShape{kMaxBlockThreads, 1};
   const int heads = p.q.num_heads + p.k.num_heads;
-  // Small launches take smaller blocks (detail/block_count.cuh), fewer of them where tokens gather
-  // table rows by position.
-  const std::int64_t few_blocks = reads_positions_ahead(p) ? kFewBlocksGatheringRows : kFewBlocks;
-  auto shape_with = [&](int heads_per_lane) {
+  // Small launches take smaller blocks (detail/block_count.cuh), but never `most_blocks` or more.
+  auto shape_with = [&](int heads_per_lane, std::int64_t most_blocks) {
     int groups = (heads + heads_per_lane - 1) / heads_per_lane;
     if (groups > kMaxBlockThreads / columns) groups = kMaxBlockThreads / columns;
     const int heads_per_group = (heads + groups - 1) / groups;
     groups = (heads + heads_per_group - 1) / heads_per_group;
     const int lanes = columns * groups;
-    return LaunchShape{lanes, tokens_per_small_block(kMaxBlockThreads / lanes, lanes, p.num_tokens, few_blocks)};
+    return LaunchShape{lanes, tokens_per_small_block(kMaxBlockThreads / lanes, lanes, p.num_tokens, few_blocks(p),
+                                                     most_blocks)};
   };
   // With many tokens, give each lane two batches of heads, so that each (token, column) cos/sin is
   // computed or read half as often, where that costs more than the second batch's round trip:
@@ -266,18 +266,22 @@ LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch,
   const bool table = p.cos_sin.kind == CosSin::Kind::kTable;
   const bool gathered_axes = kind == LaunchKind::kPlain && table && axis_lookup(p.positions, vec) == AxisLookup::kPerColumn;
   const bool many_tokens = p.num_tokens >= kManyTokens;
-  if ((p.cos_sin.kind == CosSin::Kind::kComputed || gathered_axes) && many_tokens) return shape_with(2 * head_batch);
+  constexpr std::int64_t kAnyBlocks = std::numeric_limits<std::int64_t>::max();
+  if ((p.cos_sin.kind == CosSin::Kind::kComputed || gathered_axes) && many_tokens) {
+    return shape_with(2 * head_batch, kAnyBlocks);
+  }
   // Plain one-axis table launches with positions take two batches only while that launch has
-  // fewer than kQueryBlocks blocks, so that each of its rows takes one token. Measured on an H200
+  // fewer than kQueryBlocks blocks (its full blocks; smaller ones only as long as they stay under
+  // it), so that each of its rows takes one token. Measured on an H200
   // (bench/NOTES.md, changes 23 and 24): Llama-3-8B table mode at T = 1024 / 4096 / 5120 ran
   // 0.94-0.96x of its copy against 0.91-0.95x with one batch, while launches whose two-batch rows
   // walk (T = 8192 to 32768) lost 1-2% and head_dim 64 at T = 16384 6.6%; appends (3-14%) and
   // norm launches (4%) lost with two batches at every T measured.
   if (kind == LaunchKind::kPlain && reads_positions_ahead(p) && p.positions.axes <= 1 && many_tokens) {
-    const LaunchShape shared = shape_with(2 * head_batch);
+    const LaunchShape shared = shape_with(2 * head_batch, kQueryBlocks);
     if ((p.num_tokens + shared.tokens_per_block - 1) / shared.tokens_per_block < kQueryBlocks) return shared;
   }
-  return shape_with(head_batch);
+  return shape_with(head_batch, kAnyBlocks);
 }
 
 }  // namespace detail

@@ -2,7 +2,8 @@
 #pragma once
 
 /// \file
-/// Which plain launches take the few-token kernel (detail/head_groups.cuh), and its launch shape.
+/// Which plain launches take the head group kernel (detail/head_groups.cuh: few tokens, or few
+/// heads in all), and its launch shape.
 /// Used by the launcher and by the host tests alike.
 
 #include <cstdint>
@@ -58,8 +59,8 @@ struct HeadGroupShape {
 /// A token's heads in as few blocks of at most kHeadGroupBlockThreads as hold them, split evenly
 /// (40 heads of 8 lanes: two blocks of 20 heads); a token of fewer threads than half a block
 /// shares its block with others (at most kHeadGroupBlockTokens, and as many as their computed
-/// rows leave room for), fewer while the launch has fewer than kFewBlocks blocks
-/// (tokens_per_small_block; measured with the seed's per-token tables, bench/NOTES.md change 26).
+/// rows leave room for), fewer while the launch has few blocks (tokens_per_small_block, the
+/// per-token kernel's rule).
 template <typename T>
 HeadGroupShape choose_head_group_shape(const RopeParams<T>& p, int vec) {
   const int columns = rotated_dim(p) / 2 / vec;
@@ -78,7 +79,7 @@ HeadGroupShape choose_head_group_shape(const RopeParams<T>& p, int vec) {
     if (row_bytes > 0 && fit * row_bytes > kDynamicSharedBytesWithoutOptIn) fit = kDynamicSharedBytesWithoutOptIn / row_bytes;
     if (fit < 1) fit = 1;  // a row past the budget never gets here (takes_head_groups)
     s.tokens_per_block = static_cast<int>(p.num_tokens < fit ? p.num_tokens : fit);
-    s.tokens_per_block = tokens_per_small_block(s.tokens_per_block, block_threads, p.num_tokens, kFewBlocks);
+    s.tokens_per_block = tokens_per_small_block(s.tokens_per_block, block_threads, p.num_tokens, few_blocks(p));
   }
   s.shared_bytes = s.tokens_per_block * row_bytes;
   return s;

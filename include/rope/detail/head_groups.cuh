@@ -2,10 +2,11 @@
 #pragma once
 
 /// \file
-/// The body of the few-token kernel (decode): one group of threads per (token, head), each group
-/// running the device API's `rotate_head`. A token's work is then one short chain per thread
+/// The body of the few-token kernel (decode, and launches of few heads in all such as a
+/// single-head sweep of a few thousand tokens): one group of threads per (token, head), each
+/// group running the device API's `rotate_head`. A head's work is then one short chain per thread
 /// (position, then the head's loads, rotation and stores), without the per-token body's lane
-/// mapping and head batches, which exist to keep loads in flight across the many tokens of a
+/// mapping and head batches, which exist to keep loads in flight across the many heads of a
 /// prefill. Which launches take it and their block shape: detail/head_group_shape.cuh.
 
 #include <cstdint>
@@ -30,6 +31,7 @@ constexpr std::int64_t kHeadGroupMaxTokens = 512;
 /// seed's single-head fp32 sweep at N = 2048 and 10240 ran 7-9% faster with head groups, at
 /// N = 18432 34% slower (unexplained), so the bound sits at the larger of the two that gained.
 constexpr std::int64_t kHeadGroupMaxHeads = 10240;
+static_assert(kHeadGroupMaxHeads <= 65535, "a head group grid's y dimension (token blocks) may reach this");
 
 /// Threads per head group block, at most.
 constexpr int kHeadGroupBlockThreads = 256;

@@ -3,7 +3,7 @@
 
 /// \file
 /// The __global__ kernels, thin shells over host-testable bodies: the per-token kernel maps
-/// threads to (token, lane) for the per-token body; the few-token kernel maps them to (token,
+/// threads to (token, lane) for the per-token body; the head group kernel maps them to (token,
 /// head, group rank) for the head group body (detail/head_groups.cuh).
 
 #include <cstdint>
@@ -96,8 +96,8 @@ ROPE_KERNEL void __launch_bounds__(Policy::kMaxBlockThreads, Policy::kMinBlocksP
   }
 }
 
-/// The few-token kernel (detail/head_groups.cuh; its shape: choose_head_group_shape), thread
-/// coordinates as head_group_thread says. In computed mode the block first computes its tokens'
+/// The head group kernel for few tokens or few heads (detail/head_groups.cuh; its shape:
+/// choose_head_group_shape), thread coordinates as head_group_thread says. In computed mode the block first computes its tokens'
 /// cos/sin rows into its dynamic shared memory, once for all its heads.
 template <typename T, Style kStyle, int kVec>
 ROPE_KERNEL void __launch_bounds__(kHeadGroupBlockThreads)
