@@ -36,7 +36,8 @@ enum class HostPath { kAsLaunched, kPerTokenBody };
 /// does before its barrier.
 template <typename T, typename Style, typename Vec>
 void run_head_groups_on_host(const rope::RopeParams<T>& p, bool inverse, Style, Vec) {
-  const rope::detail::HeadGroupShape shape = rope::detail::choose_head_group_shape(p, Vec::value);
+  constexpr int kVec = rope::detail::head_group_vec<T>(Vec::value);  // as launch_head_groups
+  const rope::detail::HeadGroupShape shape = rope::detail::choose_head_group_shape(p, kVec);
   const dim3 grid = shape.grid(p.num_tokens), block = shape.block();
   const bool computed = p.cos_sin.kind == rope::CosSin::Kind::kComputed;
   const int row_floats = rope::detail::rotated_dim(p);
@@ -60,7 +61,7 @@ void run_head_groups_on_host(const rope::RopeParams<T>& p, bool inverse, Style, 
       }
       each_thread(block_index, [&](const rope::detail::HeadGroupThread& at, unsigned z) {
         if (at.token >= p.num_tokens || at.head >= p.q.num_heads + p.k.num_heads) return;
-        rope::detail::rotate_token_head<T, Style::value, Vec::value>(
+        rope::detail::rotate_token_head<T, Style::value, kVec>(
             p, rotation, at.token, at.head, at.group, computed ? rows.data() + z * row_floats : nullptr);
       });
     }

@@ -526,12 +526,17 @@ TEST(HostHeadGroups, ShapesFitTheirBlocks) {
   EXPECT_EQ(llama.blocks_per_token, 2);
   EXPECT_EQ(llama.tokens_per_block, 1);
   EXPECT_EQ(llama.shared_bytes, 0);
-  // The seed's fp32 sweep at N = 10240 (one 128-dim head, 8 lanes): 32 tokens a block would be 320
-  // blocks; they halve to 1280 blocks of 64 threads. At N = 2048 the 64-thread floor stops them at 256.
-  const HeadGroupShape seed = choose_head_group_shape(head_group_params(10240, 1, 128, 0), 8);
-  EXPECT_EQ(seed.group_size * seed.heads_per_block, 8);
+  // Head groups take at most 16 bytes per access: fp32's double width (8 pairs) becomes 4.
+  using rope::detail::head_group_vec;
+  static_assert(head_group_vec<float>(8) == 4 && head_group_vec<float>(4) == 4 && head_group_vec<float>(1) == 1, "");
+  static_assert(head_group_vec<__nv_bfloat16>(16) == 8 && head_group_vec<__nv_bfloat16>(8) == 8, "");
+  // The seed's fp32 sweep at N = 10240 (one 128-dim head, 16 lanes at 4 pairs): 16 tokens a block
+  // would be 640 blocks; they halve to 1280 blocks of 128 threads. At N = 2048 the 64-thread floor
+  // stops them at 512 blocks of 4 tokens.
+  const HeadGroupShape seed = choose_head_group_shape(head_group_params(10240, 1, 128, 0), head_group_vec<float>(8));
+  EXPECT_EQ(seed.group_size * seed.heads_per_block, 16);
   EXPECT_EQ(seed.tokens_per_block, 8);
-  EXPECT_EQ(choose_head_group_shape(head_group_params(2048, 1, 128, 0), 8).tokens_per_block, 8);
+  EXPECT_EQ(choose_head_group_shape(head_group_params(2048, 1, 128, 0), 4).tokens_per_block, 4);
   // A launch with enough blocks keeps its full ones: 4-dim heads, 64 tokens a block.
   EXPECT_EQ(choose_head_group_shape(head_group_params(1 << 20, 1, 4, 0), 2).tokens_per_block,
             rope::detail::kHeadGroupBlockTokens);

@@ -59,11 +59,12 @@ bool stage_costs_no_blocks(Kernel kernel, int threads, std::size_t shared_bytes,
 }
 
 /// Launches a validated plain launch of few tokens or few heads in all as head groups
-/// (detail/head_groups.cuh).
+/// (detail/head_groups.cuh), at the dispatch's width or the wide one (head_group_vec).
 template <typename T, typename StyleConstant, typename VecConstant>
 void launch_head_groups(const RopeParams<T>& params, bool inverse, StyleConstant, VecConstant, cudaStream_t stream) {
-  const HeadGroupShape shape = choose_head_group_shape(params, VecConstant::value);
-  rotate_head_groups_kernel<T, StyleConstant::value, VecConstant::value>
+  constexpr int kVec = head_group_vec<T>(VecConstant::value);
+  const HeadGroupShape shape = choose_head_group_shape(params, kVec);
+  rotate_head_groups_kernel<T, StyleConstant::value, kVec>
       <<<shape.grid(params.num_tokens), shape.block(), static_cast<std::size_t>(shape.shared_bytes), stream>>>(
           params, inverse ? device::Rotation::kInverse : device::Rotation::kForward);
 }
