@@ -2,8 +2,8 @@
 #pragma once
 
 /// \file
-/// The body of the few-token kernel (decode, and launches of few heads in all such as a
-/// single-head sweep of a few thousand tokens): one group of threads per (token, head), each
+/// The body of the head group kernel, for few tokens (decode) or few heads in all (a single-head
+/// sweep of a few thousand tokens): one group of threads per (token, head), each
 /// group running the device API's `rotate_head`. A head's work is then one short chain per thread
 /// (position, then the head's loads, rotation and stores), without the per-token body's lane
 /// mapping and head batches, which exist to keep loads in flight across the many heads of a

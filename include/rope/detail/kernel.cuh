@@ -97,8 +97,9 @@ ROPE_KERNEL void __launch_bounds__(Policy::kMaxBlockThreads, Policy::kMinBlocksP
 }
 
 /// The head group kernel for few tokens or few heads (detail/head_groups.cuh; its shape:
-/// choose_head_group_shape), thread coordinates as head_group_thread says. In computed mode the block first computes its tokens'
-/// cos/sin rows into its dynamic shared memory, once for all its heads.
+/// choose_head_group_shape), thread coordinates as head_group_thread says. In computed mode the
+/// block first computes its tokens' cos/sin rows into its dynamic shared memory, once for all its
+/// heads.
 template <typename T, Style kStyle, int kVec>
 ROPE_KERNEL void __launch_bounds__(kHeadGroupBlockThreads)
     rotate_head_groups_kernel(const __grid_constant__ RopeParams<T> params, device::Rotation rotation) {
