@@ -220,8 +220,8 @@ void expect_head_groups_match_per_token_kernel(const HeadGroupGpuShape& shape, b
 template <typename T>
 void expect_head_groups_match_for_type() {
   // Llama-3-8B; GQA with a partial-rotary tail; one 64-dim head (the per-token kernel's double
-  // width against head groups at the wide access, blocks of many tokens); a 4-dim head (the narrowest accesses, 64 tokens per block); a head wider than a
-  // warp's columns.
+  // width against head groups at the wide access, blocks of many tokens); a 4-dim head (the
+  // narrowest accesses, 64 tokens per block); a head wider than a warp's columns.
   const HeadGroupGpuShape shapes[] = {{32, 8, 128, 0, rope::Style::kHalfSplit},
                                       {6, 2, 96, 32, rope::Style::kInterleaved},
                                       {1, 0, 64, 0, rope::Style::kHalfSplit},

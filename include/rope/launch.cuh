@@ -75,9 +75,9 @@ void launch_head_groups(const RopeParams<T>& params, bool inverse, StyleConstant
 /// the blocks the GPU holds at once (grid_blocks in detail/dispatch.cuh), each block row walking
 /// tokens a grid apart and reading its next token's positions while it works on the current one
 /// (detail/kernel.cuh); in norm launches the rows also stage their next token in shared memory
-/// (detail/staging.cuh) where that costs no resident blocks. Other launches, and any of fewer than kQueryBlocks blocks
-/// (which skip the occupancy query and its few microseconds of host time), take one block per
-/// row of tokens.
+/// (detail/staging.cuh) where that costs no resident blocks. Other launches, and any of fewer than
+/// kQueryBlocks blocks (which skip the occupancy query and its few microseconds of host time),
+/// take one block per row of tokens.
 template <typename Policy, typename T, typename Append, typename Norm = NoNorm>
 cudaError_t launch_validated(const RopeParams<T>& params, bool inverse, const Append& append, cudaStream_t stream,
                              const Norm& norm = Norm{}) {
