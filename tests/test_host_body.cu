@@ -56,6 +56,42 @@ TEST(HostBodyLanes, AnyLaneCountCoversEveryElement) {
   }
 }
 
+// Rotated pairs are rounded two at a time (Fragment::set_pair): the paired conversion must give
+// each element the bits that rounding it alone gives, for every float (ties, subnormals, values
+// past the type's range, infinities, NaN) and in either position of the pair.
+template <typename T>
+void expect_paired_rounding_matches_single() {
+  std::mt19937 rng(123);
+  std::vector<float> values = {0.0f, -0.0f, 1.0f, -1.5f, 65504.0f, 65520.0f, 1e-8f, -1e-40f, 3.4e38f,
+                               std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
+                               std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::denorm_min()};
+  for (std::uint32_t bits : {0x3f808000u, 0x3f818000u, 0x477ff000u, 0x00008000u, 0x7f7f8000u}) {  // ties
+    float f;
+    std::memcpy(&f, &bits, sizeof(f));
+    values.push_back(f);
+  }
+  for (int i = 0; i < 200000; ++i) {
+    const std::uint32_t bits = static_cast<std::uint32_t>(rng());
+    float f;
+    std::memcpy(&f, &bits, sizeof(f));
+    values.push_back(f);
+  }
+  rope::detail::Fragment<T, 8> paired, single;
+  for (std::size_t i = 0; i + 1 < values.size(); ++i) {
+    paired.set_pair(2, values[i], values[i + 1]);
+    single.set(2, values[i]);
+    single.set(3, values[i + 1]);
+    ASSERT_EQ(std::memcmp(&paired.vec[0].elem[2], &single.vec[0].elem[2], 2 * sizeof(T)), 0)
+        << "values " << values[i] << ", " << values[i + 1];
+  }
+}
+
+TEST(HostBodyVectors, PairedRoundingGivesEachElementItsOwnRounding) {
+  expect_paired_rounding_matches_single<__nv_bfloat16>();
+  expect_paired_rounding_matches_single<__half>();
+  expect_paired_rounding_matches_single<float>();
+}
+
 // The dispatch takes 16-byte accesses whenever alignment allows, and falls back otherwise;
 // tokens with at most two heads take two 16-byte vectors per half.
 TEST(HostBodyDivisor, QuotientsAndRemaindersAreTheOperators) {

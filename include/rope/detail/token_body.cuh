@@ -259,6 +259,16 @@ ROPE_UNROLL
     return sum;
   }
 
+  /// Pair i rotated in fp32 (`scale` applied first), not yet rounded.
+  template <typename Scale>
+  ROPE_HOST_DEVICE void rotated_pair(int i, const float (&c)[kVec], const float (&s)[kVec], const Scale& scale,
+                                     float& y1, float& y2) const {
+    float x1, x2;
+    get_pair(i, x1, x2);
+    scale(i, x1, x2);
+    device::rotate_pair(x1, x2, c[i], s[i], y1, y2);
+  }
+
   /// y1 = x1 cos - x2 sin, y2 = x1 sin + x2 cos in fp32, rounded to T in the chunk's registers
   /// and stored to y. Append launches may pass a null y (k without write-back, or q going to
   /// q_fp8 only; `kOptionalY`): the chunk is then only rotated, for `store_to_cache`. `scale(i, x1, x2)` transforms pair i
@@ -266,19 +276,36 @@ ROPE_UNROLL
   template <bool kOptionalY = false, typename Scale = Unscaled>
   ROPE_HOST_DEVICE void rotate_store(T* y, int half, int first_pair, const float (&c)[kVec],
                                      const float (&s)[kVec], const Scale& scale = Scale{}) {
+    // Outputs that share a vector are rounded as pairs (Fragment::set_pair): half-split pairs i
+    // and i + 1 put adjacent elements in each half, an interleaved pair its own two.
+    if constexpr (kHalfSplit && kChunk % 2 == 0) {
 ROPE_UNROLL
-    for (int i = 0; i < kVec; ++i) {
-      float x1, x2;
-      get_pair(i, x1, x2);
-      scale(i, x1, x2);
-      float y1, y2;
-      device::rotate_pair(x1, x2, c[i], s[i], y1, y2);
-      if (kHalfSplit) {
-        a.set(i, y1);
-        b.set(i, y2);
-      } else {
-        a.set(2 * i, y1);
-        a.set(2 * i + 1, y2);
+      for (int i = 0; i < kVec; i += 2) {
+        float y1, y2, z1, z2;
+        rotated_pair(i, c, s, scale, y1, y2);
+        rotated_pair(i + 1, c, s, scale, z1, z2);
+        a.set_pair(i, y1, z1);
+        b.set_pair(i, y2, z2);
+      }
+    } else if constexpr (!kHalfSplit && kChunk % 2 == 0) {
+ROPE_UNROLL
+      for (int i = 0; i < kVec; ++i) {
+        float y1, y2;
+        rotated_pair(i, c, s, scale, y1, y2);
+        a.set_pair(2 * i, y1, y2);
+      }
+    } else {  // one element per vector: the scalar path
+ROPE_UNROLL
+      for (int i = 0; i < kVec; ++i) {
+        float y1, y2;
+        rotated_pair(i, c, s, scale, y1, y2);
+        if (kHalfSplit) {
+          a.set(i, y1);
+          b.set(i, y2);
+        } else {
+          a.set(2 * i, y1);
+          a.set(2 * i + 1, y2);
+        }
       }
     }
     if (kOptionalY && y == nullptr) return;

@@ -28,6 +28,25 @@ template <> ROPE_HOST_DEVICE __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
 }
 
+/// Two floats rounded to T, to nearest even each (as from_float): for bf16 and fp16 by one
+/// conversion of the pair (`cvt.rn.bf16x2.f32`, `cvt.rn.f16x2.f32`). Left to the compiler, the
+/// pairing depended on the surrounding code: the FP8 append instance rounded each value on its
+/// own and ran 10-12% slower for it (bench/NOTES.md, session 13).
+ROPE_HOST_DEVICE void round_pair(float first, float second, float& out_first, float& out_second) {
+  out_first = first;
+  out_second = second;
+}
+ROPE_HOST_DEVICE void round_pair(float first, float second, __nv_bfloat16& out_first, __nv_bfloat16& out_second) {
+  const __nv_bfloat162 two = __floats2bfloat162_rn(first, second);
+  out_first = two.x;
+  out_second = two.y;
+}
+ROPE_HOST_DEVICE void round_pair(float first, float second, __half& out_first, __half& out_second) {
+  const __half2 two = __floats2half2_rn(first, second);
+  out_first = two.x;
+  out_second = two.y;
+}
+
 /// N elements moved as one aligned access (N * sizeof(T) bytes: 16 gives LDG.128/STG.128).
 template <typename T, int N>
 struct alignas(sizeof(T) * N) Packed {
@@ -90,6 +109,12 @@ ROPE_UNROLL
   }
   ROPE_HOST_DEVICE float get(int i) const { return to_float(vec[i / kChunk].elem[i % kChunk]); }
   ROPE_HOST_DEVICE void set(int i, float v) { vec[i / kChunk].elem[i % kChunk] = from_float<T>(v); }
+  /// Elements i and i + 1 (i even, kChunk even: one vector holds both) from two floats, rounded
+  /// as `set` rounds each, by one paired conversion where T has one (`round_pair`).
+  ROPE_HOST_DEVICE void set_pair(int i, float first, float second) {
+    static_assert(kChunk % 2 == 0, "a pair of elements shares one vector only when vectors hold pairs");
+    round_pair(first, second, vec[i / kChunk].elem[i % kChunk], vec[i / kChunk].elem[i % kChunk + 1]);
+  }
 };
 
 /// Loads N consecutive elements starting at p as floats (aligned as for load_elements).
