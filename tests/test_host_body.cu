@@ -394,6 +394,36 @@ TEST(HostBodyDispatch, OneAxisTablesShareCosSinWhileTheirRowsTakeOneToken) {
   EXPECT_EQ(shape(4096).lanes_per_token, 4 * 10);
 }
 
+// Append and norm launches of few tokens give each lane about one head (20 groups of 2 of
+// Llama-3-8B's 40 heads), up to kSpreadHeadsMaxTokens; plain launches keep their batch (few plain
+// tokens take head groups instead), and so do larger appends and norm launches.
+TEST(HostBodyDispatch, FewTokenAppendsAndNormsSpreadTheirHeads) {
+  using rope::detail::LaunchKind;
+  using Policy = rope::detail::DefaultPolicy;
+  static const std::int64_t kPositions[1] = {};
+  float table[64] = {};
+  rope::RopeParams<__nv_bfloat16> p;
+  p.head_dim = 128;
+  p.q.num_heads = 32;
+  p.k.num_heads = 8;
+  p.cos_sin = rope::cos_sin_table<float>(table, table, 1, 64);
+  p.positions = rope::positions(kPositions);
+  auto lanes = [&](std::int64_t tokens, LaunchKind kind) {
+    p.num_tokens = tokens;
+    return rope::detail::choose_launch_shape<Policy>(p, 8, 4, kind).lanes_per_token;
+  };
+  const std::int64_t most = rope::detail::kSpreadHeadsMaxTokens;
+  for (LaunchKind kind : {LaunchKind::kAppend, LaunchKind::kNorm}) {
+    EXPECT_EQ(lanes(1, kind), 8 * 20);
+    EXPECT_EQ(lanes(most, kind), 8 * 20);
+    EXPECT_EQ(lanes(most + 1, kind), 8 * 10);
+  }
+  EXPECT_EQ(lanes(1, LaunchKind::kPlain), 8 * 10);
+  p.q.num_heads = 1;  // one head: no batch to spread
+  p.k.num_heads = 0;
+  EXPECT_EQ(lanes(1, LaunchKind::kAppend), 8);
+}
+
 // Every tuning policy computes the same function: the head batch only changes the order of
 // loads and stores, so outputs must match the default policy's bit for bit.
 TEST(HostBodyDispatch, TuningPoliciesAgree) {

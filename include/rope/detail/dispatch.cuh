@@ -225,6 +225,14 @@ struct LaunchShape {
   int tokens_per_block;
 };
 
+/// Append and norm launches of at most this many tokens (decode steps, short prompts) give each
+/// lane about one head instead of a batch (plain ones take head groups instead: head_groups.cuh).
+/// Their few tokens leave most of the GPU idle, so a token's time is its lanes' chain of loads,
+/// conversions and stores, which is shorter over more lanes. Measured on an H200 (bench/NOTES.md,
+/// session 13 call 5): fused append T = 1 and 64 6-7% faster with a bf16 cache and 14% with an FP8
+/// cache, QK-norm 11%; T = 4096 does not take this shape.
+constexpr std::int64_t kSpreadHeadsMaxTokens = 512;
+
 /// Launches of fewer blocks than this take one block per row of tokens: the launcher skips the
 /// occupancy query (a few microseconds of host time) and never caps their grid, so their rows
 /// never walk.
@@ -235,7 +243,8 @@ constexpr std::int64_t kQueryBlocks = 1024;
 /// a column's cos/sin cost more than a second round trip, below; heads split evenly across
 /// groups). When one token is too little work for the block (a single 64-dim head, say), the
 /// block takes several tokens, fewer when that would leave too few blocks. A head wider than the
-/// block has its lanes walk columns. Norm launches (LaunchKind::kNorm) give a head
+/// block has its lanes walk columns. Append and norm launches of few tokens give each lane about
+/// one head (kSpreadHeadsMaxTokens). Norm launches (LaunchKind::kNorm) give a head
 /// norm_group_width(columns) lanes instead, so lanes per token are a multiple of that width
 /// (detail/norm_stage.cuh's lane rule).
 template <typename Policy, typename T>
@@ -281,6 +290,7 @@ LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch,
     const LaunchShape shared = shape_with(2 * head_batch, kQueryBlocks);
     if ((p.num_tokens + shared.tokens_per_block - 1) / shared.tokens_per_block < kQueryBlocks) return shared;
   }
+  if (kind != LaunchKind::kPlain && p.num_tokens <= kSpreadHeadsMaxTokens) return shape_with(1, kAnyBlocks);
   return shape_with(head_batch, kAnyBlocks);
 }
 
