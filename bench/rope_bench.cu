@@ -608,7 +608,7 @@ void add(const std::string& name, F&& fn) {
 
 template <typename C>
 void register_append(const char* cache_name) {
-  for (const std::int64_t t : {1, 64, 4096, 16384, 65536}) {
+  for (const std::int64_t t : {1, 64, 128, 256, 512, 2048, 4096, 16384, 65536}) {
     const std::string suffix = std::string("/") + cache_name + "/T:" + std::to_string(t);
     add("kv_append/fused" + suffix, [t](benchmark::State& s) { append_fused<C>(s, t); });
     add("kv_append/unfused" + suffix, [t](benchmark::State& s) { append_unfused<C>(s, t); });
@@ -759,7 +759,7 @@ void register_all() {
         [t](benchmark::State& s) { append_fused<__nv_fp8_e4m3>(s, t, true, 1.0f); });
   }
   // QK-RMSNorm + RoPE (Qwen3-8B) vs a separate norm kernel then RoPE.
-  for (const std::int64_t t : {1, 64, 4096, 16384, 65536}) {
+  for (const std::int64_t t : {1, 64, 128, 256, 512, 2048, 4096, 16384, 65536}) {
     const std::string suffix = "/T:" + std::to_string(t);
     add("qk_norm/fused" + suffix, [t](benchmark::State& s) { qk_norm_fused(s, t); });
     add("qk_norm/unfused" + suffix, [t](benchmark::State& s) { qk_norm_unfused(s, t); });
