@@ -276,9 +276,12 @@ ROPE_UNROLL
   template <bool kOptionalY = false, typename Scale = Unscaled>
   ROPE_HOST_DEVICE void rotate_store(T* y, int half, int first_pair, const float (&c)[kVec],
                                      const float (&s)[kVec], const Scale& scale = Scale{}) {
-    // Outputs that share a vector are rounded as pairs (Fragment::set_pair): half-split pairs i
-    // and i + 1 put adjacent elements in each half, an interleaved pair its own two.
-    if constexpr (kHalfSplit && kChunk % 2 == 0) {
+    // Outputs that share a vector are rounded as pairs (Fragment::set_pair) where T has a paired
+    // conversion: half-split pairs i and i + 1 put adjacent elements in each half, an interleaved
+    // pair its own two. Not under a pre-transform (the norm stage): that instance ran 0.4-0.8%
+    // slower with it on an H200 (bench/NOTES.md, run 20), where the FP8 append ran 10-20% faster.
+    constexpr bool kRoundPairs = kChunk % 2 == 0 && !std::is_same<T, float>::value && std::is_same<Scale, Unscaled>::value;
+    if constexpr (kRoundPairs && kHalfSplit) {
 ROPE_UNROLL
       for (int i = 0; i < kVec; i += 2) {
         float y1, y2, z1, z2;
@@ -287,18 +290,21 @@ ROPE_UNROLL
         a.set_pair(i, y1, z1);
         b.set_pair(i, y2, z2);
       }
-    } else if constexpr (!kHalfSplit && kChunk % 2 == 0) {
+    } else if constexpr (kRoundPairs) {
 ROPE_UNROLL
       for (int i = 0; i < kVec; ++i) {
         float y1, y2;
         rotated_pair(i, c, s, scale, y1, y2);
         a.set_pair(2 * i, y1, y2);
       }
-    } else {  // one element per vector: the scalar path
+    } else {
 ROPE_UNROLL
       for (int i = 0; i < kVec; ++i) {
+        float x1, x2;
+        get_pair(i, x1, x2);
+        scale(i, x1, x2);
         float y1, y2;
-        rotated_pair(i, c, s, scale, y1, y2);
+        device::rotate_pair(x1, x2, c[i], s[i], y1, y2);
         if (kHalfSplit) {
           a.set(i, y1);
           b.set(i, y2);
