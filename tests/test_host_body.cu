@@ -349,6 +349,20 @@ TEST(HostBodyDispatch, GatheredAxesShareTheirCosSin) {
   EXPECT_EQ(lanes(LaunchKind::kPlain), 8 * 4) << "computed mode shares its sincos";
 }
 
+/// Llama-3-8B's heads (32 q, 8 k, 128 dims) with positions into a one-row fp32 table: the launch
+/// shape tests' params (choose_launch_shape reads no data, so the pointers are placeholders).
+rope::RopeParams<__nv_bfloat16> llama_table_launch() {
+  static const std::int64_t kPositions[1] = {};
+  static const float kTable[64] = {};
+  rope::RopeParams<__nv_bfloat16> p;
+  p.head_dim = 128;
+  p.q.num_heads = 32;
+  p.k.num_heads = 8;
+  p.cos_sin = rope::cos_sin_table<float>(kTable, kTable, 1, 64);
+  p.positions = rope::positions(kPositions);
+  return p;
+}
+
 // Plain one-axis table launches with positions give each lane two batches of heads only while
 // that launch has fewer than kQueryBlocks blocks, so that none of its rows walks; larger ones,
 // launches with a partial-rotary tail and appends keep one batch. Llama-3-8B: 40 heads, 8 columns.
@@ -356,14 +370,7 @@ TEST(HostBodyDispatch, OneAxisTablesShareCosSinWhileTheirRowsTakeOneToken) {
   using rope::detail::LaunchKind;
   using rope::detail::LaunchShape;
   using Policy = rope::detail::DefaultPolicy;
-  static const std::int64_t kPositions[1] = {};
-  float table[64] = {};
-  rope::RopeParams<__nv_bfloat16> p;
-  p.head_dim = 128;
-  p.q.num_heads = 32;
-  p.k.num_heads = 8;
-  p.cos_sin = rope::cos_sin_table<float>(table, table, 1, 64);
-  p.positions = rope::positions(kPositions);
+  rope::RopeParams<__nv_bfloat16> p = llama_table_launch();
   auto shape = [&](std::int64_t tokens, LaunchKind kind = LaunchKind::kPlain) {
     p.num_tokens = tokens;
     return rope::detail::choose_launch_shape<Policy>(p, 8, 4, kind);
@@ -400,14 +407,7 @@ TEST(HostBodyDispatch, OneAxisTablesShareCosSinWhileTheirRowsTakeOneToken) {
 TEST(HostBodyDispatch, FewTokenAppendsAndNormsSpreadTheirHeads) {
   using rope::detail::LaunchKind;
   using Policy = rope::detail::DefaultPolicy;
-  static const std::int64_t kPositions[1] = {};
-  float table[64] = {};
-  rope::RopeParams<__nv_bfloat16> p;
-  p.head_dim = 128;
-  p.q.num_heads = 32;
-  p.k.num_heads = 8;
-  p.cos_sin = rope::cos_sin_table<float>(table, table, 1, 64);
-  p.positions = rope::positions(kPositions);
+  rope::RopeParams<__nv_bfloat16> p = llama_table_launch();
   auto lanes = [&](std::int64_t tokens, LaunchKind kind) {
     p.num_tokens = tokens;
     return rope::detail::choose_launch_shape<Policy>(p, 8, 4, kind).lanes_per_token;
