@@ -57,15 +57,18 @@ TEST(HostBodyLanes, AnyLaneCountCoversEveryElement) {
 }
 
 // Rotated pairs are rounded two at a time (Fragment::set_pair): the paired conversion must give
-// each element the bits that rounding it alone gives, for every float (ties, subnormals, values
-// past the type's range, infinities, NaN) and in either position of the pair.
-template <typename T>
+// each element the bits that rounding it alone gives (sampled floats, bf16 and fp16 ties,
+// subnormals, values past the type's range, infinities, NaN), in either position of the pair and
+// at every even index of a fragment of several vectors. This runs the host's conversions; the
+// GPU's are the same PTX conversion (`cvt.rn`, per element) on pairs.
+template <typename T, int N, int kChunk>
 void expect_paired_rounding_matches_single() {
   std::mt19937 rng(123);
   std::vector<float> values = {0.0f, -0.0f, 1.0f, -1.5f, 65504.0f, 65520.0f, 1e-8f, -1e-40f, 3.4e38f,
                                std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
                                std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::denorm_min()};
-  for (std::uint32_t bits : {0x3f808000u, 0x3f818000u, 0x477ff000u, 0x00008000u, 0x7f7f8000u}) {  // ties
+  // bf16 ties (a half ulp past 1, 1.0078125, 65504 and a subnormal), fp16 ties (1 + 2^-11, 3 + 2^-10).
+  for (std::uint32_t bits : {0x3f808000u, 0x3f818000u, 0x477ff000u, 0x00008000u, 0x7f7f8000u, 0x3f801000u, 0x40401000u}) {
     float f;
     std::memcpy(&f, &bits, sizeof(f));
     values.push_back(f);
@@ -76,20 +79,22 @@ void expect_paired_rounding_matches_single() {
     std::memcpy(&f, &bits, sizeof(f));
     values.push_back(f);
   }
-  rope::detail::Fragment<T, 8> paired, single;
-  for (std::size_t i = 0; i + 1 < values.size(); ++i) {
-    paired.set_pair(2, values[i], values[i + 1]);
-    single.set(2, values[i]);
-    single.set(3, values[i + 1]);
-    ASSERT_EQ(std::memcmp(&paired.vec[0].elem[2], &single.vec[0].elem[2], 2 * sizeof(T)), 0)
-        << "values " << values[i] << ", " << values[i + 1];
+  rope::detail::Fragment<T, N, kChunk> paired, single;
+  for (std::size_t v = 0; v + 1 < values.size(); ++v) {
+    const int i = static_cast<int>(2 * (v % (N / 2)));
+    paired.set_pair(i, values[v], values[v + 1]);
+    single.set(i, values[v]);
+    single.set(i + 1, values[v + 1]);
+    ASSERT_EQ(std::memcmp(&paired.vec[i / kChunk].elem[i % kChunk], &single.vec[i / kChunk].elem[i % kChunk], 2 * sizeof(T)), 0)
+        << "values " << values[v] << ", " << values[v + 1] << " at " << i;
   }
 }
 
 TEST(HostBodyVectors, PairedRoundingGivesEachElementItsOwnRounding) {
-  expect_paired_rounding_matches_single<__nv_bfloat16>();
-  expect_paired_rounding_matches_single<__half>();
-  expect_paired_rounding_matches_single<float>();
+  expect_paired_rounding_matches_single<__nv_bfloat16, 16, 8>();  // two 16-byte vectors
+  expect_paired_rounding_matches_single<__half, 16, 8>();
+  expect_paired_rounding_matches_single<__nv_bfloat16, 8, 2>();   // four 4-byte vectors
+  expect_paired_rounding_matches_single<float, 8, 4>();
 }
 
 // The dispatch takes 16-byte accesses whenever alignment allows, and falls back otherwise;
@@ -159,23 +164,33 @@ TEST(HostBodyDispatch, PicksWidestAlignedAccess) {
 }
 
 // Launch shapes stay within the kernel's launch bounds and give every token all its columns.
+// Appends and norm launches too, few tokens (the spread shape) and more; norm launches give a
+// head a power-of-two group of lanes.
 TEST(HostBodyDispatch, LaunchShapeIsValid) {
+  using rope::detail::LaunchKind;
   for (int d : {2, 64, 128, 256, 4096}) {
-    for (int heads : {1, 3, 40, 128}) {
+    for (int heads : {1, 3, 33, 40, 128, 200, 4096}) {
       rope::RopeParams<float> p;
       p.head_dim = d;
       p.q.num_heads = heads;
       for (int vec : {1, 2, 4, 8}) {
         if ((d / 2) % vec != 0) continue;
         for (int batch : {1, 4}) {
-          using Policy = rope::detail::DefaultPolicy;
-          const auto s = rope::detail::choose_launch_shape<Policy>(p, vec, batch);
-          EXPECT_GE(s.lanes_per_token, 1);
-          EXPECT_GE(s.tokens_per_block, 1);
-          EXPECT_LE(s.lanes_per_token * s.tokens_per_block, Policy::kMaxBlockThreads);
-          const int columns = d / 2 / vec;
-          if (columns <= Policy::kMaxBlockThreads) {
-            EXPECT_EQ(s.lanes_per_token % columns, 0) << d << " " << heads << " " << vec;
+          for (LaunchKind kind : {LaunchKind::kPlain, LaunchKind::kAppend, LaunchKind::kNorm}) {
+            for (std::int64_t tokens : {std::int64_t{1}, rope::detail::kSpreadHeadsMaxTokens,
+                                        rope::detail::kSpreadHeadsMaxTokens + 1, std::int64_t{100000}}) {
+              using Policy = rope::detail::DefaultPolicy;
+              p.num_tokens = tokens;
+              const auto s = rope::detail::choose_launch_shape<Policy>(p, vec, batch, kind);
+              const std::string what = std::to_string(d) + " " + std::to_string(heads) + " " + std::to_string(vec) +
+                                       " kind " + std::to_string(static_cast<int>(kind)) + " T " + std::to_string(tokens);
+              EXPECT_GE(s.lanes_per_token, 1) << what;
+              EXPECT_GE(s.tokens_per_block, 1) << what;
+              EXPECT_LE(s.lanes_per_token * s.tokens_per_block, Policy::kMaxBlockThreads) << what;
+              const int columns = d / 2 / vec;
+              const int width = kind == LaunchKind::kNorm ? rope::detail::norm_group_width(columns) : columns;
+              if (width <= Policy::kMaxBlockThreads) EXPECT_EQ(s.lanes_per_token % width, 0) << what;
+            }
           }
         }
       }
@@ -419,8 +434,11 @@ TEST(HostBodyDispatch, FewTokenAppendsAndNormsSpreadTheirHeads) {
     EXPECT_EQ(lanes(most + 1, kind), 8 * 10);
   }
   EXPECT_EQ(lanes(1, LaunchKind::kPlain), 8 * 10);
-  p.q.num_heads = 1;  // one head: no batch to spread
+  p.q.num_heads = 3;  // three heads: one group of three with a batch, three groups spread
   p.k.num_heads = 0;
+  EXPECT_EQ(lanes(1, LaunchKind::kAppend), 8 * 3);
+  EXPECT_EQ(lanes(most + 1, LaunchKind::kAppend), 8);
+  p.q.num_heads = 1;  // one head: nothing to spread
   EXPECT_EQ(lanes(1, LaunchKind::kAppend), 8);
 }
 

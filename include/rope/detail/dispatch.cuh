@@ -229,9 +229,10 @@ struct LaunchShape {
 /// lane about one head instead of a batch (plain ones take head groups instead: head_groups.cuh).
 /// Their few tokens leave most of the GPU idle, so a token's time is its lanes' chain of loads,
 /// conversions and stores, which is shorter over more lanes. Measured on an H200 (bench/NOTES.md,
-/// session 13 calls 5-7, Llama-3-8B and Qwen3-8B shapes): fused append and QK-norm at T = 1 to 256
-/// 4-14% faster; at T = 512 21-33% slower, its blocks of twice the threads no longer fitting the
-/// GPU at once (a second wave), so the bound stays at the last size measured to gain.
+/// session 13 calls 5-7) for 40 heads of 8 columns (Llama-3-8B, Qwen3-8B): fused append and
+/// QK-norm at T = 1 to 256 4-14% faster; at T = 512 21-33% slower, its blocks of twice the threads
+/// no longer fitting the GPU at once (a second wave), so the bound stays at the last size measured
+/// to gain. Other head counts change both shapes' waves; they were not measured.
 constexpr std::int64_t kSpreadHeadsMaxTokens = 256;
 
 /// Launches of fewer blocks than this take one block per row of tokens: the launcher skips the

@@ -278,10 +278,14 @@ ROPE_UNROLL
                                      const float (&s)[kVec], const Scale& scale = Scale{}) {
     // Outputs that share a vector are rounded as pairs (Fragment::set_pair) where T has a paired
     // conversion: half-split pairs i and i + 1 put adjacent elements in each half, an interleaved
-    // pair its own two. Not under a pre-transform (the norm stage): that instance ran 0.4-0.8%
-    // slower with it on an H200 (bench/NOTES.md, run 20), where the FP8 append ran 10-20% faster.
-    constexpr bool kRoundPairs = kChunk % 2 == 0 && !std::is_same<T, float>::value && std::is_same<Scale, Unscaled>::value;
+    // pair its own two. Not under a pre-transform (the norm stage): on an H200 that instance ran
+    // 0.3-0.8% slower with it in both rounds of run 20, the FP8 append 10-12% faster from T = 4096
+    // (bench/NOTES.md). The last branch is the loop as it was before, so the instances it serves
+    // keep the code that was measured.
+    constexpr bool kPairedType = kChunk % 2 == 0 && !std::is_same<T, float>::value;
+    constexpr bool kRoundPairs = kPairedType && std::is_same<Scale, Unscaled>::value;
     if constexpr (kRoundPairs && kHalfSplit) {
+      static_assert(kVec % 2 == 0, "pairs i and i + 1 of a half lie in one vector");
 ROPE_UNROLL
       for (int i = 0; i < kVec; i += 2) {
         float y1, y2, z1, z2;
