@@ -68,17 +68,15 @@ void expect_paired_rounding_matches_single() {
                                std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
                                std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::denorm_min()};
   // bf16 ties (a half ulp past 1, 1.0078125, 65504 and a subnormal), fp16 ties (1 + 2^-11, 3 + 2^-10).
+  auto push_bits = [&](std::uint32_t bits) {
+    float f;
+    std::memcpy(&f, &bits, sizeof(f));
+    values.push_back(f);
+  };
   for (std::uint32_t bits : {0x3f808000u, 0x3f818000u, 0x477ff000u, 0x00008000u, 0x7f7f8000u, 0x3f801000u, 0x40401000u}) {
-    float f;
-    std::memcpy(&f, &bits, sizeof(f));
-    values.push_back(f);
+    push_bits(bits);
   }
-  for (int i = 0; i < 200000; ++i) {
-    const std::uint32_t bits = static_cast<std::uint32_t>(rng());
-    float f;
-    std::memcpy(&f, &bits, sizeof(f));
-    values.push_back(f);
-  }
+  for (int i = 0; i < 200000; ++i) push_bits(static_cast<std::uint32_t>(rng()));
   rope::detail::Fragment<T, N, kChunk> paired, single;
   for (std::size_t v = 0; v + 1 < values.size(); ++v) {
     const int i = static_cast<int>(2 * (v % (N / 2)));

@@ -280,8 +280,7 @@ ROPE_UNROLL
     // conversion: half-split pairs i and i + 1 put adjacent elements in each half, an interleaved
     // pair its own two. Not under a pre-transform (the norm stage): on an H200 that instance ran
     // 0.3-0.8% slower with it in both rounds of run 20, the FP8 append 10-12% faster from T = 4096
-    // (bench/NOTES.md). The last branch is the loop as it was before, so the instances it serves
-    // keep the code that was measured.
+    // (bench/NOTES.md).
     constexpr bool kPairedType = kChunk % 2 == 0 && !std::is_same<T, float>::value;
     constexpr bool kRoundPairs = kPairedType && std::is_same<Scale, Unscaled>::value;
     if constexpr (kRoundPairs && kHalfSplit) {
@@ -304,11 +303,8 @@ ROPE_UNROLL
     } else {
 ROPE_UNROLL
       for (int i = 0; i < kVec; ++i) {
-        float x1, x2;
-        get_pair(i, x1, x2);
-        scale(i, x1, x2);
         float y1, y2;
-        device::rotate_pair(x1, x2, c[i], s[i], y1, y2);
+        rotated_pair(i, c, s, scale, y1, y2);
         if (kHalfSplit) {
           a.set(i, y1);
           b.set(i, y2);
