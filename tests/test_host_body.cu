@@ -248,11 +248,20 @@ TEST(HostBodyDispatch, OnlyLargeTableLaunchesWithPositionsWalkTokens) {
   p.cos_sin = rope::cos_sin_table(table, table + 1, 1, 64);
   p.positions = rope::positions(positions);
   const std::int64_t resident = 264;
-  EXPECT_EQ(grid_blocks(p, 5462, resident), resident);                                  // Llama T = 16384
+  // Llama T = 16384: 21 rounds fit in 261 blocks, 3 fewer than resident (at most 264 / 32 = 8).
+  EXPECT_EQ(grid_blocks(p, 5462, resident), 261);
+  EXPECT_EQ(grid_blocks(p, 21846, resident), resident);                                 // T = 65536: 83 rounds need all
   EXPECT_EQ(grid_blocks(p, rope::detail::kResidentMultiple * resident, resident), resident);
   EXPECT_EQ(grid_blocks(p, rope::detail::kResidentMultiple * resident - 1, resident),
             rope::detail::kResidentMultiple * resident - 1);
-  EXPECT_EQ(grid_blocks(p, 1366, resident), resident);                                  // T = 4096
+  EXPECT_EQ(grid_blocks(p, 1366, resident), resident);  // T = 4096: six rounds fit in 228, too many fewer
+  // Every walking grid keeps its rounds, covers its blocks and gives up at most 1/32 of the resident.
+  for (std::int64_t blocks = rope::detail::kResidentMultiple * resident; blocks < 40 * resident; blocks += 7) {
+    const std::int64_t grid = grid_blocks(p, blocks, resident);
+    ASSERT_LE(grid, resident);
+    ASSERT_GE(grid, resident - resident / rope::detail::kBalancingShare);
+    ASSERT_EQ(rope::detail::ceil_div(blocks, grid), rope::detail::ceil_div(blocks, resident)) << blocks;
+  }
   EXPECT_EQ(grid_blocks(p, 512, resident), 512);                                        // T = 512: too few
   EXPECT_EQ(grid_blocks(p, 5462, 0), 5462);                                             // occupancy unknown
   p.rotary_dim = 64;                                                                    // a tail to copy

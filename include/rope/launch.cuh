@@ -98,7 +98,7 @@ cudaError_t launch_validated(const RopeParams<T>& params, bool inverse, const Ap
         const std::size_t staged_bytes = kStagesTokens<T, kStyle, kVec, decltype(axes)::value, Append, Norm>
                                              ? static_cast<std::size_t>(stage_bytes(threads, kLaneSlots))
                                              : 0;
-        std::int64_t blocks = (params.num_tokens + shape.tokens_per_block - 1) / shape.tokens_per_block;
+        std::int64_t blocks = ceil_div(params.num_tokens, shape.tokens_per_block);
         std::size_t shared_bytes = 0;
         if (kWalksTokens<decltype(axes)::value, Append, Norm> && blocks >= kQueryBlocks && reads_positions_ahead(params)) {
           const std::int64_t resident = resident_blocks(kernel, threads, 0);

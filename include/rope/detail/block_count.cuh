@@ -13,6 +13,12 @@
 namespace rope {
 namespace detail {
 
+/// a / b rounded up (a >= 0, b > 0): the blocks of b tokens that a launch of a tokens takes.
+constexpr std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+
+/// No bound on a launch's blocks (tokens_per_small_block's `most` when the caller has none).
+constexpr std::int64_t kAnyBlocks = std::numeric_limits<std::int64_t>::max();
+
 /// A launch of fewer blocks than this leaves SMs idle or unevenly loaded (2048 single-head tokens
 /// in 256-thread blocks are 64 blocks for an H200's 132 SMs): 8 blocks per SM there. Measured on
 /// an H200 (bench/NOTES.md, change 25): the seed's sweep at N = 18432 and 26624, the bf16 and fp16
@@ -28,22 +34,27 @@ constexpr std::int64_t kFewBlocksGatheringRows = 528;
 /// Blocks of a small launch shrink to no fewer threads than this.
 constexpr int kMinBlockThreads = 64;
 
-/// The few-blocks bound of a launch: kFewBlocksGatheringRows for table mode with positions,
+/// Whether each token of a launch reads the table rows its position names (table mode with a
+/// positions array), rather than computing its cos/sin or reading the row of its own index.
+template <typename T>
+bool gathers_table_rows(const RopeParams<T>& p) {
+  return p.cos_sin.kind == CosSin::Kind::kTable && p.positions.type != PositionType::kNone;
+}
+
+/// The few-blocks bound of a launch: kFewBlocksGatheringRows where it gathers table rows,
 /// kFewBlocks otherwise.
 template <typename T>
 std::int64_t few_blocks(const RopeParams<T>& p) {
-  const bool gathers_rows = p.cos_sin.kind == CosSin::Kind::kTable && p.positions.type != PositionType::kNone;
-  return gathers_rows ? kFewBlocksGatheringRows : kFewBlocks;
+  return gathers_table_rows(p) ? kFewBlocksGatheringRows : kFewBlocks;
 }
 
 /// `tokens_per_block` halved until a launch of `num_tokens` has `few` blocks, a block holds one
 /// token, halving would leave fewer than kMinBlockThreads threads (`token_threads` threads per
 /// token), or it would give the launch `most` blocks or more.
 inline int tokens_per_small_block(int tokens_per_block, int token_threads, std::int64_t num_tokens, std::int64_t few,
-                                  std::int64_t most = std::numeric_limits<std::int64_t>::max()) {
-  auto blocks = [&](int tokens) { return (num_tokens + tokens - 1) / tokens; };
+                                  std::int64_t most = kAnyBlocks) {
   while (tokens_per_block > 1 && token_threads * (tokens_per_block / 2) >= kMinBlockThreads &&
-         blocks(tokens_per_block) < few && blocks(tokens_per_block / 2) < most) {
+         ceil_div(num_tokens, tokens_per_block) < few && ceil_div(num_tokens, tokens_per_block / 2) < most) {
     tokens_per_block /= 2;
   }
   return tokens_per_block;

@@ -6,7 +6,6 @@
 /// and where the launch shape is picked. Used by the launcher and by the host tests alike.
 
 #include <cstdint>
-#include <limits>
 #include <type_traits>
 
 #include <rope/detail/block_count.cuh>
@@ -191,7 +190,7 @@ void dispatch(const RopeParams<T>& p, F&& f) {
 template <typename T>
 bool reads_positions_ahead(const RopeParams<T>& p) {
   const bool tail = p.rotary_dim != 0 && p.rotary_dim < p.head_dim;
-  return p.cos_sin.kind == CosSin::Kind::kTable && p.positions.type != PositionType::kNone && !tail;
+  return gathers_table_rows(p) && !tail;
 }
 
 /// The grid of a launch of `blocks` blocks of an instance that walks tokens (kWalksTokens in
@@ -202,11 +201,21 @@ bool reads_positions_ahead(const RopeParams<T>& p) {
 /// append 7% and QK-norm 5% faster there, Llama and M-RoPE table mode within 0.5%; from 2 times no
 /// bench row moved further. (Change 11's Llama instance lost 8% walking at T = 4096; it had more
 /// registers and instructions per token than today's.)
+///
+/// Such a grid takes fewer than the resident blocks where the same number of rounds (tokens per
+/// row) fits in them, at most 1/kBalancingShare of the resident blocks fewer: its last round is
+/// then fuller. Measured on an H200 (bench/NOTES.md, session 14): at T = 16384 (264 -> 261 blocks)
+/// Llama-3-8B table mode, the bf16 and FP8 (scale 1) appends and QK-norm ran 0.7-1.2% faster; at
+/// T = 4096 (264 -> 228) QK-norm and the FP8 append ran 3-7% slower, their rows being bound by
+/// their own chains, which fewer warps hide less well.
 constexpr std::int64_t kResidentMultiple = 3;
+constexpr std::int64_t kBalancingShare = 32;
 
 template <typename T>
 std::int64_t grid_blocks(const RopeParams<T>& p, std::int64_t blocks, std::int64_t resident) {
-  return reads_positions_ahead(p) && resident > 0 && blocks >= kResidentMultiple * resident ? resident : blocks;
+  if (!reads_positions_ahead(p) || resident <= 0 || blocks < kResidentMultiple * resident) return blocks;
+  const std::int64_t balanced = ceil_div(blocks, ceil_div(blocks, resident));
+  return resident - balanced <= resident / kBalancingShare ? balanced : resident;
 }
 
 /// What a launch does besides RoPE, as far as its launch shape cares: norm launches give a head
@@ -277,7 +286,6 @@ LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch,
   const bool table = p.cos_sin.kind == CosSin::Kind::kTable;
   const bool gathered_axes = kind == LaunchKind::kPlain && table && axis_lookup(p.positions, vec) == AxisLookup::kPerColumn;
   const bool many_tokens = p.num_tokens >= kManyTokens;
-  constexpr std::int64_t kAnyBlocks = std::numeric_limits<std::int64_t>::max();
   if ((p.cos_sin.kind == CosSin::Kind::kComputed || gathered_axes) && many_tokens) {
     return shape_with(2 * head_batch, kAnyBlocks);
   }
@@ -290,7 +298,7 @@ LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch,
   // norm launches (4%) lost with two batches at every T measured.
   if (kind == LaunchKind::kPlain && reads_positions_ahead(p) && p.positions.axes <= 1 && many_tokens) {
     const LaunchShape shared = shape_with(2 * head_batch, kQueryBlocks);
-    if ((p.num_tokens + shared.tokens_per_block - 1) / shared.tokens_per_block < kQueryBlocks) return shared;
+    if (ceil_div(p.num_tokens, shared.tokens_per_block) < kQueryBlocks) return shared;
   }
   if (kind != LaunchKind::kPlain && p.num_tokens <= kSpreadHeadsMaxTokens) return shape_with(1, kAnyBlocks);
   return shape_with(head_batch, kAnyBlocks);

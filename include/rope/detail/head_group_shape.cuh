@@ -62,7 +62,7 @@ struct HeadGroupShape {
   }
   dim3 grid(std::int64_t num_tokens) const {
     return dim3(static_cast<unsigned>(blocks_per_token),
-                static_cast<unsigned>((num_tokens + tokens_per_block - 1) / tokens_per_block));
+                static_cast<unsigned>(ceil_div(num_tokens, tokens_per_block)));
   }
 };
 
