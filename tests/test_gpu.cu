@@ -309,16 +309,17 @@ __global__ void round_pairs_on_device(const float* values, int count, T* paired,
 template <typename T>
 void expect_device_paired_rounding_matches_single(const std::vector<float>& values) {
   const int count = static_cast<int>(values.size());
+  const std::size_t pairs = values.size() - 1;  // (values[i], values[i + 1]) for every i but the last
   float* d_values = nullptr;
   T *d_paired = nullptr, *d_single = nullptr;
-  const std::size_t out_bytes = 2 * values.size() * sizeof(T);
+  const std::size_t out_bytes = 2 * pairs * sizeof(T);
   ASSERT_EQ(cudaMalloc(&d_values, values.size() * sizeof(float)), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&d_paired, out_bytes), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&d_single, out_bytes), cudaSuccess);
   ASSERT_EQ(cudaMemcpy(d_values, values.data(), values.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
   round_pairs_on_device<T><<<(count + 255) / 256, 256>>>(d_values, count, d_paired, d_single);
   ASSERT_EQ(cudaGetLastError(), cudaSuccess);
-  std::vector<T> paired(2 * values.size()), single(2 * values.size());
+  std::vector<T> paired(2 * pairs), single(2 * pairs);
   ASSERT_EQ(cudaMemcpy(paired.data(), d_paired, out_bytes, cudaMemcpyDeviceToHost), cudaSuccess);
   ASSERT_EQ(cudaMemcpy(single.data(), d_single, out_bytes, cudaMemcpyDeviceToHost), cudaSuccess);
   cudaFree(d_values);
