@@ -17,6 +17,7 @@
 #include "case_tests.hpp"
 #include "kv_append_cases.hpp"
 #include "qk_norm_cases.hpp"
+#include "rounding_values.hpp"
 
 template <typename T>
 class Gpu : public ::testing::Test {};
@@ -290,20 +291,27 @@ TEST(GpuSimple, DivisorMatchesTheOperators) {
 }
 
 // The kernels' paired rounding (Fragment::set_pair: one `cvt.rn` of a pair) against rounding
-// each element alone (Fragment::set) on the device, and against the host's conversion: every
-// pair of sampled bit patterns, ties of either type and specials, in both orders.
+// each element alone (Fragment::set) on the device, and against the host's conversion, over
+// every adjacent pair of rounding_test_values. The single roundings run in a kernel of their
+// own, one value per thread: in one thread with the pair's, the compiler packed them into the
+// same paired instruction, which would compare that instruction with itself.
 template <typename T>
-__global__ void round_pairs_on_device(const float* values, int count, T* paired, T* single) {
+__global__ void round_each_on_device(const float* values, int count, T* single) {
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i >= count) return;
+  rope::detail::Fragment<T, 1, 1> f;
+  f.set(0, values[i]);
+  single[i] = f.vec[0].elem[0];
+}
+
+template <typename T>
+__global__ void round_pairs_on_device(const float* values, int count, T* paired) {
   const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
   if (i + 1 >= count) return;
-  rope::detail::Fragment<T, 2, 2> p, s;
-  p.set_pair(0, values[i], values[i + 1]);
-  s.set(0, values[i]);
-  s.set(1, values[i + 1]);
-  paired[2 * i] = p.vec[0].elem[0];
-  paired[2 * i + 1] = p.vec[0].elem[1];
-  single[2 * i] = s.vec[0].elem[0];
-  single[2 * i + 1] = s.vec[0].elem[1];
+  rope::detail::Fragment<T, 2, 2> f;
+  f.set_pair(0, values[i], values[i + 1]);
+  paired[2 * i] = f.vec[0].elem[0];
+  paired[2 * i + 1] = f.vec[0].elem[1];
 }
 
 template <typename T>
@@ -312,30 +320,32 @@ void expect_device_paired_rounding_matches_single(const std::vector<float>& valu
   const std::size_t pairs = values.size() - 1;  // (values[i], values[i + 1]) for every i but the last
   float* d_values = nullptr;
   T *d_paired = nullptr, *d_single = nullptr;
-  const std::size_t out_bytes = 2 * pairs * sizeof(T);
   ASSERT_EQ(cudaMalloc(&d_values, values.size() * sizeof(float)), cudaSuccess);
-  ASSERT_EQ(cudaMalloc(&d_paired, out_bytes), cudaSuccess);
-  ASSERT_EQ(cudaMalloc(&d_single, out_bytes), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&d_paired, 2 * pairs * sizeof(T)), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&d_single, values.size() * sizeof(T)), cudaSuccess);
   ASSERT_EQ(cudaMemcpy(d_values, values.data(), values.size() * sizeof(float), cudaMemcpyHostToDevice), cudaSuccess);
-  round_pairs_on_device<T><<<(count + 255) / 256, 256>>>(d_values, count, d_paired, d_single);
+  round_pairs_on_device<T><<<(count + 255) / 256, 256>>>(d_values, count, d_paired);
+  round_each_on_device<T><<<(count + 255) / 256, 256>>>(d_values, count, d_single);
   ASSERT_EQ(cudaGetLastError(), cudaSuccess);
-  std::vector<T> paired(2 * pairs), single(2 * pairs);
-  ASSERT_EQ(cudaMemcpy(paired.data(), d_paired, out_bytes, cudaMemcpyDeviceToHost), cudaSuccess);
-  ASSERT_EQ(cudaMemcpy(single.data(), d_single, out_bytes, cudaMemcpyDeviceToHost), cudaSuccess);
+  std::vector<T> paired(2 * pairs), single(values.size());
+  ASSERT_EQ(cudaMemcpy(paired.data(), d_paired, paired.size() * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(single.data(), d_single, single.size() * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
   cudaFree(d_values);
   cudaFree(d_paired);
   cudaFree(d_single);
-  for (int i = 0; i + 1 < count; ++i) {
-    for (int e = 0; e < 2; ++e) {
-      const std::size_t k = 2 * static_cast<std::size_t>(i) + e;
-      const float v = values[static_cast<std::size_t>(i) + e];
-      ASSERT_EQ(std::memcmp(&paired[k], &single[k], sizeof(T)), 0) << "value " << v << " at pair element " << e;
+  for (std::size_t i = 0; i < pairs; ++i) {
+    for (std::size_t e = 0; e < 2; ++e) {
+      const float v = values[i + e];
+      const T got = paired[2 * i + e];
+      ASSERT_EQ(std::memcmp(&got, &single[i + e], sizeof(T)), 0)
+          << "pair (" << values[i] << ", " << values[i + 1] << "), element " << e;
       // The host's rounding of the same float (NaN: any NaN; the payloads may differ).
       const T host = rope::detail::from_float<T>(v);
       if (std::isnan(v)) {
-        ASSERT_TRUE(std::isnan(rope::detail::to_float(paired[k]))) << "NaN at pair element " << e;
+        ASSERT_TRUE(std::isnan(rope::detail::to_float(got))) << "NaN at pair element " << e;
       } else {
-        ASSERT_EQ(std::memcmp(&paired[k], &host, sizeof(T)), 0) << "value " << v << " at pair element " << e;
+        ASSERT_EQ(std::memcmp(&got, &host, sizeof(T)), 0)
+            << "pair (" << values[i] << ", " << values[i + 1] << "), element " << e;
       }
     }
   }
@@ -343,26 +353,7 @@ void expect_device_paired_rounding_matches_single(const std::vector<float>& valu
 
 TEST(GpuSimple, PairedRoundingMatchesSingleRoundingBitForBit) {
   ROPE_SKIP_WITHOUT_GPU();
-  std::vector<float> values = {0.0f, -0.0f, 1.0f, -1.5f, 65504.0f, 65520.0f, 1e-8f, -1e-40f, 3.4e38f,
-                               std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
-                               std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::denorm_min()};
-  auto push_bits = [&](std::uint32_t bits) {
-    float f;
-    std::memcpy(&f, &bits, sizeof(f));
-    values.push_back(f);
-  };
-  // bf16 ties (a half ulp past 1, 1.0078125, 65504, a subnormal and the largest finite) and
-  // fp16 ties (1 + 2^-11, 3 + 2^-10), each also negated.
-  for (std::uint32_t bits : {0x3f808000u, 0x3f818000u, 0x477ff000u, 0x00008000u, 0x7f7f8000u, 0x3f801000u, 0x40401000u}) {
-    push_bits(bits);
-    push_bits(bits | 0x80000000u);
-  }
-  std::mt19937 rng(321);
-  for (int i = 0; i < 1 << 20; ++i) push_bits(static_cast<std::uint32_t>(rng()));
-  // Values near 1 whose low 16 bits are drawn (bf16 rounding decided there), and near a
-  // fp16 ulp boundary (low 13 bits).
-  for (int i = 0; i < 1 << 16; ++i) push_bits(0x3f800000u | (static_cast<std::uint32_t>(rng()) & 0xffffu));
-  for (int i = 0; i < 1 << 16; ++i) push_bits(0x40400000u | (static_cast<std::uint32_t>(rng()) & 0x1fffu));
+  const std::vector<float> values = rope_test::rounding_test_values(321, 1 << 20);
   expect_device_paired_rounding_matches_single<__nv_bfloat16>(values);
   expect_device_paired_rounding_matches_single<__half>(values);
 }

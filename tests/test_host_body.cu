@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "case_tests.hpp"
+#include "rounding_values.hpp"
 
 template <typename T>
 class HostBody : public ::testing::Test {};
@@ -57,26 +58,13 @@ TEST(HostBodyLanes, AnyLaneCountCoversEveryElement) {
 }
 
 // Rotated pairs are rounded two at a time (Fragment::set_pair): the paired conversion must give
-// each element the bits that rounding it alone gives (sampled floats, bf16 and fp16 ties,
-// subnormals, values past the type's range, infinities, NaN), in either position of the pair and
-// at every even index of a fragment of several vectors. This runs the host's conversions; the
-// GPU's are the same PTX conversion (`cvt.rn`, per element) on pairs.
+// each element the bits that rounding it alone gives (rounding_test_values: sampled floats, bf16
+// and fp16 ties, subnormals, values past the type's range, infinities, NaN), in either position
+// of the pair and at every even index of a fragment of several vectors. This runs the host's
+// conversions; GpuSimple.PairedRoundingMatchesSingleRoundingBitForBit runs the GPU's.
 template <typename T, int N, int kChunk>
 void expect_paired_rounding_matches_single() {
-  std::mt19937 rng(123);
-  std::vector<float> values = {0.0f, -0.0f, 1.0f, -1.5f, 65504.0f, 65520.0f, 1e-8f, -1e-40f, 3.4e38f,
-                               std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity(),
-                               std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::denorm_min()};
-  // bf16 ties (a half ulp past 1, 1.0078125, 65504 and a subnormal), fp16 ties (1 + 2^-11, 3 + 2^-10).
-  auto push_bits = [&](std::uint32_t bits) {
-    float f;
-    std::memcpy(&f, &bits, sizeof(f));
-    values.push_back(f);
-  };
-  for (std::uint32_t bits : {0x3f808000u, 0x3f818000u, 0x477ff000u, 0x00008000u, 0x7f7f8000u, 0x3f801000u, 0x40401000u}) {
-    push_bits(bits);
-  }
-  for (int i = 0; i < 200000; ++i) push_bits(static_cast<std::uint32_t>(rng()));
+  const std::vector<float> values = rope_test::rounding_test_values(123, 200000);
   rope::detail::Fragment<T, N, kChunk> paired, single;
   for (std::size_t v = 0; v + 1 < values.size(); ++v) {
     const int i = static_cast<int>(2 * (v % (N / 2)));
@@ -255,13 +243,21 @@ TEST(HostBodyDispatch, OnlyLargeTableLaunchesWithPositionsWalkTokens) {
   EXPECT_EQ(grid_blocks(p, rope::detail::kResidentMultiple * resident - 1, resident),
             rope::detail::kResidentMultiple * resident - 1);
   EXPECT_EQ(grid_blocks(p, 1366, resident), resident);  // T = 4096: six rounds fit in 228, too many fewer
-  // Every walking grid keeps its rounds, covers its blocks and gives up at most 1/32 of the resident.
+  // Every walking grid keeps its rounds: it is the smallest grid with those rounds (one block
+  // fewer would add a round) where that gives up at most 1/32 of the resident blocks, and every
+  // resident block where it would give up more.
+  using rope::detail::ceil_div;
+  const std::int64_t fewest = resident - resident / rope::detail::kBalancingGiveUpDivisor;
+  int balanced_grids = 0;
   for (std::int64_t blocks = rope::detail::kResidentMultiple * resident; blocks < 40 * resident; blocks += 7) {
-    const std::int64_t grid = grid_blocks(p, blocks, resident);
-    ASSERT_LE(grid, resident);
-    ASSERT_GE(grid, resident - resident / rope::detail::kBalancingShare);
-    ASSERT_EQ(rope::detail::ceil_div(blocks, grid), rope::detail::ceil_div(blocks, resident)) << blocks;
+    const std::int64_t grid = grid_blocks(p, blocks, resident), rounds = ceil_div(blocks, resident);
+    const std::int64_t smallest = ceil_div(blocks, rounds);
+    ASSERT_EQ(ceil_div(blocks, smallest), rounds) << blocks;
+    ASSERT_GT(ceil_div(blocks, smallest - 1), rounds) << blocks;
+    ASSERT_EQ(grid, smallest >= fewest ? smallest : resident) << blocks;
+    balanced_grids += grid < resident;
   }
+  EXPECT_GT(balanced_grids, 0);
   EXPECT_EQ(grid_blocks(p, 512, resident), 512);                                        // T = 512: too few
   EXPECT_EQ(grid_blocks(p, 5462, 0), 5462);                                             // occupancy unknown
   p.rotary_dim = 64;                                                                    // a tail to copy

@@ -13,7 +13,7 @@
 namespace rope {
 namespace detail {
 
-/// a / b rounded up (a >= 0, b > 0): the blocks of b tokens that a launch of a tokens takes.
+/// a / b rounded up (a >= 0, b > 0): block counts, rounds of blocks.
 constexpr std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
 
 /// No bound on a launch's blocks (tokens_per_small_block's `most` when the caller has none).

@@ -201,21 +201,23 @@ bool reads_positions_ahead(const RopeParams<T>& p) {
 /// append 7% and QK-norm 5% faster there, Llama and M-RoPE table mode within 0.5%; from 2 times no
 /// bench row moved further. (Change 11's Llama instance lost 8% walking at T = 4096; it had more
 /// registers and instructions per token than today's.)
-///
-/// Such a grid takes fewer than the resident blocks where the same number of rounds (tokens per
-/// row) fits in them, at most 1/kBalancingShare of the resident blocks fewer: its last round is
-/// then fuller. Measured on an H200 (bench/NOTES.md, session 14): at T = 16384 (264 -> 261 blocks)
-/// Llama-3-8B table mode, the bf16 and FP8 (scale 1) appends and QK-norm ran 0.7-1.2% faster; at
-/// T = 4096 (264 -> 228) QK-norm and the FP8 append ran 3-7% slower, their rows being bound by
-/// their own chains, which fewer warps hide less well.
 constexpr std::int64_t kResidentMultiple = 3;
-constexpr std::int64_t kBalancingShare = 32;
+
+/// A walking grid takes the fewest blocks that keep its number of rounds (tokens per row), so
+/// that its last round is fuller, where that gives up at most resident / kBalancingGiveUpDivisor
+/// blocks; otherwise every resident block. Measured on an H200 (bench/NOTES.md, session 14): at
+/// T = 16384 (264 -> 261 blocks) Llama-3-8B table mode, the bf16 and FP8 (scale 1) appends and
+/// QK-norm ran 0.7-1.2% faster, the FP8 append at scale 1/224 within 0.3%; at T = 4096
+/// (264 -> 228) QK-norm and the FP8 append ran 3-7% slower, their rows being bound by their own
+/// chains, which fewer warps hide less well. 1/32 is a choice between those two points (3 and 36
+/// blocks of 264), not a measured threshold.
+constexpr std::int64_t kBalancingGiveUpDivisor = 32;
 
 template <typename T>
 std::int64_t grid_blocks(const RopeParams<T>& p, std::int64_t blocks, std::int64_t resident) {
   if (!reads_positions_ahead(p) || resident <= 0 || blocks < kResidentMultiple * resident) return blocks;
   const std::int64_t balanced = ceil_div(blocks, ceil_div(blocks, resident));
-  return resident - balanced <= resident / kBalancingShare ? balanced : resident;
+  return resident - balanced <= resident / kBalancingGiveUpDivisor ? balanced : resident;
 }
 
 /// What a launch does besides RoPE, as far as its launch shape cares: norm launches give a head
