@@ -194,13 +194,13 @@ bool reads_positions_ahead(const RopeParams<T>& p) {
 }
 
 /// The grid of a launch of `blocks` blocks of an instance that walks tokens (kWalksTokens in
-/// detail/kernel.cuh) where the GPU holds `resident` at once (0: unknown):
-/// launches that read positions ahead and have at least kResidentMultiple times the resident
-/// blocks take at most the resident ones (how many: kBalancingGiveUpDivisor). Measured on an
-/// H200 (bench/NOTES.md, change 16): from 3 times, T = 4096 walks too (4-5 times the resident blocks in every bench shape): the fused bf16
-/// append 7% and QK-norm 5% faster there, Llama and M-RoPE table mode within 0.5%; from 2 times no
-/// bench row moved further. (Change 11's Llama instance lost 8% walking at T = 4096; it had more
-/// registers and instructions per token than today's.)
+/// detail/kernel.cuh) where the GPU holds `resident` at once (0: unknown): launches that read
+/// positions ahead and have at least kResidentMultiple times the resident blocks take at most
+/// the resident ones (how many: kBalancingGiveUpDivisor). Measured on an H200 (bench/NOTES.md,
+/// change 16): from 3 times, T = 4096 walks too (4-5 times the resident blocks in every bench
+/// shape): the fused bf16 append 7% and QK-norm 5% faster there, Llama and M-RoPE table mode
+/// within 0.5%; from 2 times no bench row moved further. (Change 11's Llama instance lost 8%
+/// walking at T = 4096; it had more registers and instructions per token than today's.)
 constexpr std::int64_t kResidentMultiple = 3;
 
 /// A walking grid takes the fewest blocks that keep its number of rounds (tokens per row), so
