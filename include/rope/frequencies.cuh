@@ -27,6 +27,7 @@
 
 #include <rope/config.cuh>
 #include <rope/device/rotation.cuh>
+#include <rope/detail/block_count.cuh>
 #include <rope/detail/vector.cuh>
 #include <rope/status.cuh>
 #include <rope/validate.cuh>
@@ -415,7 +416,7 @@ cudaError_t fill_cos_sin_table(const float* inv_freq_device, int rotary_dim, flo
   constexpr int kThreads = 256;
   // Grid-stride loop: a bounded grid covers any table size.
   constexpr std::int64_t kMaxBlocks = std::int64_t{1} << 20;
-  std::int64_t blocks = (rows * half + kThreads - 1) / kThreads;
+  std::int64_t blocks = detail::ceil_div(rows * half, kThreads);
   blocks = blocks < kMaxBlocks ? blocks : kMaxBlocks;
   detail::fill_cos_sin_table_kernel<E><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
       inv_freq_device, half, attention_scaling, rows, cos_out, sin_out, row_stride);

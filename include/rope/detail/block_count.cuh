@@ -13,8 +13,12 @@
 namespace rope {
 namespace detail {
 
-/// a / b rounded up (a >= 0, b > 0): block counts, rounds of blocks.
-constexpr std::int64_t ceil_div(std::int64_t a, std::int64_t b) { return (a + b - 1) / b; }
+/// a / b rounded up (a >= 0, b > 0), in the type a + b has: block counts, rounds of blocks,
+/// heads per group.
+template <typename A, typename B>
+constexpr auto ceil_div(A a, B b) {
+  return (a + b - 1) / b;
+}
 
 /// No bound on a launch's blocks (tokens_per_small_block's `most` when the caller has none).
 constexpr std::int64_t kAnyBlocks = std::numeric_limits<std::int64_t>::max();

@@ -269,10 +269,10 @@ LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch,
   const int heads = p.q.num_heads + p.k.num_heads;
   // Small launches take smaller blocks (detail/block_count.cuh), but never `most_blocks` or more.
   auto shape_with = [&](int heads_per_lane, std::int64_t most_blocks) {
-    int groups = (heads + heads_per_lane - 1) / heads_per_lane;
+    int groups = ceil_div(heads, heads_per_lane);
     if (groups > kMaxBlockThreads / columns) groups = kMaxBlockThreads / columns;
-    const int heads_per_group = (heads + groups - 1) / groups;
-    groups = (heads + heads_per_group - 1) / heads_per_group;
+    const int heads_per_group = ceil_div(heads, groups);
+    groups = ceil_div(heads, heads_per_group);
     const int lanes = columns * groups;
     return LaunchShape{lanes, tokens_per_small_block(kMaxBlockThreads / lanes, lanes, p.num_tokens, few_blocks(p),
                                                      most_blocks)};

@@ -78,8 +78,8 @@ HeadGroupShape choose_head_group_shape(const RopeParams<T>& p, int vec) {
   s.group_size = columns < 32 ? columns : 32;
   const int heads = p.q.num_heads + p.k.num_heads;
   const int most_heads = kHeadGroupBlockThreads / s.group_size;
-  s.blocks_per_token = (heads + most_heads - 1) / most_heads;
-  s.heads_per_block = (heads + s.blocks_per_token - 1) / s.blocks_per_token;
+  s.blocks_per_token = ceil_div(heads, most_heads);
+  s.heads_per_block = ceil_div(heads, s.blocks_per_token);
   const int block_threads = s.group_size * s.heads_per_block;
   const int row_bytes = computed_row_bytes(p);
   s.tokens_per_block = 1;
