@@ -25,14 +25,13 @@ constexpr std::int64_t kAnyBlocks = std::numeric_limits<std::int64_t>::max();
 
 /// A launch of fewer blocks than this leaves SMs idle or unevenly loaded (2048 single-head tokens
 /// in 256-thread blocks are 64 blocks for an H200's 132 SMs): 8 blocks per SM there. Measured on
-/// an H200 (bench/NOTES.md, change 25): the seed's sweep at N = 18432 and 26624, the bf16 and fp16
-/// sweeps from N = 10240, Llama-3-8B computed mode at T = 4096 and M-RoPE at T = 4096 ran 2-10%
-/// faster than with 2 blocks per SM.
+/// an H200: the small sweeps (fp32 at N = 18432 and 26624, bf16 and fp16 from N = 10240),
+/// Llama-3-8B computed mode and M-RoPE at T = 4096 ran 2-10% faster than with 2 blocks per SM.
 constexpr std::int64_t kFewBlocks = 1056;
 
 /// kFewBlocks for launches whose tokens gather table rows by position: 4 blocks per H200 SM.
-/// Measured there (change 25): Llama-3-8B table mode gained 1.7% from halving 342 blocks and lost
-/// 1.9% from halving 683.
+/// Measured on an H200: Llama-3-8B table mode gained 1.7% from halving 342 blocks and lost 1.9%
+/// from halving 683.
 constexpr std::int64_t kFewBlocksGatheringRows = 528;
 
 /// Blocks of a small launch shrink to no fewer threads than this.

@@ -184,9 +184,8 @@ void dispatch(const RopeParams<T>& p, F&& f) {
 /// Whether a launch benefits from rows that walk tokens a grid apart and read each next token's
 /// positions ahead (detail/kernel.cuh): table mode with a positions array, where a token's table
 /// reads otherwise wait for its positions (a second memory round trip), and no partial-rotary
-/// tail. Measured on an H200 (bench/NOTES.md, change 11): Llama-3-8B table mode, the fused append,
-/// QK-norm, M-RoPE table mode and head_dim 64/128/256 at T = 16384 gained 2-8%; computed mode,
-/// tables indexed by token (the seed's sweep) and head_dim 80 with rotary_dim 32 lost 4-6%.
+/// tail. Measured on an H200 at T = 16384: table mode with positions (plain, append, QK-norm,
+/// M-RoPE) gained 2-8%; computed mode, tables indexed by token and partial rotary lost 4-6%.
 template <typename T>
 bool reads_positions_ahead(const RopeParams<T>& p) {
   const bool tail = p.rotary_dim != 0 && p.rotary_dim < p.head_dim;
@@ -196,21 +195,17 @@ bool reads_positions_ahead(const RopeParams<T>& p) {
 /// The grid of a launch of `blocks` blocks of an instance that walks tokens (kWalksTokens in
 /// detail/kernel.cuh) where the GPU holds `resident` at once (0: unknown): launches that read
 /// positions ahead and have at least kResidentMultiple times the resident blocks take at most
-/// the resident ones (how many: kBalancingGiveUpDivisor). Measured on an H200 (bench/NOTES.md,
-/// change 16): from 3 times, T = 4096 walks too (4-5 times the resident blocks in every bench
-/// shape): the fused bf16 append 7% and QK-norm 5% faster there, Llama and M-RoPE table mode
-/// within 0.5%; from 2 times no bench row moved further. (Change 11's Llama instance lost 8%
-/// walking at T = 4096; it had more registers and instructions per token than today's.)
+/// the resident ones (how many: kBalancingGiveUpDivisor). Measured on an H200: from 3 times,
+/// T = 4096 walks too, and the fused bf16 append ran 7% and QK-norm 5% faster there; from 2 times
+/// no bench row moved further.
 constexpr std::int64_t kResidentMultiple = 3;
 
 /// A walking grid takes the fewest blocks that keep its number of rounds (tokens per row), so
 /// that its last round is fuller, where that gives up at most resident / kBalancingGiveUpDivisor
-/// blocks; otherwise every resident block. Measured on an H200 (bench/NOTES.md, session 14): at
-/// T = 16384 (264 -> 261 blocks) Llama-3-8B table mode, the bf16 and FP8 (scale 1) appends and
-/// QK-norm ran 0.7-1.2% faster, the FP8 append at scale 1/224 within 0.3%; at T = 4096
-/// (264 -> 228) QK-norm and the FP8 append ran 3-7% slower, their rows being bound by their own
-/// chains, which fewer warps hide less well. 1/32 is a choice between those two points (3 and 36
-/// blocks of 264), not a measured threshold.
+/// blocks; otherwise every resident block. Measured on an H200: at T = 16384 (264 -> 261 blocks)
+/// table mode, the appends and QK-norm ran 0.7-1.2% faster; at T = 4096 (264 -> 228) QK-norm and
+/// the FP8 append ran 3-7% slower (fewer warps hide their chains less well). 1/32 lies between
+/// those two points (3 and 36 blocks of 264); it is not a measured threshold.
 constexpr std::int64_t kBalancingGiveUpDivisor = 32;
 
 template <typename T>
@@ -239,11 +234,9 @@ struct LaunchShape {
 /// Append and norm launches of at most this many tokens (decode steps, short prompts) give each
 /// lane about one head instead of a batch (plain ones take head groups instead: head_groups.cuh).
 /// Their few tokens leave most of the GPU idle, so a token's time is its lanes' chain of loads,
-/// conversions and stores, which is shorter over more lanes. Measured on an H200 (bench/NOTES.md,
-/// session 13 calls 5-7) for 40 heads of 8 columns (Llama-3-8B, Qwen3-8B): fused append and
-/// QK-norm at T = 1 to 256 4-14% faster; at T = 512 21-33% slower, its blocks of twice the threads
-/// no longer fitting the GPU at once (a second wave), so the bound stays at the last size measured
-/// to gain. Other head counts change both shapes' waves; they were not measured.
+/// conversions and stores, which is shorter over more lanes. Measured on an H200 for 40 heads of
+/// 8 columns (Llama-3-8B, Qwen3-8B): fused append and QK-norm 4-14% faster at T = 1 to 256, but
+/// 21-33% slower at T = 512 (a second wave of blocks). Other head counts were not measured.
 constexpr std::int64_t kSpreadHeadsMaxTokens = 256;
 
 /// Launches of fewer blocks than this take one block per row of tokens: the launcher skips the
@@ -280,10 +273,9 @@ LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch,
   // With many tokens, give each lane two batches of heads, so that each (token, column) cos/sin is
   // computed or read half as often, where that costs more than the second batch's round trip:
   // computed mode (arithmetic per lane), and plain multi-axis table launches whose columns each
-  // lie in one section (each column gathers its axis's row of the table; measured on an H200,
-  // bench/NOTES.md change 23: Qwen2-VL-7B table mode 4-5% faster at T = 4096 and 16384). Few
-  // tokens (decode) are latency-bound instead, and a second batch would be a second round trip to
-  // memory.
+  // lie in one section (each column gathers its axis's row of the table; measured on an H200:
+  // Qwen2-VL-7B table mode 4-5% faster at T = 4096 and 16384). Few tokens (decode) are
+  // latency-bound instead, and a second batch would be a second round trip to memory.
   constexpr std::int64_t kManyTokens = 1024;
   const bool table = p.cos_sin.kind == CosSin::Kind::kTable;
   const bool gathered_axes = kind == LaunchKind::kPlain && table && axis_lookup(p.positions, vec) == AxisLookup::kPerColumn;
@@ -293,11 +285,9 @@ LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch,
   }
   // Plain one-axis table launches with positions take two batches only while that launch has
   // fewer than kQueryBlocks blocks (its full blocks; smaller ones only as long as they stay under
-  // it), so that each of its rows takes one token. Measured on an H200
-  // (bench/NOTES.md, changes 23 and 24): Llama-3-8B table mode at T = 1024 / 4096 / 5120 ran
-  // 0.94-0.96x of its copy against 0.91-0.95x with one batch, while launches whose two-batch rows
-  // walk (T = 8192 to 32768) lost 1-2% and head_dim 64 at T = 16384 6.6%; appends (3-14%) and
-  // norm launches (4%) lost with two batches at every T measured.
+  // it), so that each of its rows takes one token. Measured on an H200: Llama-3-8B table mode at
+  // T = 1024 to 5120 ran at 0.94-0.96x of its copy against 0.91-0.95x with one batch; where
+  // two-batch rows would walk (T >= 8192) they lost 1-7%, and appends and norm launches lost 3-14%.
   if (kind == LaunchKind::kPlain && reads_positions_ahead(p) && p.positions.axes <= 1 && many_tokens) {
     const LaunchShape shared = shape_with(2 * head_batch, kQueryBlocks);
     if (ceil_div(p.num_tokens, shared.tokens_per_block) < kQueryBlocks) return shared;

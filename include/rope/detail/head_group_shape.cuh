@@ -40,8 +40,8 @@ bool takes_head_groups(const RopeParams<T>& p) {
 /// Pairs per access of a head group launch whose dispatch picked `vec`: at most 16 bytes per
 /// access, so the double width that the per-token kernel gives tokens of one or two heads (a lane
 /// has no other head to keep loads in flight there) becomes the wide access, twice the threads
-/// per head. Measured on an H200 (bench/NOTES.md, change 27): the seed's sweep at N = 2048 and
-/// 10240 ran 3-11% faster warm. What fits the double width's alignment fits this.
+/// per head. Measured on an H200: the seed's sweep at N = 2048 and 10240 ran 3-11% faster warm.
+/// What fits the double width's alignment fits this.
 template <typename T>
 constexpr int head_group_vec(int vec) {
   return vec * static_cast<int>(sizeof(T)) > 16 ? 16 / static_cast<int>(sizeof(T)) : vec;

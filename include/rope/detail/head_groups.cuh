@@ -21,15 +21,14 @@
 namespace rope {
 namespace detail {
 
-/// Plain launches of at most this many tokens take head groups. Measured on an H200
-/// (bench/NOTES.md, change 22): decode (T = 1 to 256) 0.07-0.40 us faster, Llama-3-8B at T = 512
-/// about 1% faster.
+/// Plain launches of at most this many tokens take head groups. Measured on an H200: decode
+/// (T = 1 to 256) 0.07-0.40 us faster, Llama-3-8B at T = 512 about 1% faster.
 constexpr std::int64_t kHeadGroupMaxTokens = 512;
 
 /// Plain launches of at most this many heads in all (tokens times heads per token) take head
-/// groups too, whatever their token count. Measured on an H200 (bench/NOTES.md, change 26): the
-/// seed's single-head fp32 sweep at N = 2048 and 10240 ran 7-9% faster with head groups, at
-/// N = 18432 34% slower (unexplained), so the bound sits at the larger of the two that gained.
+/// groups too, whatever their token count. Measured on an H200: the seed's single-head fp32
+/// sweep at N = 2048 and 10240 ran 7-9% faster with head groups, at N = 18432 34% slower
+/// (unexplained), so the bound sits at the larger of the two that gained.
 constexpr std::int64_t kHeadGroupMaxHeads = 10240;
 static_assert(kHeadGroupMaxHeads <= 65535, "a head group grid's y dimension (token blocks) may reach this");
 

@@ -29,11 +29,9 @@ constexpr bool kWalksTokens = kAxes == AxisLookup::kSingleAxis ||
 
 /// Whether rows of the instance that walk stage their next token in shared memory
 /// (detail/staging.cuh): the norm instances that walk, but for the scalar path of 2-byte elements.
-/// Measured on an H200 (bench/NOTES.md, change 20): staged, QK-norm ran 5-6% faster from
-/// T = 4096, while the plain instance (Llama-3-8B table mode up to 3% slower, and through the same
-/// instance computed mode 4-8% and decode 17%) and the appends (bf16 10-15%, FP8 up to 7%) lost:
-/// the staging's registers (plain 116 -> 127; the bf16 append spilled) cost them more than the
-/// overlap gained.
+/// Measured on an H200: staged, QK-norm ran 5-6% faster from T = 4096, while the plain instance
+/// (up to 17% slower) and the appends (up to 15%) lost: the staging's registers (the bf16 append
+/// spilled) cost them more than the overlap gained.
 template <typename T, Style kStyle, int kVec, AxisLookup kAxes, typename Append, typename Norm>
 constexpr bool kStagesTokens =
     kWalksTokens<kAxes, Append, Norm> && Norm::kEnabled && PairChunk<T, kStyle, kVec>::kStageable;

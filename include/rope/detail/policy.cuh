@@ -11,7 +11,7 @@ namespace detail {
 
 /// `HeadBatch`: heads a lane keeps loads in flight for before it rotates any (the double-width
 /// access uses one, as it already has four 16-byte loads per head). `MinBlocksPerSm`: the second
-/// argument of `__launch_bounds__`. The defaults are the measured best on an H200 (bench/NOTES.md).
+/// argument of `__launch_bounds__`. The defaults measured best on an H200.
 template <int HeadBatch = 4, int MinBlocksPerSm = 1>
 struct RopePolicy {
   static_assert(HeadBatch >= 1, "a lane needs at least one head per batch");
@@ -24,16 +24,14 @@ struct RopePolicy {
 
 /// What the public launchers use: two blocks per SM, so ptxas keeps every instance at or under
 /// 128 registers. Without the bound it chose 125-130 for the batched instances (sm_90, CUDA 13.0),
-/// and one register past 128 halves the blocks per SM (the Qwen2-VL instance lost 25% that way,
-/// bench/NOTES.md change 14); with it the plain instance takes 116, the bf16 append 117, the FP8
-/// append 128. Of the benchmark program's 138 instances only the per-pair multi-axis append ones
-/// spill (16-48 bytes).
+/// and one register past 128 halves the blocks per SM (on an H200 the Qwen2-VL instance lost 25%
+/// that way).
 using DefaultPolicy = RopePolicy<4, 2>;
 
 /// What norm launches (rope_forward_qk_norm) use: four heads per batch, as plain launches, and
 /// two blocks per SM. The bf16 instance fits 122 registers without spills once the weight chunks
-/// are read per head and the walked columns come after the batch's stores (bench/NOTES.md,
-/// change 8); at 128 and one block per SM it would have half the loads in flight.
+/// are read per head and the walked columns come after the batch's stores; at 128 and one block
+/// per SM it would have half the loads in flight.
 using NormPolicy = RopePolicy<4, 2>;
 
 }  // namespace detail

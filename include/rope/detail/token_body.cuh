@@ -43,7 +43,7 @@ ROPE_UNROLL
       load_floats<kVec>(static_cast<const T*>(cs.sin) + offset, s);
     }
     // Skipped for plain tables (scaling 1, uniform across the launch): the multiply sits between
-    // the table loads' arrival and the rotation (bench/NOTES.md, change 4).
+    // the table loads' arrival and the rotation (on an H200 it cost table mode 0.8-0.9%).
     if (cs.attention_scaling != 1.0f) {
 ROPE_UNROLL
       for (int i = 0; i < kVec; ++i) {
@@ -86,7 +86,7 @@ struct AxisPositions {
 /// so table values are read one pair at a time (a column may span rows of several axes). Columns
 /// that lie in one section have their own instance (AxisLookup::kPerColumn) rather than a second
 /// path here: both paths in one instance took the Qwen2-VL instance from 128 to 144 registers, one
-/// block per SM instead of two (bench/NOTES.md, run 8).
+/// block per SM instead of two.
 template <int kVec, typename T>
 ROPE_HOST_DEVICE void load_cos_sin_multi_axis(const CosSin& cs, const Positions& ps, const AxisPositions& pos,
                                               int first_pair, bool inverse, float (&c)[kVec], float (&s)[kVec]) {
@@ -278,9 +278,8 @@ ROPE_UNROLL
                                      const float (&s)[kVec], const Scale& scale = Scale{}) {
     // Outputs that share a vector are rounded as pairs (Fragment::set_pair) where T has a paired
     // conversion: half-split pairs i and i + 1 put adjacent elements in each half, an interleaved
-    // pair its own two. Not under a pre-transform (the norm stage): on an H200 that instance ran
-    // 0.3-0.8% slower with it in both rounds of run 20, the FP8 append 10-12% faster from T = 4096
-    // (bench/NOTES.md).
+    // pair its own two. Not under a pre-transform (the norm stage): measured on an H200, pairing
+    // made that instance 0.3-0.8% slower and the FP8 append 10-12% faster from T = 4096.
     constexpr bool kPairedType = kChunk % 2 == 0 && !std::is_same<T, float>::value;
     constexpr bool kRoundPairs = kPairedType && std::is_same<Scale, Unscaled>::value;
     if constexpr (kRoundPairs && kHalfSplit) {
@@ -486,7 +485,7 @@ ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::in
   if constexpr (Append::kEnabled) rows = cache_rows(append, token, lane == 0);
   // Append: the lane's first v items are read now, with its heads: v depends on neither the
   // position nor the slot, and read after the rotation it cost each token a round trip of its
-  // own (bench/NOTES.md, change 10).
+  // own (on an H200 the fused appends ran 3-6% faster at T = 4096 and 16384 for reading it early).
   constexpr int kEarlyV = 2;
   const Divisor v_columns(p.head_dim / kVec);
   const int v_items = v_columns.value * p.k.num_heads;
@@ -642,9 +641,9 @@ ROPE_UNROLL
   // Plain launches copy twice the rotation's batch at a time: the rotation's registers are free
   // by now, and each batch is a memory round trip (head_dim 80 with rotary_dim 32 gives each lane
   // 12 tail items: two round trips instead of three). Measured on an H200 that row gained only
-  // 0.8% (bench/NOTES.md, change 17): the tail's round trips were not what held it. Per-pair
-  // multi-axis instances copy one item at a time: their rotation already needs 128 registers, and
-  // a batch of copies in flight took them past it (one block per SM instead of two).
+  // 0.8%: the tail's round trips were not what held it. Per-pair multi-axis instances copy one
+  // item at a time: their rotation already needs 128 registers, and a batch of copies in flight
+  // took them past it (one block per SM instead of two).
   constexpr int kTailBatch = kAxes == AxisLookup::kPerPair ? 1 : Append::kEnabled ? kHeadBatch : 2 * kHeadBatch;
   int first_tail_head = q_to_y ? 0 : p.q.num_heads;
   if constexpr (Append::kQuantizesQ) {

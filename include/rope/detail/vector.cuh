@@ -31,7 +31,7 @@ template <> ROPE_HOST_DEVICE __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
 /// Two floats rounded to T, to nearest even each (as from_float): for bf16 and fp16 by one
 /// conversion of the pair (`cvt.rn.bf16x2.f32`, `cvt.rn.f16x2.f32`). Left to the compiler, the
 /// pairing depended on the surrounding code: the FP8 append instance rounded each value on its
-/// own and ran 10-12% slower for it (bench/NOTES.md, session 13). The float overload (nothing to
+/// own and was slower for it (see kRoundPairs in token_body.cuh). The float overload (nothing to
 /// round) lets Fragment::set_pair compile for every element type.
 ROPE_HOST_DEVICE void round_pair(float first, float second, float& out_first, float& out_second) {
   out_first = first;
