@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 #pragma once
-// Runs a launch on the host: the launcher's own validation, dispatch and launch shape, then the
+// Runs a launch on the host: the launcher's own validation and launch plan (plan_launch), then the
 // per-token body in a loop over (token, lane) exactly as the kernel's threads would run it.
 // Norm launches sum across a head's group of lanes, which a loop cannot do: there every lane is a
 // thread, and a group's lanes meet at a barrier (HostLaneGroups) where the warp shuffle would be.
@@ -30,18 +30,31 @@ inline std::int64_t host_walk_rows(std::int64_t tokens) { return tokens > 3 ? 3 
 /// so that its few-token shapes stay tested too.
 enum class HostPath { kAsLaunched, kPerTokenBody };
 
-/// A head group launch on the host: the launcher's grid and blocks (choose_head_group_shape), each
-/// block's threads mapped to (token, head, group rank) by the kernel's own head_group_thread; in
-/// computed mode every thread of a block first takes its share of the block's rows, as the kernel
-/// does before its barrier.
+/// What a host run plans for (plan_launch's `occupancy`): a modelled device that holds `resident`
+/// blocks of any instance at once (0: unknown, as when the runtime cannot say) and whose
+/// instances consent to any dynamic shared memory.
+struct ModelledDevice {
+  std::int64_t resident = 0;
+  std::int64_t resident_blocks(const rope::detail::Instance&, int, std::size_t) const { return resident; }
+  bool consents_to_shared_bytes(const rope::detail::Instance&, std::size_t) const { return true; }
+};
+
+/// The plan the host runner last executed on this thread.
+inline rope::detail::LaunchPlan& last_host_plan() {
+  thread_local rope::detail::LaunchPlan plan;
+  return plan;
+}
+
+/// A head group plan on the host: the plan's grid and blocks, each block's threads mapped to
+/// (token, head, group rank) by the kernel's own head_group_thread; in computed mode every thread
+/// of a block first takes its share of the block's rows, as the kernel does before its barrier.
 template <typename T, typename Style, typename Vec>
-void run_head_groups_on_host(const rope::RopeParams<T>& p, bool inverse, Style, Vec) {
-  constexpr int kVec = rope::detail::head_group_vec<T>(Vec::value);  // as launch_head_groups
-  const rope::detail::HeadGroupShape shape = rope::detail::choose_head_group_shape(p, kVec);
-  const dim3 grid = shape.grid(p.num_tokens), block = shape.block();
+void run_head_groups_on_host(const rope::detail::LaunchPlan& plan, const rope::RopeParams<T>& p, bool inverse, Style,
+                             Vec) {
+  const dim3 grid = plan.grid(), block = plan.block();
   const bool computed = p.cos_sin.kind == rope::CosSin::Kind::kComputed;
   const int row_floats = rope::detail::rotated_dim(p);
-  std::vector<float> rows(static_cast<std::size_t>(shape.tokens_per_block) * row_floats);
+  std::vector<float> rows(static_cast<std::size_t>(block.z) * row_floats);
   const rope::device::Rotation rotation = inverse ? rope::device::Rotation::kInverse : rope::device::Rotation::kForward;
   auto each_thread = [&](uint3 block_index, auto&& f) {
     for (unsigned z = 0; z < block.z; ++z) {
@@ -61,35 +74,50 @@ void run_head_groups_on_host(const rope::RopeParams<T>& p, bool inverse, Style, 
       }
       each_thread(block_index, [&](const rope::detail::HeadGroupThread& at, unsigned z) {
         if (at.token >= p.num_tokens || at.head >= p.q.num_heads + p.k.num_heads) return;
-        rope::detail::rotate_token_head<T, Style::value, kVec>(
+        rope::detail::rotate_token_head<T, Style::value, Vec::value>(
             p, rotation, at.token, at.head, at.group, computed ? rows.data() + z * row_floats : nullptr);
       });
     }
   }
 }
 
-/// Runs an already validated launch: dispatch (with the append stage `append`, or NoAppend),
-/// launch shape, then the body for every (token, lane), or, where the launcher takes head groups
-/// and `path` allows, the head group body. `ForcedAxes` (an integral_constant of
-/// rope::detail::AxisLookup) replaces the dispatch's axis lookup, to reach an instance the
-/// arguments would not pick; void keeps the dispatch's.
-template <typename Policy, typename T, typename Append, typename ForcedAxes = void>
+/// Runs an already validated launch as planned (plan_launch, for `device`): the plan's instance,
+/// kernel and lanes, the body for every (token, lane), or the head group body where the plan takes
+/// head groups. Two deliberate departures, for coverage: every per-token run walks
+/// host_walk_rows rows (so every case checks tokens reached a walk apart), and `path` may send a
+/// head group plan through the per-token body (so that its few-token shapes stay tested).
+/// `lanes_override` > 0 replaces the plan's lanes; `ForcedAxes` (an integral_constant of
+/// rope::detail::AxisLookup) replaces its axis lookup, to reach an instance the arguments would
+/// not pick; void keeps the plan's.
+template <typename Policy, typename T, typename Append, typename ForcedAxes = void, typename Occupancy = ModelledDevice>
 void run_body_on_host(const rope::RopeParams<T>& p, bool inverse, const Append& append, int lanes_override,
-                      int* vec_out, HostPath path = HostPath::kAsLaunched) {
-  rope::detail::dispatch<Policy>(p, append, [&](auto style, auto vec, auto head_batch, auto dispatched_axes) {
-    using Axes = std::conditional_t<std::is_void<ForcedAxes>::value, decltype(dispatched_axes), ForcedAxes>;
-    constexpr rope::detail::AxisLookup axes = Axes::value;
-    if (vec_out != nullptr) *vec_out = decltype(vec)::value;
-    if constexpr (!Append::kEnabled && axes == rope::detail::AxisLookup::kSingleAxis) {
-      if (path == HostPath::kAsLaunched && lanes_override <= 0 && rope::detail::takes_head_groups(p)) {
-        run_head_groups_on_host(p, inverse, style, vec);
-        return;
+                      int* vec_out, HostPath path = HostPath::kAsLaunched, const Occupancy& device = {}) {
+  using rope::detail::KernelKind;
+  using rope::detail::Kernels;
+  using rope::detail::LaunchPlan;
+  const LaunchPlan launched = rope::detail::plan_launch<Policy>(p, append, rope::detail::NoNorm{}, device);
+  const bool head_groups = launched.kernel == KernelKind::kHeadGroups && path == HostPath::kAsLaunched &&
+                           lanes_override <= 0 && std::is_void<ForcedAxes>::value;
+  // The per-token plan: what the launcher runs, or would run without head groups.
+  const LaunchPlan per_token = launched.kernel == KernelKind::kTokens
+                                   ? launched
+                                   : rope::detail::plan_launch<Policy>(p, append, rope::detail::NoNorm{}, device,
+                                                                       Kernels::kTokensOnly);
+  if (vec_out != nullptr) *vec_out = per_token.instance.vec;
+  last_host_plan() = head_groups ? launched : per_token;
+  rope::detail::Instance instance = head_groups ? launched.instance : per_token.instance;
+  if constexpr (!std::is_void<ForcedAxes>::value) instance.axes = ForcedAxes::value;
+  rope::detail::with_instance<Policy, T, rope::detail::NoNorm>(instance, [&](auto style, auto vec, auto head_batch,
+                                                                             auto axes_constant) {
+    constexpr rope::detail::AxisLookup axes = decltype(axes_constant)::value;
+    if (head_groups) {
+      if constexpr (!Append::kEnabled && axes == rope::detail::AxisLookup::kSingleAxis &&
+                    decltype(vec)::value == rope::detail::head_group_vec<T>(decltype(vec)::value)) {
+        run_head_groups_on_host(launched, p, inverse, style, vec);
       }
+      return;
     }
-    const rope::detail::LaunchShape shape =
-        rope::detail::choose_launch_shape<Policy>(p, vec, head_batch, rope::detail::kLaunchKind<Append, rope::detail::NoNorm>);
-    const int lanes = lanes_override > 0 ? lanes_override : shape.lanes_per_token;
-    // Rows of tokens a walk apart, as a kernel grid smaller than the token count has them.
+    const int lanes = lanes_override > 0 ? lanes_override : static_cast<int>(per_token.block_x);
     const std::int64_t rows = host_walk_rows(p.num_tokens);
     for (int lane = 0; lane < lanes; ++lane) {
       for (std::int64_t row = 0; row < rows; ++row) {
@@ -108,25 +136,27 @@ void run_body_on_host(const rope::RopeParams<T>& p, bool inverse, const Append& 
 /// the per-token body). Returns the vector width (pairs per access) the dispatch picked through
 /// `vec_out`. `Policy` is the kernel's tuning policy (the launchers' default unless a test names
 /// another).
-template <typename Policy = rope::detail::DefaultPolicy, typename T>
+template <typename Policy = rope::detail::DefaultPolicy, typename T, typename Occupancy = ModelledDevice>
 cudaError_t run_on_host(const rope::RopeParams<T>& p, bool inverse, int lanes_override = 0,
-                        int* vec_out = nullptr, HostPath path = HostPath::kAsLaunched) {
+                        int* vec_out = nullptr, HostPath path = HostPath::kAsLaunched, const Occupancy& device = {}) {
   const rope::Status status = rope::validate(p);
   if (!status.ok()) return status.error;
-  run_body_on_host<Policy>(p, inverse, rope::detail::NoAppend{}, lanes_override, vec_out, path);
+  run_body_on_host<Policy, T, rope::detail::NoAppend, void>(p, inverse, rope::detail::NoAppend{}, lanes_override,
+                                                            vec_out, path, device);
   return cudaSuccess;
 }
 
 /// A RoPE + KV-cache append launch on the host: the launcher's validation and conversion of the
 /// arguments, then the body with the append stage for every (token, lane).
-template <typename T, typename C>
+template <typename T, typename C, typename Occupancy = ModelledDevice>
 cudaError_t run_append_on_host(const rope::RopeParams<T>& p, const rope::KvCacheAppend<T, C>& a,
-                               int lanes_override = 0, int* vec_out = nullptr) {
+                               int lanes_override = 0, int* vec_out = nullptr, const Occupancy& device = {}) {
   const rope::Status status = rope::validate(p, a);
   if (!status.ok()) return status.error;
   if (p.num_tokens == 0) return cudaSuccess;
-  run_body_on_host<rope::detail::DefaultPolicy>(rope::detail::resolve_outputs(p, a), false,
-                                                rope::detail::make_cache_append(p, a), lanes_override, vec_out);
+  const auto append = rope::detail::make_cache_append(p, a);
+  run_body_on_host<rope::detail::DefaultPolicy, T, std::decay_t<decltype(append)>, void>(
+      rope::detail::resolve_outputs(p, a), false, append, lanes_override, vec_out, HostPath::kAsLaunched, device);
   return cudaSuccess;
 }
 
@@ -201,25 +231,27 @@ struct HostLaneGroup {
   }
 };
 
-/// A QK-RMSNorm + RoPE launch on the host: the launcher's validation, conversion and dispatch,
-/// then one thread per lane, each running the body for every token. `lanes_override` > 0 is
+/// A QK-RMSNorm + RoPE launch on the host: the launcher's validation and conversion, its plan
+/// (for `device`), then one thread per lane, each running the body for every token. `lanes_override` > 0 is
 /// rounded up to a multiple of the launch's group width (the lane rule of norm launches).
-template <typename T, typename W>
+template <typename T, typename W, typename Occupancy = ModelledDevice>
 cudaError_t run_norm_on_host(const rope::RopeParams<T>& p, const rope::QkNorm<T, W>& n, int lanes_override = 0,
-                             int* vec_out = nullptr, int* lanes_out = nullptr) {
+                             int* vec_out = nullptr, int* lanes_out = nullptr, const Occupancy& device = {}) {
   using Policy = rope::detail::NormPolicy;  // the launcher's
   const rope::Status status = rope::validate(p, n);
   if (!status.ok()) return status.error;
   if (p.num_tokens == 0) return cudaSuccess;
   const rope::detail::RmsNorm<W> norm = rope::detail::make_rms_norm(n, p.head_dim);
-  rope::detail::dispatch<Policy>(
-      p, rope::detail::NoAppend{},
+  const rope::detail::LaunchPlan plan = rope::detail::plan_launch<Policy>(p, rope::detail::NoAppend{}, norm, device);
+  last_host_plan() = plan;
+  rope::detail::with_instance<Policy, T, rope::detail::RmsNorm<W>>(
+      plan.instance,
       [&](auto style, auto vec, auto head_batch, auto axes) {
         if (vec_out != nullptr) *vec_out = decltype(vec)::value;
-        const rope::detail::LaunchShape shape = rope::detail::choose_launch_shape<Policy>(p, vec, head_batch, rope::detail::kLaunchKind<rope::detail::NoAppend, rope::detail::RmsNorm<W>>);
         const int rotary_dim = rope::detail::rotated_dim(p);
         const int width = rope::detail::norm_group_width(rotary_dim / 2 / decltype(vec)::value);
-        const int lanes = lanes_override > 0 ? (lanes_override + width - 1) / width * width : shape.lanes_per_token;
+        const int lanes =
+            lanes_override > 0 ? (lanes_override + width - 1) / width * width : static_cast<int>(plan.block_x);
         if (lanes_out != nullptr) *lanes_out = lanes;
         HostLaneGroups groups(lanes, width);
         constexpr auto kStyle = decltype(style)::value;
@@ -257,8 +289,7 @@ cudaError_t run_norm_on_host(const rope::RopeParams<T>& p, const rope::QkNorm<T,
           });
         }
         for (std::thread& t : threads) t.join();
-      },
-      norm);
+      });
   return cudaSuccess;
 }
 

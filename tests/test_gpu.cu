@@ -122,14 +122,14 @@ TEST(GpuQkNormStaging, RowsThatWalkStageTheirNextTokens) {
   ASSERT_EQ(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device), cudaSuccess);
   if (major == 9) {
     using namespace rope::detail;
-    const auto kernel = rotate_tokens_kernel<__nv_bfloat16, NormPolicy, rope::Style::kHalfSplit, 8, 4,
-                                             AxisLookup::kSingleAxis, NoAppend, RmsNorm<__nv_bfloat16>>;
+    const GpuOccupancy<NormPolicy, __nv_bfloat16, NoAppend, RmsNorm<__nv_bfloat16>> occupancy;
+    const Instance instance{rope::Style::kHalfSplit, 8, AxisLookup::kSingleAxis};
     constexpr int kSlots = kStageLaneSlots<__nv_bfloat16, rope::Style::kHalfSplit, 8, 4>;
-    const std::int64_t resident = rope::detail::resident_blocks(kernel, 240, 0);
+    const std::size_t staged = static_cast<std::size_t>(stage_bytes(240, kSlots));
+    const std::int64_t resident = occupancy.resident_blocks(instance, 240, 0);
     EXPECT_GT(resident, 0);
-    EXPECT_TRUE(stage_costs_no_blocks(kernel, 240, static_cast<std::size_t>(stage_bytes(240, kSlots)),
-                                      static_cast<std::size_t>(stage_bytes(NormPolicy::kMaxBlockThreads, kSlots)),
-                                      resident));
+    EXPECT_TRUE(occupancy.consents_to_shared_bytes(instance, staged));
+    EXPECT_EQ(occupancy.resident_blocks(instance, 240, staged), resident);
   }
 }
 

@@ -18,7 +18,7 @@
 #include <cstdint>
 
 #include <rope/config.cuh>
-#include <rope/detail/dispatch.cuh>
+#include <rope/detail/access_alignment.cuh>
 #include <rope/detail/token_body.cuh>
 #include <rope/device/rotation.cuh>
 #include <rope/types.cuh>

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include <rope/detail/access_alignment.cuh>
 #include <rope/detail/block_count.cuh>
 #include <rope/detail/cache_append.cuh>
 #include <rope/detail/norm_stage.cuh>
@@ -40,18 +41,6 @@ constexpr int head_batch_for(int vec) {
 constexpr int kFewHeads = 2;
 
 inline bool multiple_of(std::int64_t v, std::int64_t m) { return v % m == 0; }
-
-/// Elements per access, and so the alignment in elements, that the body uses on a strided view of
-/// element type E when it moves `vec` pairs at a time: vec elements (half-split halves, the
-/// pass-through tail, v) or 2 * vec (interleaved pairs), at most 16 bytes. The body's accesses
-/// are these widths at offsets that are multiples of them, so a view whose base pointer and
-/// strides are multiples of this many elements is accessed aligned.
-template <typename E>
-constexpr int access_alignment(Style style, int vec) {
-  const int widest = 16 / static_cast<int>(sizeof(E));
-  const int span = style == Style::kInterleaved ? 2 * vec : vec;
-  return span < widest ? span : widest;
-}
 
 /// Whether a view of element type E (base pointer and strides in elements) is aligned to `need` elements.
 template <typename E>
@@ -125,54 +114,78 @@ inline AxisLookup axis_lookup(const Positions& ps, int vec) {
   return columns_in_sections ? AxisLookup::kPerColumn : AxisLookup::kPerPair;
 }
 
-/// Calls `f(style, vec, head_batch, axes)` (integral constants) with the widest access the
-/// arguments allow, for a plain launch (NoAppend, NoNorm), an append launch (a CacheAppend, whose
-/// type is the kernel's append-mode template parameter) or a norm launch (an RmsNorm).
-/// `axes` (an AxisLookup) is a compile-time choice so that multi-axis position logic costs
-/// one-axis launches no registers, and column-aligned sections no per-pair path.
+/// The compile-time choices of a launch: which instance of its kernel runs it. The heads a lane
+/// keeps in flight follow from the width (head_batch_for).
+struct Instance {
+  Style style;
+  int vec;  ///< pairs per access
+  AxisLookup axes;
+};
+
+constexpr bool operator==(const Instance& a, const Instance& b) {
+  return a.style == b.style && a.vec == b.vec && a.axes == b.axes;
+}
+
+/// The instance of a plain launch (NoAppend, NoNorm), an append launch (a CacheAppend) or a norm
+/// launch (an RmsNorm): the widest access the arguments allow, their pair style, and how the body
+/// finds each pair's position. Norm launches have no double width: its data chunks and the norm
+/// stage's spill under NormPolicy's register cap.
+template <typename T, typename Append = NoAppend, typename Norm = NoNorm>
+Instance choose_instance(const RopeParams<T>& p, const Append& append = Append{}, const Norm& norm = Norm{}) {
+  using W = VectorWidths<T>;
+  int vec = 1;
+  if (!Norm::kEnabled && p.q.num_heads + p.k.num_heads <= kFewHeads && vector_width_fits(p, W::kDouble, append, norm)) {
+    vec = W::kDouble;
+  } else if (vector_width_fits(p, W::kWide, append, norm)) {
+    vec = W::kWide;
+  } else if (vector_width_fits(p, W::kNarrow, append, norm)) {
+    vec = W::kNarrow;
+  }
+  return Instance{p.style, vec, axis_lookup(p.positions, vec)};
+}
+
+/// Calls `f(style, vec, head_batch, axes)` with `instance` as integral constants: the one place
+/// where a launch's runtime choices become template parameters. It instantiates exactly the
+/// instances choose_instance can return for a launch with norm mode `Norm`; for any other it
+/// calls nothing and returns false.
+template <typename Policy, typename T, typename Norm, typename F>
+bool with_instance(const Instance& instance, F&& f) {
+  using W = VectorWidths<T>;
+  auto with_axes = [&](auto style, auto vec) {
+    using Batch = std::integral_constant<int, head_batch_for<T, Policy>(decltype(vec)::value)>;
+    switch (instance.axes) {
+      case AxisLookup::kSingleAxis:
+        f(style, vec, Batch{}, std::integral_constant<AxisLookup, AxisLookup::kSingleAxis>{});
+        return true;
+      case AxisLookup::kPerColumn:
+        f(style, vec, Batch{}, std::integral_constant<AxisLookup, AxisLookup::kPerColumn>{});
+        return true;
+      case AxisLookup::kPerPair:
+        f(style, vec, Batch{}, std::integral_constant<AxisLookup, AxisLookup::kPerPair>{});
+        return true;
+    }
+    return false;
+  };
+  auto with_style = [&](auto vec) {
+    if (instance.style == Style::kInterleaved) {
+      return with_axes(std::integral_constant<Style, Style::kInterleaved>{}, vec);
+    }
+    return with_axes(std::integral_constant<Style, Style::kHalfSplit>{}, vec);
+  };
+  if constexpr (!Norm::kEnabled) {
+    if (instance.vec == W::kDouble) return with_style(std::integral_constant<int, W::kDouble>{});
+  }
+  if (instance.vec == W::kWide) return with_style(std::integral_constant<int, W::kWide>{});
+  if (instance.vec == W::kNarrow) return with_style(std::integral_constant<int, W::kNarrow>{});
+  if (instance.vec == 1) return with_style(std::integral_constant<int, 1>{});
+  return false;
+}
+
+/// Calls `f(style, vec, head_batch, axes)` (integral constants) for the instance the arguments
+/// choose (choose_instance).
 template <typename Policy, typename T, typename Append, typename F, typename Norm = NoNorm>
 void dispatch(const RopeParams<T>& p, const Append& append, F&& f, const Norm& norm = Norm{}) {
-  using W = VectorWidths<T>;
-  auto with_style = [&](auto vec) {
-    constexpr int kBatch = head_batch_for<T, Policy>(decltype(vec)::value);
-    using Batch = std::integral_constant<int, kBatch>;
-    auto with_axes = [&](auto style) {
-      switch (axis_lookup(p.positions, decltype(vec)::value)) {
-        case AxisLookup::kSingleAxis:
-          f(style, vec, Batch{}, std::integral_constant<AxisLookup, AxisLookup::kSingleAxis>{});
-          break;
-        case AxisLookup::kPerColumn:
-          f(style, vec, Batch{}, std::integral_constant<AxisLookup, AxisLookup::kPerColumn>{});
-          break;
-        case AxisLookup::kPerPair:
-          f(style, vec, Batch{}, std::integral_constant<AxisLookup, AxisLookup::kPerPair>{});
-          break;
-      }
-    };
-    if (p.style == Style::kInterleaved) {
-      with_axes(std::integral_constant<Style, Style::kInterleaved>{});
-    } else {
-      with_axes(std::integral_constant<Style, Style::kHalfSplit>{});
-    }
-  };
-  auto up_to_wide = [&] {
-    if (vector_width_fits(p, W::kWide, append, norm)) {
-      with_style(std::integral_constant<int, W::kWide>{});
-    } else if (vector_width_fits(p, W::kNarrow, append, norm)) {
-      with_style(std::integral_constant<int, W::kNarrow>{});
-    } else {
-      with_style(std::integral_constant<int, 1>{});
-    }
-  };
-  // Norm launches have no double-width instance: its data chunks and the norm stage's spill
-  // under NormPolicy's register cap.
-  if constexpr (Norm::kEnabled) {
-    up_to_wide();
-  } else if (p.q.num_heads + p.k.num_heads <= kFewHeads && vector_width_fits(p, W::kDouble, append, norm)) {
-    with_style(std::integral_constant<int, W::kDouble>{});
-  } else {
-    up_to_wide();
-  }
+  with_instance<Policy, T, Norm>(choose_instance(p, append, norm), static_cast<F&&>(f));
 }
 
 /// The plain RoPE launch.
