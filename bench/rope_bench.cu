@@ -678,7 +678,7 @@ void register_all() {
 
   // Table mode at token counts between the rows above: where launches switch between two batches
   // of heads per lane without a walk and one batch with rows that walk a grid capped at the
-  // resident blocks, and how the walk divides the tokens among its rows (detail/dispatch.cuh).
+  // resident blocks, and how the walk divides the tokens among its rows (detail/host/dispatch.cuh).
   for (const std::int64_t t : {1024, 2048, 5120, 8192, 12288, 24576, 32768}) {
     HeadsCase hc;
     hc.tokens = t;

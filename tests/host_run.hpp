@@ -26,7 +26,7 @@ namespace rope_test {
 inline std::int64_t host_walk_rows(std::int64_t tokens) { return tokens > 3 ? 3 : tokens; }
 
 /// Which body a host run of a plain launch takes: the launcher's choice (the head groups of
-/// detail/head_groups.cuh for few tokens, else the per-token body), or the per-token body always,
+/// detail/device/head_groups.cuh for few tokens, else the per-token body), or the per-token body always,
 /// so that its few-token shapes stay tested too.
 enum class HostPath { kAsLaunched, kPerTokenBody };
 

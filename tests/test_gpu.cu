@@ -98,7 +98,7 @@ TEST(GpuLarge, QkNormShapes) {
 }
 
 // Norm launches large enough that the grid is capped and rows walk, staging each next token in
-// shared memory (detail/staging.cuh): Qwen3-8B's heads at 3100 tokens (1034 blocks of three
+// shared memory (detail/device/staging.cuh): Qwen3-8B's heads at 3100 tokens (1034 blocks of three
 // tokens, past the occupancy query's threshold and three times an H200's resident blocks), out
 // of place, both styles, int32 positions with some outside the table (those tokens stage their
 // next one too), and fp32 tensors (16-byte accesses of 4 floats). Small enough for the sanitizers.

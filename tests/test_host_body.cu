@@ -280,7 +280,7 @@ TEST(HostBodyDispatch, OnlyLargeTableLaunchesWithPositionsWalkTokens) {
   EXPECT_FALSE((rope::detail::kWalksTokens<AxisLookup::kPerColumn, rope::detail::NoAppend, rope::detail::RmsNorm<float>>));
 }
 
-// Which instances stage each next token in shared memory (detail/staging.cuh): the norm
+// Which instances stage each next token in shared memory (detail/device/staging.cuh): the norm
 // instances that walk, and not their scalar path of 2-byte accesses, which cp.async cannot copy.
 TEST(HostBodyStaging, OnlyWalkingNormInstancesStage) {
   using namespace rope::detail;
@@ -563,7 +563,7 @@ rope::RopeParams<float> head_group_params(std::int64_t tokens, int heads, int he
   return p;
 }
 
-// Which plain launches the launcher gives head groups (detail/head_groups.cuh): few tokens, or few
+// Which plain launches the launcher gives head groups (detail/device/head_groups.cuh): few tokens, or few
 // heads in all, with one position axis; computed mode only while a token's cos/sin row fits the
 // block's budget.
 TEST(HostHeadGroups, WhichLaunchesTakeThem) {

@@ -71,7 +71,7 @@ TEST(AppendFp8Reference, KnownValuesAndCudaAgree) {
 }
 
 // The kernel divides by an FP8 scale through its reciprocal and two corrections
-// (detail/quantize.cuh). Against the host's IEEE division, over values of every exponent and
+// (detail/device/quantize.cuh). Against the host's IEEE division, over values of every exponent and
 // scales across the accepted range (the ends, all-ones mantissas, the engines' usual ones):
 // the same float wherever the quotient can reach FP8's range, and the same FP8 byte always.
 TEST(AppendFp8Quantize, DivisionByReciprocalIsIeeeDivision) {
@@ -144,7 +144,7 @@ TEST(AppendFp8Quantize, BytesAtRoundingBoundariesAreTheQuotients) {
   EXPECT_GT(product_differs, checked / 100);  // the values do probe the boundaries
 }
 
-// The stores (detail/cache_append.cuh's fragment_to_cache) convert the products with the
+// The stores (detail/device/cache_append.cuh's fragment_to_cache) convert the products with the
 // reciprocal as they are when the scale is a power of two (its reciprocal is exact, so they are
 // the quotients) and correct them otherwise. Either way every byte must be the IEEE quotient's:
 // around every rounding boundary and for any bit pattern (subnormals, infinities, NaNs), at

@@ -158,7 +158,7 @@ INSTANTIATE_TEST_SUITE_P(Launcher, InvalidAppendArgs, ::testing::ValuesIn(bad_ap
                          [](const ::testing::TestParamInfo<BadAppend>& info) { return std::string(info.param.name); });
 
 // FP8 scales: positive and within [2^-64, 2^64], where the kernel's division by a reciprocal is
-// exact (detail/quantize.cuh); both ends are accepted.
+// exact (detail/device/quantize.cuh); both ends are accepted.
 TEST(InvalidAppendArgsFp8, ScalesMustBeInRange) {
   Buffers b;
   const Params p = b.params();

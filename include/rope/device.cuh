@@ -19,7 +19,7 @@
 
 #include <rope/config.cuh>
 #include <rope/detail/access_alignment.cuh>
-#include <rope/detail/token_body.cuh>
+#include <rope/detail/device/token_body.cuh>
 #include <rope/device/rotation.cuh>
 #include <rope/types.cuh>
 

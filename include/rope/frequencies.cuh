@@ -27,8 +27,8 @@
 
 #include <rope/config.cuh>
 #include <rope/device/rotation.cuh>
-#include <rope/detail/block_count.cuh>
-#include <rope/detail/vector.cuh>
+#include <rope/detail/host/block_count.cuh>
+#include <rope/detail/device/vector.cuh>
 #include <rope/status.cuh>
 #include <rope/validate.cuh>
 

@@ -10,7 +10,7 @@
 
 #include <cuda_runtime.h>
 
-#include <rope/detail/cache_append.cuh>
+#include <rope/detail/device/cache_append.cuh>
 #include <rope/kv_cache_types.cuh>
 #include <rope/kv_cache_validate.cuh>
 #include <rope/launch.cuh>

@@ -11,7 +11,7 @@
 
 #include <cuda_fp8.h>
 
-#include <rope/detail/cache_append.cuh>
+#include <rope/detail/device/cache_append.cuh>
 #include <rope/kv_cache_types.cuh>
 #include <rope/status.cuh>
 #include <rope/types.cuh>

@@ -10,10 +10,10 @@
 
 #include <cuda_runtime.h>
 
-#include <rope/detail/dispatch.cuh>
+#include <rope/detail/host/dispatch.cuh>
 #include <rope/detail/host/gpu_occupancy.cuh>
 #include <rope/detail/host/launch_plan.cuh>
-#include <rope/detail/kernel.cuh>
+#include <rope/detail/device/kernel.cuh>
 #include <rope/status.cuh>
 #include <rope/types.cuh>
 #include <rope/validate.cuh>

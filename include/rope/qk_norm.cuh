@@ -8,7 +8,7 @@
 
 #include <cuda_runtime.h>
 
-#include <rope/detail/norm_stage.cuh>
+#include <rope/detail/device/norm_stage.cuh>
 #include <rope/launch.cuh>
 #include <rope/qk_norm_types.cuh>
 #include <rope/qk_norm_validate.cuh>

@@ -10,9 +10,9 @@
 
 #include <cuda_runtime.h>
 
-#include <rope/detail/dispatch.cuh>
-#include <rope/detail/kernel.cuh>
-#include <rope/detail/staging.cuh>
+#include <rope/detail/host/dispatch.cuh>
+#include <rope/detail/device/kernel.cuh>
+#include <rope/detail/device/staging.cuh>
 
 namespace rope {
 namespace detail {

@@ -12,11 +12,11 @@
 
 #include <cuda_runtime.h>
 
-#include <rope/detail/block_count.cuh>
-#include <rope/detail/dispatch.cuh>
-#include <rope/detail/head_group_shape.cuh>
-#include <rope/detail/kernel.cuh>
-#include <rope/detail/staging.cuh>
+#include <rope/detail/host/block_count.cuh>
+#include <rope/detail/host/dispatch.cuh>
+#include <rope/detail/host/head_group_shape.cuh>
+#include <rope/detail/device/kernel.cuh>
+#include <rope/detail/device/staging.cuh>
 #include <rope/types.cuh>
 
 namespace rope {

@@ -11,12 +11,13 @@
 
 #include <rope/config.cuh>
 #include <rope/device/rotation.cuh>
-#include <rope/detail/cache_append.cuh>
-#include <rope/detail/divisor.cuh>
-#include <rope/detail/pass_through.cuh>
-#include <rope/detail/norm_stage.cuh>
-#include <rope/detail/staging.cuh>
-#include <rope/detail/vector.cuh>
+#include <rope/detail/device/cache_append.cuh>
+#include <rope/detail/device/divisor.cuh>
+#include <rope/detail/device/pass_through.cuh>
+#include <rope/detail/device/norm_stage.cuh>
+#include <rope/detail/device/staging.cuh>
+#include <rope/detail/device/vector.cuh>
+#include <rope/detail/policy.cuh>
 #include <rope/types.cuh>
 
 namespace rope {
@@ -138,7 +139,7 @@ ROPE_HOST_DEVICE void load_column_cos_sin(const RopeParams<T>& p, const AxisPosi
 /// A token's position on each axis (positions[token], or the token index without positions;
 /// multi-axis launches (kAxes, the dispatch's choice when positions.axes > 1) read the other
 /// axes too, and a missing third axis repeats the first). The kernel reads them one token ahead
-/// (detail/kernel.cuh), so a token's table reads need not wait for its positions.
+/// (detail/device/kernel.cuh), so a token's table reads need not wait for its positions.
 template <AxisLookup kAxes, typename T>
 ROPE_HOST_DEVICE AxisPositions token_positions(const RopeParams<T>& p, std::int64_t token) {
   const bool has_positions = p.positions.type != PositionType::kNone;
@@ -153,7 +154,7 @@ ROPE_HOST_DEVICE AxisPositions token_positions(const RopeParams<T>& p, std::int6
 
 /// Calls work(token, positions) for tokens first, first + stride, ... below p.num_tokens, each
 /// with token_positions' result, reading each next token's positions before the current token's
-/// work: the walk of one row of a kernel block (detail/kernel.cuh) and of the host tests' rows.
+/// work: the walk of one row of a kernel block (detail/device/kernel.cuh) and of the host tests' rows.
 template <AxisLookup kAxes, typename T, typename Work>
 ROPE_HOST_DEVICE void walk_tokens(const RopeParams<T>& p, std::int64_t first, std::int64_t stride, Work&& work) {
   if (first >= p.num_tokens) return;
@@ -165,7 +166,7 @@ ROPE_HOST_DEVICE void walk_tokens(const RopeParams<T>& p, std::int64_t first, st
   }
 }
 
-/// walk_tokens for rows that may stage their next token (detail/staging.cuh): work(token,
+/// walk_tokens for rows that may stage their next token (detail/device/staging.cuh): work(token,
 /// positions, stage) gets `stage` saying whether its slots hold this token's first batch and
 /// which token to stage next: none for the row's last token (a row of one token stages nothing),
 /// and none at all when `stages` is false (the launch gave no slots).
@@ -456,7 +457,7 @@ ROPE_UNROLL
 /// then v (to the v cache), kVec elements per access, kHeadBatch accesses in flight.
 ///
 /// Norm launches (`Norm` an RmsNorm; NoNorm compiles every norm step away) put a head's columns
-/// on a group of lanes (detail/norm_stage.cuh states the rule) and, between load and rotation,
+/// on a group of lanes (detail/device/norm_stage.cuh states the rule) and, between load and rotation,
 /// sum each head's squares over the group (`group`: a warp shuffle on the GPU) for its inverse
 /// RMS. Every lane of a group reaches that sum equally often: the batch loop is the same for
 /// all of them, and a past-the-end head is summed like any other, its result unused. Each lane
@@ -464,7 +465,7 @@ ROPE_UNROLL
 ///
 /// `stage` (a SharedStage in the norm instances whose rows walk; NoStage compiles away): before
 /// its first batch the lane stages the same batch of the row's next token, then takes this
-/// token's batch from the slots when the previous token staged it (detail/staging.cuh).
+/// token's batch from the slots when the previous token staged it (detail/device/staging.cuh).
 template <typename T, Style kStyle, int kVec, int kHeadBatch, AxisLookup kAxes = AxisLookup::kSingleAxis,
           typename Append = NoAppend, typename Norm = NoNorm, typename Group = NoLaneGroup, typename Stage = NoStage>
 ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::int64_t token,
@@ -483,10 +484,7 @@ ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::in
   // The token's cache rows (append launches), likewise needed only when storing.
   CacheRows<typename Append::Cache> rows;
   if constexpr (Append::kEnabled) rows = cache_rows(append, token, lane == 0);
-  // Append: the lane's first v items are read now, with its heads: v depends on neither the
-  // position nor the slot, and read after the rotation it cost each token a round trip of its
-  // own (on an H200 the fused appends ran 3-6% faster at T = 4096 and 16384 for reading it early).
-  constexpr int kEarlyV = 2;
+  // Append: the lane's first v items are read now, with its heads (kEarlyV, detail/policy.cuh).
   const Divisor v_columns(p.head_dim / kVec);
   const int v_items = v_columns.value * p.k.num_heads;
   EarlyItems<kEarlyV, kVec, T> early_v;

@@ -6,8 +6,8 @@
 /// of partial rotary, v into its cache), kVec at a time, several copies in flight per lane.
 
 #include <rope/config.cuh>
-#include <rope/detail/cache_append.cuh>
-#include <rope/detail/vector.cuh>
+#include <rope/detail/device/cache_append.cuh>
+#include <rope/detail/device/vector.cuh>
 
 namespace rope {
 namespace detail {

@@ -2,7 +2,7 @@
 #pragma once
 
 /// \file
-/// Which plain launches take the head group kernel (detail/head_groups.cuh: few tokens, or few
+/// Which plain launches take the head group kernel (detail/device/head_groups.cuh: few tokens, or few
 /// heads in all), and its launch shape.
 /// Used by the launcher and by the host tests alike.
 
@@ -10,8 +10,8 @@
 
 #include <cuda_runtime.h>
 
-#include <rope/detail/block_count.cuh>
-#include <rope/detail/head_groups.cuh>
+#include <rope/detail/host/block_count.cuh>
+#include <rope/detail/device/head_groups.cuh>
 #include <rope/types.cuh>
 
 namespace rope {
@@ -25,7 +25,7 @@ int computed_row_bytes(const RopeParams<T>& p) {
   return p.cos_sin.kind == CosSin::Kind::kComputed ? rotated_dim(p) * static_cast<int>(sizeof(float)) : 0;
 }
 
-/// Whether a plain launch (no append, no norm stage) takes head groups (detail/head_groups.cuh):
+/// Whether a plain launch (no append, no norm stage) takes head groups (detail/device/head_groups.cuh):
 /// few tokens or few heads in all, one position axis (multi-axis launches keep their per-column
 /// position lookup in the per-token body), and a token's computed row within
 /// kDynamicSharedBytesWithoutOptIn.

@@ -7,7 +7,7 @@
 /// group running the device API's `rotate_head`. A head's work is then one short chain per thread
 /// (position, then the head's loads, rotation and stores), without the per-token body's lane
 /// mapping and head batches, which exist to keep loads in flight across the many heads of a
-/// prefill. Which launches take it and their block shape: detail/head_group_shape.cuh.
+/// prefill. Which launches take it and their block shape: detail/host/head_group_shape.cuh.
 
 #include <cstdint>
 
@@ -15,28 +15,12 @@
 
 #include <rope/config.cuh>
 #include <rope/device.cuh>
-#include <rope/detail/token_body.cuh>
+#include <rope/detail/device/token_body.cuh>
+#include <rope/detail/policy.cuh>
 #include <rope/types.cuh>
 
 namespace rope {
 namespace detail {
-
-/// Plain launches of at most this many tokens take head groups. Measured on an H200: decode
-/// (T = 1 to 256) 0.07-0.40 us faster, Llama-3-8B at T = 512 about 1% faster.
-constexpr std::int64_t kHeadGroupMaxTokens = 512;
-
-/// Plain launches of at most this many heads in all (tokens times heads per token) take head
-/// groups too, whatever their token count. Measured on an H200: the seed's single-head fp32
-/// sweep at N = 2048 and 10240 ran 7-9% faster with head groups, at N = 18432 34% slower
-/// (unexplained), so the bound sits at the larger of the two that gained.
-constexpr std::int64_t kHeadGroupMaxHeads = 10240;
-static_assert(kHeadGroupMaxHeads <= 65535, "a head group grid's y dimension (token blocks) may reach this");
-
-/// Threads per head group block, at most.
-constexpr int kHeadGroupBlockThreads = 256;
-
-/// Tokens per head group block, at most: CUDA's limit on a block's z dimension.
-constexpr int kHeadGroupBlockTokens = 64;
 
 /// Where a thread of a head group launch works: block (group lanes, heads, tokens), grid (head
 /// blocks per token, token blocks). Thread (x, y, z) of block (bx, by) is rank x of the group of

@@ -3,11 +3,12 @@
 
 /// \file
 /// How many tokens a block of a small launch takes: the rule both kernels' launch shapes use
-/// (detail/dispatch.cuh, detail/head_group_shape.cuh).
+/// (detail/host/dispatch.cuh, detail/host/head_group_shape.cuh).
 
 #include <cstdint>
 #include <limits>
 
+#include <rope/detail/policy.cuh>
 #include <rope/types.cuh>
 
 namespace rope {
@@ -22,20 +23,6 @@ constexpr auto ceil_div(A a, B b) {
 
 /// No bound on a launch's blocks (tokens_per_small_block's `most` when the caller has none).
 constexpr std::int64_t kAnyBlocks = std::numeric_limits<std::int64_t>::max();
-
-/// A launch of fewer blocks than this leaves SMs idle or unevenly loaded (2048 single-head tokens
-/// in 256-thread blocks are 64 blocks for an H200's 132 SMs): 8 blocks per SM there. Measured on
-/// an H200: the small sweeps (fp32 at N = 18432 and 26624, bf16 and fp16 from N = 10240),
-/// Llama-3-8B computed mode and M-RoPE at T = 4096 ran 2-10% faster than with 2 blocks per SM.
-constexpr std::int64_t kFewBlocks = 1056;
-
-/// kFewBlocks for launches whose tokens gather table rows by position: 4 blocks per H200 SM.
-/// Measured on an H200: Llama-3-8B table mode gained 1.7% from halving 342 blocks and lost 1.9%
-/// from halving 683.
-constexpr std::int64_t kFewBlocksGatheringRows = 528;
-
-/// Blocks of a small launch shrink to no fewer threads than this.
-constexpr int kMinBlockThreads = 64;
 
 /// Whether each token of a launch reads the table rows its position names (table mode with a
 /// positions array), rather than computing its cos/sin or reading the row of its own index.

@@ -4,16 +4,16 @@
 /// \file
 /// The __global__ kernels, thin shells over host-testable bodies: the per-token kernel maps
 /// threads to (token, lane) for the per-token body; the head group kernel maps them to (token,
-/// head, group rank) for the head group body (detail/head_groups.cuh).
+/// head, group rank) for the head group body (detail/device/head_groups.cuh).
 
 #include <cstdint>
 #include <type_traits>
 
 #include <rope/config.cuh>
-#include <rope/detail/head_groups.cuh>
+#include <rope/detail/device/head_groups.cuh>
 #include <rope/detail/policy.cuh>
-#include <rope/detail/staging.cuh>
-#include <rope/detail/token_body.cuh>
+#include <rope/detail/device/staging.cuh>
+#include <rope/detail/device/token_body.cuh>
 #include <rope/types.cuh>
 
 namespace rope {
@@ -28,7 +28,7 @@ constexpr bool kWalksTokens = kAxes == AxisLookup::kSingleAxis ||
                               (kAxes == AxisLookup::kPerColumn && !Append::kEnabled && !Norm::kEnabled);
 
 /// Whether rows of the instance that walk stage their next token in shared memory
-/// (detail/staging.cuh): the norm instances that walk, but for the scalar path of 2-byte elements.
+/// (detail/device/staging.cuh): the norm instances that walk, but for the scalar path of 2-byte elements.
 /// Measured on an H200: staged, QK-norm ran 5-6% faster from T = 4096, while the plain instance
 /// (up to 17% slower) and the appends (up to 15%) lost: the staging's registers (the bf16 append
 /// spilled) cost them more than the overlap gained.
@@ -74,7 +74,7 @@ ROPE_KERNEL void __launch_bounds__(Policy::kMaxBlockThreads, Policy::kMinBlocksP
     }
   };
   if constexpr (kStagesTokens<T, kStyle, kVec, kAxes, Append, Norm>) {
-    // Rows that walk stage each next token's first batch in shared memory (detail/staging.cuh)
+    // Rows that walk stage each next token's first batch in shared memory (detail/device/staging.cuh)
     // when the launch gave the block its slots (launch.cuh says when).
     extern __shared__ __align__(16) unsigned char stage_slots[];
     const int threads = static_cast<int>(blockDim.x * blockDim.y);
@@ -94,7 +94,7 @@ ROPE_KERNEL void __launch_bounds__(Policy::kMaxBlockThreads, Policy::kMinBlocksP
   }
 }
 
-/// The head group kernel for few tokens or few heads (detail/head_groups.cuh; its shape:
+/// The head group kernel for few tokens or few heads (detail/device/head_groups.cuh; its shape:
 /// choose_head_group_shape), thread coordinates as head_group_thread says. In computed mode the
 /// block first computes its tokens' cos/sin rows into its dynamic shared memory, once for all its
 /// heads.

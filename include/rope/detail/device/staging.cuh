@@ -2,7 +2,7 @@
 #pragma once
 
 /// \file
-/// The staging of a row's next token (launches whose rows walk tokens, detail/kernel.cuh): while
+/// The staging of a row's next token (launches whose rows walk tokens, detail/device/kernel.cuh): while
 /// a lane works on one token, its first batch of head chunks for the row's next token is copied
 /// from global to shared memory without passing through registers (cp.async), so that token's
 /// memory round trip overlaps the current token's arithmetic and stores. The lane reads the
@@ -12,7 +12,7 @@
 #include <cstdint>
 
 #include <rope/config.cuh>
-#include <rope/detail/vector.cuh>
+#include <rope/detail/device/vector.cuh>
 
 namespace rope {
 namespace detail {
@@ -35,7 +35,7 @@ ROPE_HOST_DEVICE void copy_to_stage(Packed<T, N>* slot, const T* src) {
   } else {
     asm volatile("cp.async.ca.shared.global [%0], [%1], %2;\n" ::"r"(dst), "l"(src), "n"(kBytes) : "memory");
   }
-#else  // the host, and GPUs without cp.async (whose kernels never stage: detail/kernel.cuh)
+#else  // the host, and GPUs without cp.async (whose kernels never stage: detail/device/kernel.cuh)
   *slot = *reinterpret_cast<const Packed<T, N>*>(src);
 #endif
 }

@@ -5,7 +5,7 @@
 /// The cache-append stage of the per-token body: which append a kernel instance does (a template
 /// parameter: none, or a cache of element type C), where a token's cache rows are, and the
 /// converting stores into them. All __host__ __device__, tested on the host with the body.
-/// FP8 E4M3 is the one converted cache type so far (its conversions: detail/quantize.cuh).
+/// FP8 E4M3 is the one converted cache type so far (its conversions: detail/device/quantize.cuh).
 
 #include <cstdint>
 #include <cstring>
@@ -14,9 +14,9 @@
 #include <cuda_fp8.h>
 
 #include <rope/config.cuh>
-#include <rope/detail/divisor.cuh>
-#include <rope/detail/quantize.cuh>
-#include <rope/detail/vector.cuh>
+#include <rope/detail/device/divisor.cuh>
+#include <rope/detail/device/quantize.cuh>
+#include <rope/detail/device/vector.cuh>
 #include <rope/kv_cache_types.cuh>
 
 namespace rope {
@@ -69,7 +69,7 @@ ROPE_UNROLL
       for (int i = 0; i < kChunk; ++i) v.elem[i] = element(i);
     } else if constexpr (kChunk % 2 == 0) {
       // A power-of-two scale's products are the quotients; any other scale's are corrected
-      // (detail/quantize.cuh). The choice is per scale (k's, v's, q's), each the same for the
+      // (detail/device/quantize.cuh). The choice is per scale (k's, v's, q's), each the same for the
       // whole launch. Each path converts pair by pair: no access's products are held at once
       // (registers). Single-element accesses (below) always divide. The access is assembled
       // from the conversions' 16-bit results as they are: placed byte by byte, sm_90 code took

@@ -9,12 +9,12 @@
 #include <type_traits>
 
 #include <rope/detail/access_alignment.cuh>
-#include <rope/detail/block_count.cuh>
-#include <rope/detail/cache_append.cuh>
-#include <rope/detail/norm_stage.cuh>
+#include <rope/detail/host/block_count.cuh>
+#include <rope/detail/device/cache_append.cuh>
+#include <rope/detail/device/norm_stage.cuh>
 #include <rope/detail/policy.cuh>
-#include <rope/detail/token_body.cuh>
-#include <rope/detail/vector.cuh>
+#include <rope/detail/device/token_body.cuh>
+#include <rope/detail/device/vector.cuh>
 #include <rope/types.cuh>
 #include <rope/validate.cuh>
 
@@ -36,9 +36,6 @@ template <typename T, typename Policy>
 constexpr int head_batch_for(int vec) {
   return vec == VectorWidths<T>::kDouble ? 1 : Policy::kHeadBatch;
 }
-
-/// Tokens with at most this many heads (q + k) take the double width when it fits.
-constexpr int kFewHeads = 2;
 
 inline bool multiple_of(std::int64_t v, std::int64_t m) { return v % m == 0; }
 
@@ -195,7 +192,7 @@ void dispatch(const RopeParams<T>& p, F&& f) {
 }
 
 /// Whether a launch benefits from rows that walk tokens a grid apart and read each next token's
-/// positions ahead (detail/kernel.cuh): table mode with a positions array, where a token's table
+/// positions ahead (detail/device/kernel.cuh): table mode with a positions array, where a token's table
 /// reads otherwise wait for its positions (a second memory round trip), and no partial-rotary
 /// tail. Measured on an H200 at T = 16384: table mode with positions (plain, append, QK-norm,
 /// M-RoPE) gained 2-8%; computed mode, tables indexed by token and partial rotary lost 4-6%.
@@ -205,22 +202,8 @@ bool reads_positions_ahead(const RopeParams<T>& p) {
   return gathers_table_rows(p) && !tail;
 }
 
-/// The grid of a launch of `blocks` blocks of an instance that walks tokens (kWalksTokens in
-/// detail/kernel.cuh) where the GPU holds `resident` at once (0: unknown): launches that read
-/// positions ahead and have at least kResidentMultiple times the resident blocks take at most
-/// the resident ones (how many: kBalancingGiveUpDivisor). Measured on an H200: from 3 times,
-/// T = 4096 walks too, and the fused bf16 append ran 7% and QK-norm 5% faster there; from 2 times
-/// no bench row moved further.
-constexpr std::int64_t kResidentMultiple = 3;
-
-/// A walking grid takes the fewest blocks that keep its number of rounds (tokens per row), so
-/// that its last round is fuller, where that gives up at most resident / kBalancingGiveUpDivisor
-/// blocks; otherwise every resident block. Measured on an H200: at T = 16384 (264 -> 261 blocks)
-/// table mode, the appends and QK-norm ran 0.7-1.2% faster; at T = 4096 (264 -> 228) QK-norm and
-/// the FP8 append ran 3-7% slower (fewer warps hide their chains less well). 1/32 lies between
-/// those two points (3 and 36 blocks of 264); it is not a measured threshold.
-constexpr std::int64_t kBalancingGiveUpDivisor = 32;
-
+/// The grid of a walking launch of `blocks` blocks where the GPU holds `resident` at once (0:
+/// unknown): the rule of kResidentMultiple and kBalancingGiveUpDivisor (detail/policy.cuh).
 template <typename T>
 std::int64_t grid_blocks(const RopeParams<T>& p, std::int64_t blocks, std::int64_t resident) {
   if (!reads_positions_ahead(p) || resident <= 0 || blocks < kResidentMultiple * resident) return blocks;
@@ -244,19 +227,6 @@ struct LaunchShape {
   int tokens_per_block;
 };
 
-/// Append and norm launches of at most this many tokens (decode steps, short prompts) give each
-/// lane about one head instead of a batch (plain ones take head groups instead: head_groups.cuh).
-/// Their few tokens leave most of the GPU idle, so a token's time is its lanes' chain of loads,
-/// conversions and stores, which is shorter over more lanes. Measured on an H200 for 40 heads of
-/// 8 columns (Llama-3-8B, Qwen3-8B): fused append and QK-norm 4-14% faster at T = 1 to 256, but
-/// 21-33% slower at T = 512 (a second wave of blocks). Other head counts were not measured.
-constexpr std::int64_t kSpreadHeadsMaxTokens = 256;
-
-/// Launches of fewer blocks than this take one block per row of tokens: the launcher skips the
-/// occupancy query (a few microseconds of host time) and never caps their grid, so their rows
-/// never walk.
-constexpr std::int64_t kQueryBlocks = 1024;
-
 /// At most Policy::kMaxBlockThreads (256) threads per block. A token gets one lane per column of `vec`
 /// pairs times enough head groups that each lane has about `head_batch` heads (twice that where
 /// a column's cos/sin cost more than a second round trip, below; heads split evenly across
@@ -265,7 +235,7 @@ constexpr std::int64_t kQueryBlocks = 1024;
 /// block has its lanes walk columns. Append and norm launches of few tokens give each lane about
 /// one head (kSpreadHeadsMaxTokens). Norm launches (LaunchKind::kNorm) give a head
 /// norm_group_width(columns) lanes instead, so lanes per token are a multiple of that width
-/// (detail/norm_stage.cuh's lane rule).
+/// (detail/device/norm_stage.cuh's lane rule).
 template <typename Policy, typename T>
 LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch, LaunchKind kind = LaunchKind::kPlain) {
   constexpr int kMaxBlockThreads = Policy::kMaxBlockThreads;
@@ -273,7 +243,7 @@ LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch,
   const int columns = kind == LaunchKind::kNorm ? norm_group_width(rotary_dim / 2 / vec) : rotary_dim / 2 / vec;
   if (columns >= kMaxBlockThreads) return LaunchShape{kMaxBlockThreads, 1};
   const int heads = p.q.num_heads + p.k.num_heads;
-  // Small launches take smaller blocks (detail/block_count.cuh), but never `most_blocks` or more.
+  // Small launches take smaller blocks (detail/host/block_count.cuh), but never `most_blocks` or more.
   auto shape_with = [&](int heads_per_lane, std::int64_t most_blocks) {
     int groups = ceil_div(heads, heads_per_lane);
     if (groups > kMaxBlockThreads / columns) groups = kMaxBlockThreads / columns;
@@ -283,13 +253,6 @@ LaunchShape choose_launch_shape(const RopeParams<T>& p, int vec, int head_batch,
     return LaunchShape{lanes, tokens_per_small_block(kMaxBlockThreads / lanes, lanes, p.num_tokens, few_blocks(p),
                                                      most_blocks)};
   };
-  // With many tokens, give each lane two batches of heads, so that each (token, column) cos/sin is
-  // computed or read half as often, where that costs more than the second batch's round trip:
-  // computed mode (arithmetic per lane), and plain multi-axis table launches whose columns each
-  // lie in one section (each column gathers its axis's row of the table; measured on an H200:
-  // Qwen2-VL-7B table mode 4-5% faster at T = 4096 and 16384). Few tokens (decode) are
-  // latency-bound instead, and a second batch would be a second round trip to memory.
-  constexpr std::int64_t kManyTokens = 1024;
   const bool table = p.cos_sin.kind == CosSin::Kind::kTable;
   const bool gathered_axes = kind == LaunchKind::kPlain && table && axis_lookup(p.positions, vec) == AxisLookup::kPerColumn;
   const bool many_tokens = p.num_tokens >= kManyTokens;
