@@ -70,4 +70,28 @@ cudaError_t write_kv_cache(const __nv_bfloat16* k, const __nv_bfloat16* v, std::
   return cudaGetLastError();
 }
 
+/// The unfused baseline's q quantization: token t's q row [row_elems] at `src + t * token_stride`
+/// to FP8 as saturate(x / scale) at `dst + t * row_elems`, eight elements per thread.
+__global__ void quantize_rows_fp8_kernel(const __nv_bfloat16* __restrict__ src, std::int64_t token_stride,
+                                         std::int64_t tokens, int row_elems, __nv_fp8_e4m3* __restrict__ dst,
+                                         float scale) {
+  const std::int64_t t = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
+  if (t >= tokens) return;
+  for (int i = threadIdx.x; i < row_elems / 8; i += blockDim.x) {
+    const uint4 in = *reinterpret_cast<const uint4*>(src + t * token_stride + i * 8);
+    *reinterpret_cast<uint2*>(dst + t * row_elems + i * 8) = Eight<__nv_fp8_e4m3>::convert(in, scale);
+  }
+}
+
+/// Launches quantize_rows_fp8_kernel: 256 threads per block, one token per row / 8 threads.
+inline cudaError_t quantize_rows_fp8(const __nv_bfloat16* src, std::int64_t token_stride, std::int64_t tokens,
+                                     int row_elems, __nv_fp8_e4m3* dst, float scale, cudaStream_t stream) {
+  const int threads = row_elems / 8 < 256 ? row_elems / 8 : 256;
+  const int per_block = 256 / threads;
+  const dim3 block(static_cast<unsigned>(threads), static_cast<unsigned>(per_block));
+  const unsigned grid = static_cast<unsigned>((tokens + per_block - 1) / per_block);
+  quantize_rows_fp8_kernel<<<grid, block, 0, stream>>>(src, token_stride, tokens, row_elems, dst, scale);
+  return cudaGetLastError();
+}
+
 }  // namespace bench

@@ -596,6 +596,102 @@ void qk_norm_unfused(benchmark::State& state, std::int64_t tokens) {
   }, d.batch, d.bytes, static_cast<double>(tokens), rope_options());
 }
 
+// ---- The attention prologue: Qwen3-8B (32 q / 8 kv x 128, bf16), QK-RMSNorm + RoPE + paged
+// k/v write (+ q to FP8 with an FP8 cache) in one launch, against the chain of four kernels ----
+
+/// AppendData's buffers and the norm's two bf16 weight vectors. With an FP8 cache q goes to FP8
+/// (q.y null); with a bf16 cache q is normalized and rotated in place.
+template <typename C>
+struct PrologueData : AppendData<C> {
+  static constexpr bool kFp8 = std::is_same<C, __nv_fp8_e4m3>::value;
+  SetArray<__nv_bfloat16> weights;
+
+  /// AppendData's bytes and the weights.
+  static double min_bytes(std::int64_t tokens, double distinct_rows) {
+    return AppendData<C>::min_bytes(tokens, distinct_rows, kFp8 ? 1.0 : 2.0) + 2.0 * kAppendDim * 2;
+  }
+
+  std::string setup(std::int64_t t) {
+    std::string e = AppendData<C>::setup(t, kFp8);
+    this->bytes += 2.0 * kAppendDim * 2;
+    if (e.empty()) e = weights.allocate(2 * kAppendDim, 1);
+    if (e.empty()) e = bench::fill_uniform(weights, 7);
+    return e;
+  }
+
+  rope::QkNorm<__nv_bfloat16> norm() const {
+    rope::QkNorm<__nv_bfloat16> n;
+    n.q_weight = weights[0];
+    n.k_weight = weights[0] + kAppendDim;
+    return n;
+  }
+};
+
+/// rope_attention_prologue: one launch.
+template <typename C>
+void prologue_fused(benchmark::State& state, std::int64_t tokens, bench::L2 l2) {
+  PrologueData<C> d;
+  const std::string error = d.setup(tokens);
+  run(state, error, [&](int i, cudaStream_t s) {
+    rope::RopeParams<__nv_bfloat16> p = d.params(i, false);
+    rope::KvCacheAppend<__nv_bfloat16, C> cache = d.append(i);
+    const rope::QkNorm<__nv_bfloat16> n = d.norm();
+    rope::AttentionPrologue<__nv_bfloat16, C> prologue;
+    prologue.norm = &n;
+    if (PrologueData<C>::kFp8) {
+      p.q.y = nullptr;
+      prologue.q_fp8 = rope::QuantizedQ{cache.q_fp8, cache.q_fp8_token_stride, cache.q_fp8_head_stride, cache.q_scale};
+      cache.q_fp8 = nullptr;
+      cache.q_scale = 1.0f;
+    }
+    prologue.cache = &cache;
+    return rope::rope_attention_prologue(p, prologue, s);
+  }, d.batch, d.bytes, static_cast<double>(tokens), rope_options(Timing::kBatched, l2));
+}
+
+/// The same work unfused: a per-head RMSNorm kernel (q and k in place), rope_forward (q and k in
+/// place), a cache-write kernel and, with an FP8 cache, a q quantization kernel. Bytes counted
+/// are the fused operation's, so GB/s compare as times do.
+template <typename C>
+void prologue_unfused(benchmark::State& state, std::int64_t tokens, bench::L2 l2) {
+  PrologueData<C> d;
+  const std::string error = d.setup(tokens);
+  const float scale = PrologueData<C>::kFp8 ? d.fp8_scale : 1.0f;
+  run(state, error, [&](int i, cudaStream_t s) {
+    const rope::QkNorm<__nv_bfloat16> n = d.norm();
+    cudaError_t e = bench::qk_rms_norm<kAppendDim>(d.qkv[i], kAppendRow, tokens, kAppendQ, kAppendKv, n.q_weight,
+                                                    n.k_weight, n.eps, s);
+    if (e == cudaSuccess) e = rope::rope_forward(d.params(i, true), s);
+    const __nv_bfloat16* k = d.qkv[i] + kAppendQ * kAppendDim;
+    if (e == cudaSuccess) {
+      e = bench::write_kv_cache<C>(k, k + kAppendKv * kAppendDim, kAppendRow, tokens, kAppendKv * kAppendDim,
+                                   d.slots[i], d.k_cache[0], d.v_cache[0], scale, scale, s);
+    }
+    if (e == cudaSuccess && PrologueData<C>::kFp8) {
+      e = bench::quantize_rows_fp8(d.qkv[i], kAppendRow, tokens, kAppendQ * kAppendDim, d.q_fp8[i], scale, s);
+    }
+    return e;
+  }, d.batch, d.bytes, static_cast<double>(tokens), rope_options(Timing::kBatched, l2));
+}
+
+template <typename C>
+void register_prologue(const char* cache_name) {
+  for (const std::int64_t t : {1, 64, 256, 4096, 16384, 65536}) {
+    const std::string suffix = std::string("/") + cache_name + "/T:" + std::to_string(t);
+    add("prologue/fused" + suffix, [t](benchmark::State& s) { prologue_fused<C>(s, t, bench::L2::kFlushed); });
+    add("prologue/unfused" + suffix, [t](benchmark::State& s) { prologue_unfused<C>(s, t, bench::L2::kFlushed); });
+    add("copy_kernel/prologue" + suffix, [t](benchmark::State& s) {
+      std::vector<std::int64_t> unused;
+      const double rows = bench::random_positions(t, kCacheRows, 1, 11, unused);
+      copy_bench(s, PrologueData<C>::min_bytes(t, rows), static_cast<double>(t), true);
+    });
+    if (t <= 256) {
+      add("prologue_warm/fused" + suffix, [t](benchmark::State& s) { prologue_fused<C>(s, t, bench::L2::kWarm); });
+      add("prologue_warm/unfused" + suffix, [t](benchmark::State& s) { prologue_unfused<C>(s, t, bench::L2::kWarm); });
+    }
+  }
+}
+
 // ---- Registration ----
 
 template <typename F>
@@ -758,6 +854,9 @@ void register_all() {
     add("kv_append/fused/fp8_cache_fp8_q_unit_scale/T:" + std::to_string(t),
         [t](benchmark::State& s) { append_fused<__nv_fp8_e4m3>(s, t, true, 1.0f); });
   }
+  // The attention prologue (Qwen3-8B): QK-norm + RoPE + paged k/v write (+ q to FP8) vs four kernels.
+  register_prologue<bf16>("bf16_cache");
+  register_prologue<__nv_fp8_e4m3>("fp8_cache_fp8_q");
   // QK-RMSNorm + RoPE (Qwen3-8B) vs a separate norm kernel then RoPE.
   for (const std::int64_t t : {1, 64, 128, 256, 512, 2048, 4096, 16384, 65536}) {
     const std::string suffix = "/T:" + std::to_string(t);

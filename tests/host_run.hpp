@@ -231,18 +231,14 @@ struct HostLaneGroup {
   }
 };
 
-/// A QK-RMSNorm + RoPE launch on the host: the launcher's validation and conversion, its plan
-/// (for `device`), then one thread per lane, each running the body for every token. `lanes_override` > 0 is
-/// rounded up to a multiple of the launch's group width (the lane rule of norm launches).
-template <typename T, typename W, typename Occupancy = ModelledDevice>
-cudaError_t run_norm_on_host(const rope::RopeParams<T>& p, const rope::QkNorm<T, W>& n, int lanes_override = 0,
-                             int* vec_out = nullptr, int* lanes_out = nullptr, const Occupancy& device = {}) {
-  using Policy = rope::detail::NormPolicy;  // the launcher's
-  const rope::Status status = rope::validate(p, n);
-  if (!status.ok()) return status.error;
-  if (p.num_tokens == 0) return cudaSuccess;
-  const rope::detail::RmsNorm<W> norm = rope::detail::make_rms_norm(n, p.head_dim);
-  const rope::detail::LaunchPlan plan = rope::detail::plan_launch<Policy>(p, rope::detail::NoAppend{}, norm, device);
+/// Runs an already validated norm launch (`Append`: NoAppend, or the attention prologue's append
+/// stage) as planned: one thread per lane, each running the body for every token. `lanes_override`
+/// > 0 is rounded up to a multiple of the launch's group width (the lane rule of norm launches).
+template <typename T, typename W, typename Append, typename Occupancy>
+void run_norm_body_on_host(const rope::RopeParams<T>& p, const Append& append, const rope::detail::RmsNorm<W>& norm,
+                           int lanes_override, int* vec_out, int* lanes_out, const Occupancy& device) {
+  using Policy = rope::detail::NormPolicy;  // the launchers'
+  const rope::detail::LaunchPlan plan = rope::detail::plan_launch<Policy>(p, append, norm, device);
   last_host_plan() = plan;
   rope::detail::with_instance<Policy, T, rope::detail::RmsNorm<W>>(
       plan.instance,
@@ -259,8 +255,7 @@ cudaError_t run_norm_on_host(const rope::RopeParams<T>& p, const rope::QkNorm<T,
         constexpr auto kAxes = decltype(axes)::value;
         // Instances that stage get the kernel's staged walk: every lane's slots in one block-sized
         // buffer, laid out by the kernel's own make_shared_stage (the lanes are one row of a block).
-        constexpr bool kStaged =
-            rope::detail::kStagesTokens<T, kStyle, kVec, kAxes, rope::detail::NoAppend, rope::detail::RmsNorm<W>>;
+        constexpr bool kStaged = rope::detail::kStagesTokens<T, kStyle, kVec, kAxes, Append, rope::detail::RmsNorm<W>>;
         constexpr int kLaneSlots = rope::detail::kStageLaneSlots<T, kStyle, kVec, kBatch>;
         std::vector<rope::detail::Packed<unsigned char, 16>> slots(
             kStaged ? static_cast<std::size_t>(rope::detail::stage_bytes(lanes, kLaneSlots)) / 16 : 0);
@@ -269,10 +264,9 @@ cudaError_t run_norm_on_host(const rope::RopeParams<T>& p, const rope::QkNorm<T,
           threads.emplace_back([&, lane] {
             const std::int64_t rows = host_walk_rows(p.num_tokens);
             auto work = [&](std::int64_t token, const rope::detail::AxisPositions& positions, const auto& stage) {
-              rope::detail::rotate_token<T, kStyle, kVec, kBatch, kAxes, rope::detail::NoAppend,
-                                         rope::detail::RmsNorm<W>, HostLaneGroup, std::decay_t<decltype(stage)>>(
-                  p, false, token, positions, lane, lanes, rope::detail::NoAppend{}, norm, HostLaneGroup{&groups, lane},
-                  stage);
+              rope::detail::rotate_token<T, kStyle, kVec, kBatch, kAxes, Append, rope::detail::RmsNorm<W>,
+                                         HostLaneGroup, std::decay_t<decltype(stage)>>(
+                  p, false, token, positions, lane, lanes, append, norm, HostLaneGroup{&groups, lane}, stage);
             };
             for (std::int64_t row = 0; row < rows; ++row) {
               if constexpr (kStaged) {
@@ -290,6 +284,51 @@ cudaError_t run_norm_on_host(const rope::RopeParams<T>& p, const rope::QkNorm<T,
         }
         for (std::thread& t : threads) t.join();
       });
+}
+
+/// A QK-RMSNorm + RoPE launch on the host: the launcher's validation and conversion, its plan
+/// (for `device`), then run_norm_body_on_host.
+template <typename T, typename W, typename Occupancy = ModelledDevice>
+cudaError_t run_norm_on_host(const rope::RopeParams<T>& p, const rope::QkNorm<T, W>& n, int lanes_override = 0,
+                             int* vec_out = nullptr, int* lanes_out = nullptr, const Occupancy& device = {}) {
+  const rope::Status status = rope::validate(p, n);
+  if (!status.ok()) return status.error;
+  if (p.num_tokens == 0) return cudaSuccess;
+  run_norm_body_on_host(p, rope::detail::NoAppend{}, rope::detail::make_rms_norm(n, p.head_dim), lanes_override,
+                        vec_out, lanes_out, device);
+  return cudaSuccess;
+}
+
+/// An attention prologue launch on the host: the launcher's validation and conversion (as
+/// rope_attention_prologue: the append stage for the cache and q_fp8, the norm stage), its plan,
+/// then the body for every (token, lane).
+template <typename T, typename C, typename W, typename Occupancy = ModelledDevice>
+cudaError_t run_prologue_on_host(const rope::RopeParams<T>& p, const rope::AttentionPrologue<T, C, W>& prologue,
+                                 int lanes_override = 0, int* vec_out = nullptr, const Occupancy& device = {}) {
+  const rope::Status status = rope::validate(p, prologue);
+  if (!status.ok()) return status.error;
+  if (p.num_tokens == 0) return cudaSuccess;
+  auto run = [&](const rope::RopeParams<T>& resolved, const auto& append) {
+    using Append = std::decay_t<decltype(append)>;
+    if (prologue.norm != nullptr) {
+      run_norm_body_on_host(resolved, append, rope::detail::make_rms_norm(*prologue.norm, p.head_dim), lanes_override,
+                            vec_out, nullptr, device);
+    } else {
+      run_body_on_host<rope::detail::DefaultPolicy, T, Append, void>(resolved, false, append, lanes_override, vec_out,
+                                                                     HostPath::kAsLaunched, device);
+    }
+  };
+  if (prologue.cache == nullptr && prologue.q_fp8.data == nullptr) {
+    run(p, rope::detail::NoAppend{});
+    return cudaSuccess;
+  }
+  const rope::KvCacheAppend<T, C> a = rope::detail::prologue_append(prologue);
+  const rope::RopeParams<T> resolved = rope::detail::resolve_outputs(p, a);
+  if (prologue.cache != nullptr) {
+    run(resolved, rope::detail::make_prologue_append<true>(p, a));
+  } else {
+    run(resolved, rope::detail::make_prologue_append<false>(p, a));
+  }
   return cudaSuccess;
 }
 

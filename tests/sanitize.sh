@@ -16,7 +16,7 @@ exclude='-GpuLarge.*:*Index64Bit*:*TokenCounts*:*RandomConfigurations*'
 status=0
 for tool in memcheck racecheck initcheck synccheck; do
   for prog in rope_gpu_tests rope_frequency_tests rope_hardening_tests rope_variant_tests rope_plan_tests \
-    rope_readme_tests; do
+    rope_readme_tests rope_prologue_gpu_tests; do
     [ -x "$bin/$prog" ] || continue
     log=$(mktemp)
     compute-sanitizer --tool "$tool" --error-exitcode 99 "$bin/$prog" --gtest_brief=1 --gtest_filter="$exclude" >"$log" 2>&1

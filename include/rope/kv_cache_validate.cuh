@@ -50,6 +50,19 @@ CacheAppend<T, C> make_cache_append(const RopeParams<T>& p, const KvCacheAppend<
                            division_scale(a.q_scale)};
 }
 
+/// make_cache_append for the attention prologue: its instances can always quantize q, and have
+/// the caches only with `kCache` (without them the slot count is 0 and nothing is read of them).
+template <bool kCache, typename T, typename C>
+CacheAppend<T, C, true, kCache> make_prologue_append(const RopeParams<T>& p, const KvCacheAppend<T, C>& a) {
+  return CacheAppend<T, C, true, kCache>{a,
+                                         kCache ? a.num_blocks * a.block_size : 0,
+                                         p.k.y != nullptr,
+                                         p.q.y != nullptr,
+                                         division_scale(a.k_scale),
+                                         division_scale(a.v_scale),
+                                         division_scale(a.q_scale)};
+}
+
 /// One dimension of a cache: extent and stride (elements).
 struct CacheDim {
   std::int64_t extent;
@@ -150,17 +163,60 @@ inline bool bytes_disjoint(std::uintptr_t a0, std::uintptr_t a1, std::uintptr_t 
 
 }  // namespace detail
 
-/// Checks every argument of a RoPE + KV-cache append launch (`rope_forward_append`):
-/// `cudaErrorInvalidValue` and the reason on the first problem found. The RoPE part is checked
-/// as `validate(params)` does (k.y may be null here: no write-back).
+namespace detail {
+
+/// The checks of q_fp8 in a launch without caches (the attention prologue's q to FP8 alone): its
+/// scale, strides and rows, and that it overlaps nothing the launch reads or writes.
 template <typename T, typename C>
-Status validate(const RopeParams<T>& p, const KvCacheAppend<T, C>& a) {
+Status validate_q_fp8(const RopeParams<T>& p, const KvCacheAppend<T, C>& a, const RopeParams<T>& resolved) {
+  if (a.q_fp8 == nullptr) return invalid("q_fp8 is null");
+  if (p.q.num_heads < 1) return invalid("q_fp8 needs q (q.num_heads >= 1)");
+  if (!quant_scale_in_range(a.q_scale)) return invalid("q_scale must be in [2^-64, 2^64]");
+  if (a.q_fp8_token_stride < 0 || a.q_fp8_head_stride < 0) return invalid("q_fp8 strides are negative");
+  if (!span_fits(p.num_tokens, p.q.num_heads, a.q_fp8_token_stride, a.q_fp8_head_stride)) {
+    return invalid("q_fp8 strides and sizes exceed 64-bit offsets");
+  }
+  if (!rows_disjoint(p.num_tokens, p.q.num_heads, p.head_dim, a.q_fp8_token_stride, a.q_fp8_head_stride)) {
+    return invalid("q_fp8 strides make output rows overlap (rows of the output must be disjoint)");
+  }
+  if (p.num_tokens == 0) return Status{};
+  std::uintptr_t q0, q1;
+  byte_extent(ViewGeometry{a.q_fp8, p.q.num_heads, a.q_fp8_token_stride, a.q_fp8_head_stride}, p.num_tokens,
+              p.head_dim, sizeof(__nv_fp8_e4m3), q0, q1);
+  const ViewGeometry views[] = {{p.q.x, p.q.num_heads, p.q.x_token_stride, p.q.x_head_stride},
+                                {resolved.q.y, p.q.num_heads, resolved.q.y_token_stride, resolved.q.y_head_stride},
+                                {resolved.k.x, p.k.num_heads, resolved.k.x_token_stride, resolved.k.x_head_stride},
+                                {resolved.k.y, p.k.num_heads, resolved.k.y_token_stride, resolved.k.y_head_stride}};
+  for (const ViewGeometry& view : views) {
+    if (view.heads == 0) continue;
+    ViewGeometry one = view;
+    if (one.heads > 1 && one.head_stride == 0) one.heads = 1;
+    std::uintptr_t b0, b1;
+    byte_extent(one, p.num_tokens, p.head_dim, sizeof(T), b0, b1);
+    if (!bytes_disjoint(q0, q1, b0, b1)) return invalid("q_fp8 overlaps q or k");
+  }
+  return Status{};
+}
+
+/// Which of an append's parts a launch has: rope_forward_append has the caches and q_fp8 only with
+/// an FP8 cache; the attention prologue may have q_fp8 with any cache, or without one.
+struct AppendParts {
+  bool has_cache = true;
+  bool q_fp8_any_cache = false;
+};
+
+/// The checks of validate(params, append) for the parts `parts` says the launch has.
+template <typename T, typename C>
+Status validate_append(const RopeParams<T>& p, const KvCacheAppend<T, C>& a, AppendParts parts) {
   static_assert(std::is_same<C, T>::value || detail::kFp8Cache<C>,
                 "the cache element type is the tensor's type or __nv_fp8_e4m3");
-  if (p.k.num_heads < 1) return invalid("append needs k (k.num_heads >= 1): its heads go to the cache");
+  if (parts.has_cache && p.k.num_heads < 1) {
+    return invalid("append needs k (k.num_heads >= 1): its heads go to the cache");
+  }
   const RopeParams<T> resolved = detail::resolve_outputs(p, a);
   Status s = validate(resolved);
   if (!s.ok()) return s;
+  if (!parts.has_cache) return validate_q_fp8(p, a, resolved);
 
   if (a.block_size <= 0) return invalid("block_size must be positive");
   if (a.num_blocks < 0) return invalid("num_blocks is negative");
@@ -175,7 +231,9 @@ Status validate(const RopeParams<T>& p, const KvCacheAppend<T, C>& a) {
     return invalid("k_scale and v_scale apply only to an FP8 cache (leave them 1)");
   }
   if (a.q_fp8 != nullptr) {
-    if (!detail::kFp8Cache<C>) return invalid("q_fp8 needs an FP8 cache (C = __nv_fp8_e4m3)");
+    if (!detail::kFp8Cache<C> && !parts.q_fp8_any_cache) {
+      return invalid("q_fp8 needs an FP8 cache (C = __nv_fp8_e4m3); rope_attention_prologue takes it with any cache");
+    }
     if (p.q.num_heads < 1) return invalid("q_fp8 needs q (q.num_heads >= 1)");
     if (!detail::quant_scale_in_range(a.q_scale)) return invalid("q_scale must be in [2^-64, 2^64]");
     if (a.q_fp8_token_stride < 0 || a.q_fp8_head_stride < 0) return invalid("q_fp8 strides are negative");
@@ -269,6 +327,16 @@ Status validate(const RopeParams<T>& p, const KvCacheAppend<T, C>& a) {
     }
   }
   return Status{};
+}
+
+}  // namespace detail
+
+/// Checks every argument of a RoPE + KV-cache append launch (`rope_forward_append`):
+/// `cudaErrorInvalidValue` and the reason on the first problem found. The RoPE part is checked
+/// as `validate(params)` does (k.y may be null here: no write-back).
+template <typename T, typename C>
+Status validate(const RopeParams<T>& p, const KvCacheAppend<T, C>& a) {
+  return detail::validate_append(p, a, detail::AppendParts{});
 }
 
 }  // namespace rope

@@ -16,14 +16,13 @@
 
 namespace rope {
 
-/// Checks every argument of a QK-RMSNorm + RoPE launch (`rope_forward_qk_norm`):
-/// `cudaErrorInvalidValue` and the reason on the first problem found.
+namespace detail {
+
+/// The norm's own checks, for RoPE arguments `p` already checked (with any null y resolved).
 template <typename T, typename W>
-Status validate(const RopeParams<T>& p, const QkNorm<T, W>& n) {
+Status validate_norm(const RopeParams<T>& p, const QkNorm<T, W>& n) {
   static_assert(std::is_same<W, T>::value || std::is_same<W, float>::value,
                 "qk-norm weights are of the tensor's type or float");
-  Status s = validate(p);
-  if (!s.ok()) return s;
   if (!(n.eps >= 0.0f) || !std::isfinite(n.eps)) return invalid("qk-norm eps must be finite and non-negative");
   if (n.weighting != NormWeighting::kMultiply && n.weighting != NormWeighting::kOnePlus) {
     return invalid("qk-norm weighting is not a rope::NormWeighting value");
@@ -56,6 +55,17 @@ Status validate(const RopeParams<T>& p, const QkNorm<T, W>& n) {
     }
   }
   return Status{};
+}
+
+}  // namespace detail
+
+/// Checks every argument of a QK-RMSNorm + RoPE launch (`rope_forward_qk_norm`):
+/// `cudaErrorInvalidValue` and the reason on the first problem found.
+template <typename T, typename W>
+Status validate(const RopeParams<T>& p, const QkNorm<T, W>& n) {
+  const Status s = validate(p);
+  if (!s.ok()) return s;
+  return detail::validate_norm(p, n);
 }
 
 }  // namespace rope

@@ -85,6 +85,33 @@ cudaError_t every_qk_norm(rope::RopeParams<T> p, const W* weights, cudaStream_t 
   return e != cudaSuccess ? e : rope::rope_forward_qk_norm(p, n, stream);
 }
 
+/// The attention prologue: norm + RoPE + cache (FP8 here) + q to FP8, then q to FP8 alone.
+template <typename T, typename C>
+cudaError_t every_prologue(rope::RopeParams<T> p, const T* v, C* cache, const T* weights,
+                           __nv_fp8_e4m3* q_fp8, const std::int64_t* slots64, cudaStream_t stream) {
+  rope::KvCacheAppend<T, C> a;
+  a.v = v;
+  a.v_token_stride = 8 * 128;
+  a.v_head_stride = 128;
+  a.k_cache = rope::nhd_paged_cache<C>(cache, 16, 2, 128);
+  a.v_cache = rope::nhd_paged_cache<C>(cache + 64 * 16 * 2 * 128, 16, 2, 128);
+  a.num_blocks = 64;
+  a.block_size = 16;
+  a.slots = rope::slot_mapping(slots64);
+  rope::QkNorm<T> n;
+  n.q_weight = weights;
+  n.k_weight = weights + 128;
+  rope::AttentionPrologue<T, C> prologue;
+  prologue.norm = &n;
+  prologue.cache = &a;
+  prologue.q_fp8 = rope::QuantizedQ{q_fp8, 4 * 128, 128, 0.5f};
+  if (!rope::validate(p, prologue).ok()) return cudaErrorInvalidValue;
+  cudaError_t e = rope::rope_attention_prologue(p, prologue, stream);
+  prologue.norm = nullptr;
+  prologue.cache = nullptr;
+  return e != cudaSuccess ? e : rope::rope_attention_prologue(p, prologue, stream);
+}
+
 template <typename T>
 cudaError_t every_launch(T* qkv, const float* cos, const float* sin, const T* cos_t, const T* sin_t,
                          const float* inv_freq, const std::int32_t* pos32, const std::int64_t* pos64, int* flag,
@@ -147,6 +174,22 @@ cudaError_t strict_consumer(float* f32, __half* f16, __nv_bfloat16* bf16, float*
   e = e != cudaSuccess ? e : rope::fill_cos_sin_table(inv_freq, 64, attention, 4096, cos, sin, 32, stream);
   e = e != cudaSuccess ? e : rope::fill_cos_sin_table(inv_freq, 64, attention, 4096, cos_h, sin_h, 32, stream);
   e = e != cudaSuccess ? e : rope::fill_cos_sin_table(inv_freq, 64, attention, 4096, cos_b, sin_b, 32, stream);
+#if !defined(ROPE_STRICT_BF16_ONLY)
+  // The attention prologue compiles for one architecture only: it is the largest instance set.
+  {
+    rope::RopeParams<__nv_bfloat16> p;
+    p.num_tokens = 16;
+    p.head_dim = 128;
+    p.q = rope::strided_heads<__nv_bfloat16>(bf16, bf16, 4, 8 * 128, 128);
+    p.k = rope::strided_heads<__nv_bfloat16>(bf16 + 4 * 128, bf16 + 4 * 128, 2, 8 * 128, 128);
+    p.cos_sin = rope::cos_sin_table<float>(cos, sin, 4096, 64);
+    p.positions = rope::positions(pos64);
+    e = e != cudaSuccess ? e
+                         : every_prologue<__nv_bfloat16, __nv_fp8_e4m3>(
+                               p, bf16 + 6 * 128, reinterpret_cast<__nv_fp8_e4m3*>(bf16 + 20 * 128), bf16 + 10 * 128,
+                               reinterpret_cast<__nv_fp8_e4m3*>(f32), pos64, stream);
+  }
+#endif
 #if defined(ROPE_STRICT_BF16_ONLY)
   // The per-architecture and C++20 compiles: every entry point for bf16 (the element type whose
   // conversions differ most between architectures) and the FP8 cache; sm_90 C++17 compiles all.

@@ -26,6 +26,7 @@ namespace detail {
 struct NoAppend {
   static constexpr bool kEnabled = false;
   static constexpr bool kQuantizesQ = false;
+  static constexpr bool kHasCache = false;
   using Cache = unsigned char;  // names a type for the (unused) cache pointers
 };
 
@@ -33,11 +34,16 @@ struct NoAppend {
 /// -> Params): the slot count, which of q.y and k.y are written, and the FP8 scales with their
 /// reciprocals. For an unwritten k.y (no write-back) or q.y (q to q_fp8 only) the launcher points
 /// the kernel's y at x (never written then), so no address is ever formed from null.
-template <typename T, typename C>
+///
+/// `QuantizesQ`: whether the instance can store q as FP8 too (args.q_fp8 says whether it does);
+/// rope_forward_append's instances do with an FP8 cache, the attention prologue's with any.
+/// `HasCache`: whether k and v go to paged caches; without (an attention prologue that only
+/// quantizes q) the slots, the caches and v are never read.
+template <typename T, typename C, bool QuantizesQ = std::is_same<C, __nv_fp8_e4m3>::value, bool HasCache = true>
 struct CacheAppend {
   static constexpr bool kEnabled = true;
-  /// Whether this instance can store q as FP8 too (an FP8 cache; args.q_fp8 says whether it does).
-  static constexpr bool kQuantizesQ = std::is_same<C, __nv_fp8_e4m3>::value;
+  static constexpr bool kQuantizesQ = QuantizesQ;
+  static constexpr bool kHasCache = HasCache;
   using Cache = C;
   KvCacheAppend<T, C> args;
   std::int64_t num_slots;  ///< num_blocks * block_size (checked by validation to fit)
@@ -110,8 +116,8 @@ struct CacheRows {
 
 /// Reads token `token`'s slot. A negative slot writes nothing; a slot past the cache writes
 /// nothing and raises the flag (`report` is true for one lane of the token).
-template <typename T, typename C>
-ROPE_HOST_DEVICE CacheRows<C> cache_rows(const CacheAppend<T, C>& a, std::int64_t token, bool report) {
+template <typename T, typename C, bool kQ>
+ROPE_HOST_DEVICE CacheRows<C> cache_rows(const CacheAppend<T, C, kQ, true>& a, std::int64_t token, bool report) {
   const KvCacheAppend<T, C>& args = a.args;
   const std::int64_t slot = args.slots.type == SlotType::kInt32
                                 ? static_cast<const std::int32_t*>(args.slots.data)[token]

@@ -438,6 +438,41 @@ ROPE_UNROLL
       f.store(y + offset);
     }
   }
+
+  /// `store` for launches that also append (the attention prologue): the same elements go to y
+  /// (null: not written), to `cache` (a k head's cache row; null: none) and to `q_fp8` (a q
+  /// head's FP8 output; null: none), converted as the rotated columns are.
+  template <AxisLookup kAxes, typename W, typename C>
+  ROPE_HOST_DEVICE void store_routed(const RopeParams<T>& p, const AxisPositions& pos, bool inverse, const T* x, T* y,
+                                     const W* weight, float inv_rms, float weight_offset, C* cache,
+                                     DivisionScale cache_scale, __nv_fp8_e4m3* q_fp8, DivisionScale q_scale) const {
+    for (int col = column + width; col < columns; col += width) {
+      PairChunk<T, kStyle, kVec> extra;
+      PairChunk<W, kStyle, kVec> w;
+      extra.load(x, half, col * kVec);
+      w.load(weight, half, col * kVec);
+      float c[kVec], s[kVec];
+      load_column_cos_sin<kAxes, kVec, T>(p, pos, col * kVec, inverse, c, s);
+      extra.template rotate_store<true>(y, half, col * kVec, c, s,
+                                        NormScale<W, kStyle, kVec>{w, inv_rms, weight_offset * inv_rms});
+      if (cache != nullptr) extra.store_to_cache(cache, half, col * kVec, cache_scale);
+      if (q_fp8 != nullptr) extra.store_to_cache(q_fp8, half, col * kVec, q_scale);
+    }
+    for (int j = column; j < tail_chunks; j += width) {
+      const int offset = rotary_dim + j * kVec;
+      Fragment<T, kVec> f;
+      Fragment<W, kVec> w;
+      f.load(x + offset);
+      w.load(weight + offset);
+ROPE_UNROLL
+      for (int i = 0; i < kVec; ++i) f.set(i, f.get(i) * norm_factor(w.get(i), inv_rms, weight_offset * inv_rms));
+      if (y != nullptr) f.store(y + offset);
+      if (cache != nullptr) fragment_to_cache<C, Access<C, kVec>::value>(f, cache + offset, cache_scale);
+      if (q_fp8 != nullptr) {
+        fragment_to_cache<__nv_fp8_e4m3, Access<__nv_fp8_e4m3, kVec>::value>(f, q_fp8 + offset, q_scale);
+      }
+    }
+  }
 };
 
 /// All work of one token, shared by `lanes` cooperating threads (this one is `lane`), at the
@@ -472,7 +507,6 @@ ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::in
                                    const AxisPositions& axis_pos, int lane, int lanes, const Append& append = Append{},
                                    const Norm& norm = Norm{}, const Group& group = Group{},
                                    const Stage& stage = Stage{}) {
-  static_assert(!(Append::kEnabled && Norm::kEnabled), "the norm stage does not combine with the append stage yet");
   constexpr bool kMultiAxis = kAxes != AxisLookup::kSingleAxis;
   const std::int64_t position = axis_pos.axis[0];
   // A position outside the table leaves the token unwritten (the table is never read out of
@@ -483,12 +517,12 @@ ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::in
                         (in_table(position) && (!kMultiAxis || (in_table(axis_pos.axis[1]) && in_table(axis_pos.axis[2]))));
   // The token's cache rows (append launches), likewise needed only when storing.
   CacheRows<typename Append::Cache> rows;
-  if constexpr (Append::kEnabled) rows = cache_rows(append, token, lane == 0);
+  if constexpr (Append::kHasCache) rows = cache_rows(append, token, lane == 0);
   // Append: the lane's first v items are read now, with its heads (kEarlyV, detail/policy.cuh).
   const Divisor v_columns(p.head_dim / kVec);
   const int v_items = v_columns.value * p.k.num_heads;
   EarlyItems<kEarlyV, kVec, T> early_v;
-  if constexpr (Append::kEnabled) {
+  if constexpr (Append::kHasCache) {
     early_v.load(lane, lanes, v_items, [&](int item) { return v_item(append.args, token, item, v_columns, kVec); });
   }
 
@@ -574,7 +608,27 @@ ROPE_UNROLL
         const int h = first_head + b * groups;
         if (h >= heads) continue;
         // The output address is recomputed rather than kept: registers matter more than a few IMADs.
-        if constexpr (Append::kEnabled) {
+        if constexpr (Append::kEnabled && Norm::kEnabled) {
+          // The attention prologue: normalized, rotated, then to y, the k cache row and q_fp8.
+          if (spare) continue;
+          const bool in_q = h < p.q.num_heads;
+          const bool to_y = in_q ? append.q_to_y : append.k_write_back;
+          PairChunk<Weight, kStyle, kVec> weight;
+          weight.load(in_q ? norm.q_weight : norm.k_weight, half, first_pair);
+          chunk[b].template rotate_store<true>(to_y ? head_pointers(p, token, h).y : nullptr, half, first_pair, c, s,
+                                               NormScale<Weight, kStyle, kVec>{weight, inv_rms[b],
+                                                                               norm.weight_offset * inv_rms[b]});
+          if (!in_q) {
+            if (rows.k != nullptr) {
+              chunk[b].store_to_cache(rows.k + (h - p.q.num_heads) * append.args.k_cache.head_stride, half, first_pair,
+                                      append.k_scale);
+            }
+          } else if constexpr (Append::kQuantizesQ) {
+            if (append.args.q_fp8 != nullptr) {
+              chunk[b].store_to_cache(q_fp8_head(append.args, token, h), half, first_pair, append.q_scale);
+            }
+          }
+        } else if constexpr (Append::kEnabled) {
           const int kv_head = h - p.q.num_heads;  // negative for q heads
           const bool to_y = kv_head < 0 ? append.q_to_y : append.k_write_back;
           chunk[b].template rotate_store<true>(to_y ? head_pointers(p, token, h).y : nullptr, half, first_pair, c, s);
@@ -612,8 +666,22 @@ ROPE_UNROLL
           if (h >= heads || !walk.walks()) continue;
           const bool in_q = h < p.q.num_heads;
           const HeadPointers<T> ptr = head_pointers(p, token, h);
-          walk.template store<kAxes>(p, axis_pos, inverse, ptr.x, ptr.y, in_q ? norm.q_weight : norm.k_weight,
-                                     inv_rms[b], norm.weight_offset);
+          if constexpr (Append::kEnabled) {
+            using Cache = typename Append::Cache;
+            Cache* cache = !in_q && rows.k != nullptr ? rows.k + (h - p.q.num_heads) * append.args.k_cache.head_stride
+                                                      : nullptr;
+            __nv_fp8_e4m3* q_fp8 = nullptr;
+            if constexpr (Append::kQuantizesQ) {
+              if (in_q && append.args.q_fp8 != nullptr) q_fp8 = q_fp8_head(append.args, token, h);
+            }
+            const bool to_y = in_q ? append.q_to_y : append.k_write_back;
+            walk.template store_routed<kAxes>(p, axis_pos, inverse, ptr.x, to_y ? ptr.y : nullptr,
+                                              in_q ? norm.q_weight : norm.k_weight, inv_rms[b], norm.weight_offset,
+                                              cache, append.k_scale, q_fp8, append.q_scale);
+          } else {
+            walk.template store<kAxes>(p, axis_pos, inverse, ptr.x, ptr.y, in_q ? norm.q_weight : norm.k_weight,
+                                       inv_rms[b], norm.weight_offset);
+          }
         }
       }
     }
@@ -624,59 +692,64 @@ ROPE_UNROLL
   // place (or q without a q.y) has nothing to copy to y, so then the items start at k's heads.
   // q's tail into q_fp8 is a pass of its own (its scale is q's). Norm launches normalized their
   // tail with the heads above.
-  if (!in_range || Norm::kEnabled) return;
-  const int tail_columns = (p.head_dim - rotary_dim) / kVec;
-  const Divisor tail_divisor(tail_columns);
-  using Cache = typename Append::Cache;
-  using TailCache = std::conditional_t<Append::kEnabled, Cache, T>;  // plain launches: never used
-  bool q_to_y = p.q.x != p.q.y;
-  bool k_to_cache = false, k_to_y = p.k.x != p.k.y;
-  if constexpr (Append::kEnabled) {
-    k_to_cache = rows.k != nullptr;
-    k_to_y = k_to_y && append.k_write_back;
-    q_to_y = q_to_y && append.q_to_y;
-  }
-  // Plain launches copy twice the rotation's batch at a time: the rotation's registers are free
-  // by now, and each batch is a memory round trip (head_dim 80 with rotary_dim 32 gives each lane
-  // 12 tail items: two round trips instead of three). Measured on an H200 that row gained only
-  // 0.8%: the tail's round trips were not what held it. Per-pair multi-axis instances copy one
-  // item at a time: their rotation already needs 128 registers, and a batch of copies in flight
-  // took them past it (one block per SM instead of two).
-  constexpr int kTailBatch = kAxes == AxisLookup::kPerPair ? 1 : Append::kEnabled ? kHeadBatch : 2 * kHeadBatch;
-  int first_tail_head = q_to_y ? 0 : p.q.num_heads;
-  if constexpr (Append::kQuantizesQ) {
-    // q's tail into q_fp8 (and to q.y where that is written) on its own, at q's scale.
-    if (tail_columns > 0 && append.args.q_fp8 != nullptr) {
-      copy_items<kTailBatch, kVec, T, Cache>(lane, lanes, tail_columns * p.q.num_heads, append.q_scale, [&](int item) {
-        const int h = tail_divisor.quotient(item);
-        const int offset = rotary_dim + tail_divisor.remainder(item) * kVec;
-        const HeadPointers<T> ptr = head_pointers(p, token, h);
-        return CopyRoute<T, Cache>{ptr.x + offset, q_to_y ? ptr.y + offset : nullptr,
-                                   q_fp8_head(append.args, token, h) + offset};
-      });
-      first_tail_head = p.q.num_heads;
+  if (!in_range) return;
+  if constexpr (!Norm::kEnabled) {
+    const int tail_columns = (p.head_dim - rotary_dim) / kVec;
+    const Divisor tail_divisor(tail_columns);
+    using Cache = typename Append::Cache;
+    using TailCache = std::conditional_t<Append::kEnabled, Cache, T>;  // plain launches: never used
+    bool q_to_y = p.q.x != p.q.y;
+    bool k_to_cache = false, k_to_y = p.k.x != p.k.y;
+    if constexpr (Append::kEnabled) {
+      k_to_cache = rows.k != nullptr;
+      k_to_y = k_to_y && append.k_write_back;
+      q_to_y = q_to_y && append.q_to_y;
     }
-  }
-  const int tail_heads = k_to_cache || k_to_y ? heads - first_tail_head : p.q.num_heads - first_tail_head;
-  if (tail_columns > 0 && tail_heads > 0) {
-    DivisionScale k_scale;
-    if constexpr (Append::kEnabled) k_scale = append.k_scale;
-    copy_items<kTailBatch, kVec, T, TailCache>(lane, lanes, tail_columns * tail_heads, k_scale, [&](int item) {
-      const int h = first_tail_head + tail_divisor.quotient(item);
-      const int offset = rotary_dim + tail_divisor.remainder(item) * kVec;
-      const int kv_head = h - p.q.num_heads;  // negative for q heads
-      const HeadPointers<T> ptr = head_pointers(p, token, h);
-      TailCache* cache = nullptr;
-      if constexpr (Append::kEnabled) {
-        if (kv_head >= 0 && k_to_cache) cache = rows.k + kv_head * append.args.k_cache.head_stride + offset;
+    // Plain launches copy twice the rotation's batch at a time: the rotation's registers are free
+    // by now, and each batch is a memory round trip (head_dim 80 with rotary_dim 32 gives each lane
+    // 12 tail items: two round trips instead of three). Measured on an H200 that row gained only
+    // 0.8%: the tail's round trips were not what held it. Per-pair multi-axis instances copy one
+    // item at a time: their rotation already needs 128 registers, and a batch of copies in flight
+    // took them past it (one block per SM instead of two).
+    constexpr int kTailBatch = kAxes == AxisLookup::kPerPair ? 1 : Append::kEnabled ? kHeadBatch : 2 * kHeadBatch;
+    int first_tail_head = q_to_y ? 0 : p.q.num_heads;
+    if constexpr (Append::kQuantizesQ) {
+      // q's tail into q_fp8 (and to q.y where that is written) on its own, at q's scale.
+      if (tail_columns > 0 && append.args.q_fp8 != nullptr) {
+        // FP8 whatever the cache's type (the attention prologue quantizes q with any cache).
+        copy_items<kTailBatch, kVec, T, __nv_fp8_e4m3>(lane, lanes, tail_columns * p.q.num_heads, append.q_scale,
+                                                       [&](int item) {
+          const int h = tail_divisor.quotient(item);
+          const int offset = rotary_dim + tail_divisor.remainder(item) * kVec;
+          const HeadPointers<T> ptr = head_pointers(p, token, h);
+          return CopyRoute<T, __nv_fp8_e4m3>{ptr.x + offset, q_to_y ? ptr.y + offset : nullptr,
+                                             q_fp8_head(append.args, token, h) + offset};
+        });
+        first_tail_head = p.q.num_heads;
       }
-      const bool to_y = kv_head < 0 ? q_to_y : k_to_y;
-      return CopyRoute<T, TailCache>{ptr.x + offset, to_y ? ptr.y + offset : nullptr, cache};
-    });
+    }
+    const int tail_heads = k_to_cache || k_to_y ? heads - first_tail_head : p.q.num_heads - first_tail_head;
+    if (tail_columns > 0 && tail_heads > 0) {
+      DivisionScale k_scale;
+      if constexpr (Append::kEnabled) k_scale = append.k_scale;
+      copy_items<kTailBatch, kVec, T, TailCache>(lane, lanes, tail_columns * tail_heads, k_scale, [&](int item) {
+        const int h = first_tail_head + tail_divisor.quotient(item);
+        const int offset = rotary_dim + tail_divisor.remainder(item) * kVec;
+        const int kv_head = h - p.q.num_heads;  // negative for q heads
+        const HeadPointers<T> ptr = head_pointers(p, token, h);
+        TailCache* cache = nullptr;
+        if constexpr (Append::kEnabled) {
+          if (kv_head >= 0 && k_to_cache) cache = rows.k + kv_head * append.args.k_cache.head_stride + offset;
+        }
+        const bool to_y = kv_head < 0 ? q_to_y : k_to_y;
+        return CopyRoute<T, TailCache>{ptr.x + offset, to_y ? ptr.y + offset : nullptr, cache};
+      });
+    }
   }
 
   // Append: v passes into its cache row whole: the items read early, then the rest.
-  if constexpr (Append::kEnabled) {
+  if constexpr (Append::kHasCache) {
+    using Cache = typename Append::Cache;
     if (rows.v == nullptr) return;
     const KvCacheAppend<T, Cache>& a = append.args;
     auto route = [&](int item) {

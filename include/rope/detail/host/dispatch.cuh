@@ -51,8 +51,8 @@ bool view_aligned(const E* base, int need, std::int64_t stride_a, std::int64_t s
 template <typename T>
 bool append_views_fit(const NoAppend&, Style, int) { return true; }
 
-template <typename T, typename C>
-bool append_views_fit(const CacheAppend<T, C>& append, Style style, int vec) {
+template <typename T, typename C, bool kQ, bool kCache>
+bool append_views_fit(const CacheAppend<T, C, kQ, kCache>& append, Style style, int vec) {
   const KvCacheAppend<T, C>& a = append.args;
   const int need_v = access_alignment<T>(style, vec), need_cache = access_alignment<C>(style, vec);
   auto cache_ok = [&](const PagedCache<C>& c) {
@@ -61,6 +61,7 @@ bool append_views_fit(const CacheAppend<T, C>& append, Style style, int vec) {
   const bool q_fp8_ok =
       a.q_fp8 == nullptr || view_aligned<__nv_fp8_e4m3>(a.q_fp8, access_alignment<__nv_fp8_e4m3>(style, vec),
                                                          a.q_fp8_token_stride, a.q_fp8_head_stride);
+  if constexpr (!kCache) return q_fp8_ok;  // no v and no caches
   return view_aligned<T>(a.v, need_v, a.v_token_stride, a.v_head_stride) && cache_ok(a.k_cache) &&
          cache_ok(a.v_cache) && q_fp8_ok;
 }

@@ -1,0 +1,10 @@
+// SPDX-License-Identifier: MIT
+// rope::precompiled: rope_forward_qk_norm<T, T>, for each tensor type the library holds
+// (include/rope/precompiled.cuh lists every instance; this file defines one family of them).
+#include <rope/precompiled.cuh>
+
+namespace rope {
+
+ROPE_DETAIL_PRECOMPILED_FOR_TYPES(ROPE_DETAIL_PRECOMPILED_QK_NORM, )
+
+}  // namespace rope
