@@ -257,7 +257,8 @@ TEST(InvalidQuantizedQ, NeedsAnFp8Cache) {
   a.q_fp8_token_stride = kQHeads * kDim;
   a.q_fp8_head_stride = kDim;
   EXPECT_EQ(rope::rope_forward_append(p, a), cudaErrorInvalidValue);
-  EXPECT_STREQ(rope::last_error_message(), "q_fp8 needs an FP8 cache (C = __nv_fp8_e4m3)");
+  EXPECT_STREQ(rope::last_error_message(),
+               "q_fp8 needs an FP8 cache (C = __nv_fp8_e4m3); rope_attention_prologue takes it with any cache");
 }
 
 TEST(ValidQuantizedQ, OptionalQyAndNoBlocks) {
