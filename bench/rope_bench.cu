@@ -11,6 +11,7 @@
 //   rope_bench [--benchmark_filter=REGEX] [--benchmark_out=FILE --benchmark_out_format=json]
 //   ROPE_BENCH_SAMPLES=N  samples per benchmark (default 30)
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -29,6 +30,7 @@
 
 #include "baselines.cuh"
 #include "cache_write.cuh"
+#include "chain.cuh"
 #include "device.cuh"
 #include "qk_rms_norm.cuh"
 #include "timer.cuh"
@@ -351,6 +353,35 @@ void empty_kernel_bench(benchmark::State& state, Timing timing) {
     o.timing = timing;
     return o;
   }());
+}
+
+/// A decode step's kernel chain (bench/chain.cuh): a producer writes q and k, rope rotates them in
+/// place, a consumer reads them; warm, back to back, time per step. `programmatic` launches all
+/// three with programmatic dependent launch (LaunchOptions for rope).
+void chain(benchmark::State& state, std::int64_t tokens, bool programmatic) {
+  using T = __nv_bfloat16;
+  HeadsCase hc;
+  hc.tokens = tokens;
+  hc.in_place = true;
+  HeadsData<T> d;
+  std::string error = d.setup(hc);
+  SetArray<float> sum;
+  if (error.empty()) error = sum.allocate(1, 1);
+  rope::LaunchOptions options;
+  options.programmatic_dependent_launch = programmatic;
+  const std::int64_t q = tokens * hc.q_heads * hc.head_dim, k = tokens * hc.k_heads * hc.head_dim;
+  const unsigned blocks = std::min(bench::blocks_for(q + k), 2u * gpu().prop.multiProcessorCount);
+  RunOptions o;
+  o.l2 = bench::L2::kWarm;
+  run(state, error, [&](int i, cudaStream_t s) {
+    cudaError_t e = bench::launch_chained(bench::chain_producer<T>, blocks, programmatic, s, d.qx[i], q, d.kx[i], k, 0.5f);
+    if (e == cudaSuccess) e = rope::rope_forward(d.params(i), s, options);
+    if (e == cudaSuccess) {
+      e = bench::launch_chained(bench::chain_consumer<T>, blocks, programmatic, s, static_cast<const T*>(d.qx[i]), q,
+                                static_cast<const T*>(d.kx[i]), k, sum[0]);
+    }
+    return e;
+  }, d.batch, 0.0, static_cast<double>(tokens), o);
 }
 
 // ---- RoPE + KV-cache append: Llama-3-8B, fused QKV [T, 32 + 8 + 8, 128] bf16, NHD cache ----
@@ -832,6 +863,14 @@ void register_all() {
     hc.in_place = true;
     add("decode_latency/table/T:" + std::to_string(t),
         [hc](benchmark::State& s) { heads<bf16>(s, hc, Timing::kSingle); });
+  }
+  // A decode step's chain around rope, launched one after another and with programmatic
+  // dependent launch.
+  for (const std::int64_t t : {1, 8, 64}) {
+    for (const bool programmatic : {false, true}) {
+      add(std::string("chain/") + (programmatic ? "programmatic" : "serial") + "/T:" + std::to_string(t),
+          [t, programmatic](benchmark::State& s) { chain(s, t, programmatic); });
+    }
   }
   // RoPE + KV-cache append vs RoPE then a cache-write kernel, bf16 and FP8 caches.
   register_append<bf16>("bf16_cache");

@@ -11,7 +11,9 @@
 ///   held in registers;
 /// - `pair_cos_sin`: cos and sin of a run of pairs at a position, from a table or computed;
 /// - `rotate_head`: a group of threads loads, rotates and stores one head with vector accesses
-///   (the launcher's kernel for launches of few tokens or few heads is a grid of such groups).
+///   (the launcher's kernel for launches of few tokens or few heads is a grid of such groups);
+/// - `wait_for_prior_grids`, `launch_dependent_grids` (from `<rope/device/grid_dependency.cuh>`):
+///   programmatic dependent launch, for kernels chained with rope's.
 ///
 /// Everything here is `__host__ __device__`: the same code runs in host tests.
 
@@ -20,6 +22,7 @@
 #include <rope/config.cuh>
 #include <rope/detail/access_alignment.cuh>
 #include <rope/detail/device/token_body.cuh>
+#include <rope/device/grid_dependency.cuh>
 #include <rope/device/rotation.cuh>
 #include <rope/types.cuh>
 

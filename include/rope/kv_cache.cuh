@@ -32,16 +32,17 @@ namespace rope {
 ///
 /// Returns `cudaErrorInvalidValue` without launching (and without writing anything) when an
 /// argument is bad; `rope::last_error_message()` then says which. Zero tokens: `cudaSuccess`,
-/// no launch. Asynchronous on `stream`; no allocation, no synchronization.
+/// no launch. Asynchronous on `stream`; no allocation, no synchronization; `options` as for
+/// rope_forward.
 template <typename T, typename C>
 cudaError_t rope_forward_append(const RopeParams<T>& params, const KvCacheAppend<T, C>& append,
-                                cudaStream_t stream = nullptr) {
+                                cudaStream_t stream = nullptr, const LaunchOptions& options = {}) {
   static_assert(detail::kSupportedType<T>, "rope supports float, __half and __nv_bfloat16 tensors");
   const Status status = validate(params, append);
   if (!status.ok()) return detail::record(status);
   if (params.num_tokens == 0) return detail::record(cudaSuccess);
   return detail::launch_validated<detail::DefaultPolicy>(detail::resolve_outputs(params, append), false,
-                                                        detail::make_cache_append(params, append), stream);
+                                                        detail::make_cache_append(params, append), stream, options);
 }
 
 }  // namespace rope

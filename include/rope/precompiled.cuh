@@ -24,6 +24,7 @@
 #include <rope/kv_cache.cuh>
 #include <rope/kv_cache_types.cuh>
 #include <rope/launch.cuh>
+#include <rope/launch_options.cuh>
 #include <rope/qk_norm.cuh>
 #include <rope/qk_norm_types.cuh>
 #include <rope/types.cuh>
@@ -44,27 +45,27 @@
 // the library's sources (src/precompiled/) with nothing (definitions), so the two cannot drift.
 // Each family macro takes (prefix, T) and names the instances of one launcher family for T.
 
-#define ROPE_DETAIL_PRECOMPILED_LAUNCHERS(prefix, T)                                                  \
-  prefix template cudaError_t rope_forward<T>(const RopeParams<T>&, cudaStream_t);                    \
-  prefix template cudaError_t rope_backward<T>(const RopeParams<T>&, cudaStream_t);                   \
-  prefix template cudaError_t rope_forward<T>(const T*, const float*, const float*, T*, std::int64_t, \
-                                              int, cudaStream_t);
+#define ROPE_DETAIL_PRECOMPILED_LAUNCHERS(prefix, T)                                                         \
+  prefix template cudaError_t rope_forward<T>(const RopeParams<T>&, cudaStream_t, const LaunchOptions&);     \
+  prefix template cudaError_t rope_backward<T>(const RopeParams<T>&, cudaStream_t, const LaunchOptions&);    \
+  prefix template cudaError_t rope_forward<T>(const T*, const float*, const float*, T*, std::int64_t, int,    \
+                                              cudaStream_t);
 
-#define ROPE_DETAIL_PRECOMPILED_APPEND(prefix, T)                             \
-  prefix template cudaError_t rope_forward_append<T, T>(const RopeParams<T>&, \
-                                                        const KvCacheAppend<T, T>&, cudaStream_t);
+#define ROPE_DETAIL_PRECOMPILED_APPEND(prefix, T)                                                         \
+  prefix template cudaError_t rope_forward_append<T, T>(const RopeParams<T>&, const KvCacheAppend<T, T>&, \
+                                                        cudaStream_t, const LaunchOptions&);
 
-#define ROPE_DETAIL_PRECOMPILED_APPEND_FP8(prefix, T)                \
-  prefix template cudaError_t rope_forward_append<T, __nv_fp8_e4m3>( \
-      const RopeParams<T>&, const KvCacheAppend<T, __nv_fp8_e4m3>&, cudaStream_t);
+#define ROPE_DETAIL_PRECOMPILED_APPEND_FP8(prefix, T)                                                 \
+  prefix template cudaError_t rope_forward_append<T, __nv_fp8_e4m3>(                                  \
+      const RopeParams<T>&, const KvCacheAppend<T, __nv_fp8_e4m3>&, cudaStream_t, const LaunchOptions&);
 
 #define ROPE_DETAIL_PRECOMPILED_QK_NORM(prefix, T)                                                  \
   prefix template cudaError_t rope_forward_qk_norm<T, T>(const RopeParams<T>&, const QkNorm<T, T>&, \
-                                                         cudaStream_t);
+                                                         cudaStream_t, const LaunchOptions&);
 
 #define ROPE_DETAIL_PRECOMPILED_QK_NORM_FP32_WEIGHTS(prefix, T)                                             \
   prefix template cudaError_t rope_forward_qk_norm<T, float>(const RopeParams<T>&, const QkNorm<T, float>&, \
-                                                             cudaStream_t);
+                                                             cudaStream_t, const LaunchOptions&);
 
 #if ROPE_PRECOMPILED_FLOAT
 #define ROPE_DETAIL_IF_PRECOMPILED_FLOAT(...) __VA_ARGS__

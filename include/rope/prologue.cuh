@@ -24,17 +24,17 @@ namespace detail {
 /// stage (caches and q_fp8, q_fp8 alone, or none) as the kernel's template parameters.
 template <typename T, typename C, typename W, typename Norm>
 cudaError_t launch_prologue(const RopeParams<T>& params, const AttentionPrologue<T, C, W>& prologue, const Norm& norm,
-                            cudaStream_t stream) {
+                            cudaStream_t stream, const LaunchOptions& options) {
   using Policy = std::conditional_t<Norm::kEnabled, NormPolicy, DefaultPolicy>;
   if (prologue.cache == nullptr && prologue.q_fp8.data == nullptr) {
-    return launch_validated<Policy>(params, false, NoAppend{}, stream, norm);
+    return launch_validated<Policy>(params, false, NoAppend{}, stream, options, norm);
   }
   const KvCacheAppend<T, C> a = prologue_append(prologue);
   const RopeParams<T> resolved = resolve_outputs(params, a);
   if (prologue.cache != nullptr) {
-    return launch_validated<Policy>(resolved, false, make_prologue_append<true>(params, a), stream, norm);
+    return launch_validated<Policy>(resolved, false, make_prologue_append<true>(params, a), stream, options, norm);
   }
-  return launch_validated<Policy>(resolved, false, make_prologue_append<false>(params, a), stream, norm);
+  return launch_validated<Policy>(resolved, false, make_prologue_append<false>(params, a), stream, options, norm);
 }
 
 }  // namespace detail
@@ -47,18 +47,19 @@ cudaError_t launch_prologue(const RopeParams<T>& params, const AttentionPrologue
 ///
 /// Returns `cudaErrorInvalidValue` without launching (and without writing anything) when an
 /// argument is bad; `rope::last_error_message()` then says which. Zero tokens: `cudaSuccess`,
-/// no launch. Asynchronous on `stream`.
+/// no launch. Asynchronous on `stream`; `options` as for rope_forward.
 template <typename T, typename C, typename W>
 cudaError_t rope_attention_prologue(const RopeParams<T>& params, const AttentionPrologue<T, C, W>& prologue,
-                                    cudaStream_t stream = nullptr) {
+                                    cudaStream_t stream = nullptr, const LaunchOptions& options = {}) {
   static_assert(detail::kSupportedType<T>, "rope supports float, __half and __nv_bfloat16 tensors");
   const Status status = validate(params, prologue);
   if (!status.ok()) return detail::record(status);
   if (params.num_tokens == 0) return detail::record(cudaSuccess);
   if (prologue.norm != nullptr) {
-    return detail::launch_prologue(params, prologue, detail::make_rms_norm(*prologue.norm, params.head_dim), stream);
+    return detail::launch_prologue(params, prologue, detail::make_rms_norm(*prologue.norm, params.head_dim), stream,
+                                   options);
   }
-  return detail::launch_prologue(params, prologue, detail::NoNorm{}, stream);
+  return detail::launch_prologue(params, prologue, detail::NoNorm{}, stream, options);
 }
 
 }  // namespace rope

@@ -34,14 +34,16 @@ namespace rope {
 ///
 /// Returns `cudaErrorInvalidValue` without launching (and without writing anything) when an
 /// argument is bad; `rope::last_error_message()` then says which. Zero tokens: `cudaSuccess`,
-/// no launch. Asynchronous on `stream`; no allocation, no synchronization.
+/// no launch. Asynchronous on `stream`; no allocation, no synchronization; `options` as for
+/// rope_forward.
 template <typename T, typename W>
-cudaError_t rope_forward_qk_norm(const RopeParams<T>& params, const QkNorm<T, W>& norm, cudaStream_t stream = nullptr) {
+cudaError_t rope_forward_qk_norm(const RopeParams<T>& params, const QkNorm<T, W>& norm, cudaStream_t stream = nullptr,
+                                 const LaunchOptions& options = {}) {
   static_assert(detail::kSupportedType<T>, "rope supports float, __half and __nv_bfloat16 tensors");
   const Status status = validate(params, norm);
   if (!status.ok()) return detail::record(status);
   if (params.num_tokens == 0) return detail::record(cudaSuccess);
-  return detail::launch_validated<detail::NormPolicy>(params, false, detail::NoAppend{}, stream,
+  return detail::launch_validated<detail::NormPolicy>(params, false, detail::NoAppend{}, stream, options,
                                                         detail::make_rms_norm(norm, params.head_dim));
 }
 

@@ -220,7 +220,9 @@ Status validate(const RopeParams<T>& p) {
   } else if (cs.kind != CosSin::Kind::kComputed) {
     return invalid("cos_sin.kind is not a CosSin::Kind value");
   }
-  if (!std::isfinite(cs.attention_scaling)) return invalid("attention_scaling is not finite");
+  if (!std::isfinite(cs.attention_scaling) || !(cs.attention_scaling > 0.0f)) {
+    return invalid("attention_scaling must be finite and > 0");
+  }
 
   const PositionType pt = p.positions.type;
   if (pt != PositionType::kNone && pt != PositionType::kInt32 && pt != PositionType::kInt64) {
@@ -267,6 +269,7 @@ Status validate(const RopeParams<T>& p) {
 
   if (cs.kind == CosSin::Kind::kTable) {
     if (cs.cos == nullptr || cs.sin == nullptr) return invalid("cos/sin table pointer is null");
+    if (cs.cos == cs.sin) return invalid("cos and sin are the same table (one pointer passed twice)");
     const std::size_t bytes = cs.table_type == TableType::kFloat32 ? 4 : 2;
     if (!detail::is_aligned(cs.cos, bytes) || !detail::is_aligned(cs.sin, bytes)) {
       return invalid("cos/sin table pointer is not aligned to its element type");

@@ -10,6 +10,7 @@
 #include <type_traits>
 
 #include <rope/config.cuh>
+#include <rope/device/grid_dependency.cuh>
 #include <rope/detail/device/head_groups.cuh>
 #include <rope/detail/policy.cuh>
 #include <rope/detail/device/staging.cuh>
@@ -18,6 +19,16 @@
 
 namespace rope {
 namespace detail {
+
+/// Under programmatic dependent launch (LaunchOptions), what a kernel does before its first read:
+/// positions, x, tables and weights may all be the previous kernel's output, so it waits for
+/// that kernel here, then lets the next one launch. A walking grid is at most one wave of resident
+/// blocks, so the next kernel's blocks take only SM room this one leaves idle; a grid of several
+/// waves lets it launch only once its last wave has started.
+ROPE_HOST_DEVICE void start_after_prior_grids() {
+  device::wait_for_prior_grids();
+  device::launch_dependent_grids();
+}
 
 /// Whether the (kAxes, Append, Norm) kernel instance walks tokens a grid apart (below): all but
 /// the per-pair multi-axis instances and multi-axis appends and norms, whose registers the walk's
@@ -62,6 +73,7 @@ ROPE_KERNEL void __launch_bounds__(Policy::kMaxBlockThreads, Policy::kMinBlocksP
   const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * blockDim.y + threadIdx.y;
   const int lane = static_cast<int>(threadIdx.x), lanes = static_cast<int>(blockDim.x);
   const unsigned thread = threadIdx.y * blockDim.x + threadIdx.x;
+  start_after_prior_grids();
   auto work = [&](std::int64_t token, const AxisPositions& positions, const auto& stage) {
     using Stage = std::decay_t<decltype(stage)>;
     if constexpr (Norm::kEnabled) {
@@ -102,6 +114,7 @@ template <typename T, Style kStyle, int kVec>
 ROPE_KERNEL void __launch_bounds__(kHeadGroupBlockThreads)
     rotate_head_groups_kernel(const __grid_constant__ RopeParams<T> params, device::Rotation rotation) {
   const HeadGroupThread at = head_group_thread(blockIdx, threadIdx, blockDim);
+  start_after_prior_grids();
   const float* computed_row = nullptr;
   if (params.cos_sin.kind == CosSin::Kind::kComputed) {
     extern __shared__ __align__(16) float computed_rows[];

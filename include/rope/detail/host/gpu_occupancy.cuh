@@ -3,33 +3,21 @@
 
 /// \file
 /// What the current GPU holds of a per-token kernel instance, as plan_launch asks it: the
-/// launcher's answer, from the CUDA runtime's occupancy calculator.
+/// launcher's answer, from the CUDA runtime's occupancy calculator, asked once per device and
+/// instance (device_answers.cuh).
 
 #include <cstddef>
 #include <cstdint>
 
 #include <cuda_runtime.h>
 
+#include <rope/detail/host/device_answers.cuh>
 #include <rope/detail/host/dispatch.cuh>
 #include <rope/detail/device/kernel.cuh>
 #include <rope/detail/device/staging.cuh>
 
 namespace rope {
 namespace detail {
-
-/// Blocks of `threads` threads of `kernel` that the current device holds at once, or 0 when the
-/// runtime cannot say (the launch then takes one block per row of tokens).
-template <typename Kernel>
-std::int64_t resident_blocks(Kernel kernel, int threads, std::size_t shared_bytes) {
-  int device = 0, sms = 0, per_sm = 0;
-  if (cudaGetDevice(&device) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, shared_bytes) != cudaSuccess) {
-    (void)cudaGetLastError();  // not the launch's error: the launch goes ahead uncapped
-    return 0;
-  }
-  return static_cast<std::int64_t>(sms) * per_sm;
-}
 
 /// The occupancy of rotate_tokens_kernel's instances for launches with tuning `Policy`, element
 /// type T, append mode `Append` and norm mode `Norm`.
@@ -49,7 +37,7 @@ struct GpuOccupancy {
   /// Beyond 48 KiB a kernel must first consent (a function attribute). It is set to what the
   /// instance's largest block stages, so that launches of other block shapes (from other host
   /// threads too) never lower it under one another. If the runtime refuses, the launch does not
-  /// stage.
+  /// stage. The attribute is set once per device and instance.
   bool consents_to_shared_bytes(const Instance& instance, std::size_t bytes) const {
     if (bytes <= static_cast<std::size_t>(kDynamicSharedBytesWithoutOptIn)) return true;
     bool consents = false;
@@ -58,9 +46,7 @@ struct GpuOccupancy {
           kStageLaneSlots<T, decltype(style)::value, decltype(vec)::value, decltype(head_batch)::value>;
       const auto kernel = rotate_tokens_kernel<T, Policy, decltype(style)::value, decltype(vec)::value,
                                                decltype(head_batch)::value, decltype(axes)::value, Append, Norm>;
-      consents = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      stage_bytes(Policy::kMaxBlockThreads, kLaneSlots)) == cudaSuccess;
-      if (!consents) (void)cudaGetLastError();  // not the launch's error: it goes ahead without staging
+      consents = detail::consents_to_shared_bytes(kernel, stage_bytes(Policy::kMaxBlockThreads, kLaneSlots));
     });
     return consents;
   }
