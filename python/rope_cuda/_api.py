@@ -26,7 +26,7 @@ def apply_rope(q: Tensor, k: Optional[Tensor] = None, *, positions: Optional[Ten
                cos_sin_cache: Optional[Tensor] = None, inv_freq: Optional[Tensor] = None,
                attention_scaling: float = 1.0, interleaved: bool = False,
                mrope_section: Optional[Sequence[int]] = None,
-               mrope_layout: str = "contiguous") -> Tuple[Tensor, Optional[Tensor]]:
+               mrope_layout: str = "contiguous", enable_pdl: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
     """Rotates q (and k) out of place; differentiable with respect to q and k.
 
     Args:
@@ -54,6 +54,9 @@ def apply_rope(q: Tensor, k: Optional[Tensor] = None, *, positions: Optional[Ten
             2D vision RoPE); ``"interleaved"``: frequency j takes axis 1 if ``j % 3 == 1 and j < 3 * s1``,
             axis 2 if ``j % 3 == 2 and j < 3 * s2``, else axis 0 (Qwen3-VL). Unrelated to ``interleaved``,
             which picks the pairs.
+        enable_pdl: programmatic dependent launch (Hopper and newer; no effect before): the launch
+            may overlap the end of the kernel before it on the stream, and reads nothing before that
+            kernel has finished, so results are the same. The backward pass launches likewise.
 
     ``rotary_dim`` is twice the table width (or the number of frequencies); the rest of each head
     is copied unchanged. Returns new contiguous tensors ``(q_out, k_out)`` (``k_out`` is None
@@ -61,7 +64,7 @@ def apply_rope(q: Tensor, k: Optional[Tensor] = None, *, positions: Optional[Ten
     """
     out = torch.ops.rope_cuda.rope.default(q, k, positions, cos, sin, cos_sin_cache, inv_freq,
                                            attention_scaling, interleaved, False,
-                                           *_sections(mrope_section, mrope_layout))
+                                           *_sections(mrope_section, mrope_layout), bool(enable_pdl))
     return out[0], (out[1] if k is not None else None)
 
 
@@ -70,7 +73,7 @@ def apply_rope_(q: Tensor, k: Optional[Tensor] = None, *, positions: Optional[Te
                 cos_sin_cache: Optional[Tensor] = None, inv_freq: Optional[Tensor] = None,
                 attention_scaling: float = 1.0, interleaved: bool = False,
                 mrope_section: Optional[Sequence[int]] = None,
-                mrope_layout: str = "contiguous") -> Tuple[Tensor, Optional[Tensor]]:
+                mrope_layout: str = "contiguous", enable_pdl: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
     """In-place :func:`apply_rope`: q and k are overwritten (the tail past rotary_dim is left alone)
     and returned. Not differentiable: tensors that require grad are refused (use apply_rope)."""
     if torch.is_grad_enabled() and (q.requires_grad or (k is not None and k.requires_grad)):
@@ -78,5 +81,5 @@ def apply_rope_(q: Tensor, k: Optional[Tensor] = None, *, positions: Optional[Te
                          "use apply_rope (functional) or run under torch.no_grad()")
     torch.ops.rope_cuda.rope_.default(q, k, positions, cos, sin, cos_sin_cache, inv_freq,
                                       attention_scaling, interleaved, False,
-                                      *_sections(mrope_section, mrope_layout))
+                                      *_sections(mrope_section, mrope_layout), bool(enable_pdl))
     return q, k

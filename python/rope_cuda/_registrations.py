@@ -18,7 +18,7 @@ _NOT_DIFFERENTIABLE = ("positions", "cos", "sin", "cos_sin_cache", "inv_freq")
 
 @torch.library.register_fake("rope_cuda::rope")
 def _rope_fake(q, k, positions=None, cos=None, sin=None, cos_sin_cache=None, inv_freq=None, attention_scaling=1.0,
-               interleaved=False, inverse=False, mrope_section=None, mrope_layout="contiguous"):
+               interleaved=False, inverse=False, mrope_section=None, mrope_layout="contiguous", enable_pdl=False):
     out = [q.new_empty(q.shape)]
     if k is not None:
         out.append(k.new_empty(k.shape))
@@ -28,22 +28,22 @@ def _rope_fake(q, k, positions=None, cos=None, sin=None, cos_sin_cache=None, inv
 @torch.library.register_fake("rope_cuda::rope_")
 def _rope_inplace_fake(q, k, positions=None, cos=None, sin=None, cos_sin_cache=None, inv_freq=None,
                        attention_scaling=1.0, interleaved=False, inverse=False, mrope_section=None,
-                       mrope_layout="contiguous"):
+                       mrope_layout="contiguous", enable_pdl=False):
     return None
 
 
 # The schema's defaults, in case `inputs` lacks trailing arguments (the dispatcher drops those
 # equal to their defaults; torch.library fills them back in before setup_context today).
-_DEFAULTS = (None, None, None, None, None, None, None, 1.0, False, False, None, "contiguous")
+_DEFAULTS = (None, None, None, None, None, None, None, 1.0, False, False, None, "contiguous", False)
 
 
 def _setup_context(ctx, inputs, output):
     full = tuple(inputs) + _DEFAULTS[len(inputs):]
     (q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, inverse, mrope_section,
-     mrope_layout) = full
+     mrope_layout, enable_pdl) = full
     ctx.save_for_backward(positions, cos, sin, cos_sin_cache, inv_freq)
     ctx.has_k = k is not None
-    ctx.options = (attention_scaling, interleaved, inverse, mrope_section, mrope_layout)
+    ctx.options = (attention_scaling, interleaved, inverse, mrope_section, mrope_layout, enable_pdl)
 
 
 def _grad_view(g):
@@ -60,7 +60,7 @@ def _backward(ctx, grads):
             raise RuntimeError(f"rope_cuda: gradients flow to q and k only, but {name} requires grad; "
                                f"pass {name}.detach() (rope frequencies and tables are not trained)")
     positions, cos, sin, cos_sin_cache, inv_freq = ctx.saved_tensors
-    attention_scaling, interleaved, inverse, mrope_section, mrope_layout = ctx.options
+    attention_scaling, interleaved, inverse, mrope_section, mrope_layout, enable_pdl = ctx.options
     g_q = grads[0]
     g_k = grads[1] if ctx.has_k else None
     present = [g for g in (g_q, g_k) if g is not None]
@@ -72,7 +72,7 @@ def _backward(ctx, grads):
     # q and k share the rotation, so whichever gradients exist go through one launch.
     rotated = torch.ops.rope_cuda.rope.default(
         _grad_view(present[0]), _grad_view(present[1]) if len(present) == 2 else None, positions, cos, sin,
-        cos_sin_cache, inv_freq, attention_scaling, interleaved, not inverse, mrope_section, mrope_layout)
+        cos_sin_cache, inv_freq, attention_scaling, interleaved, not inverse, mrope_section, mrope_layout, enable_pdl)
     if g_q is None:
         d_q, d_k = None, rotated[0]
     else:

@@ -34,6 +34,16 @@ def _heads(x: Tensor, num_tokens: int, head_size: int, name: str) -> Tensor:
 def rotary_embedding(positions: Tensor, query: Tensor, key: Optional[Tensor], head_size: int,
                      cos_sin_cache: Tensor, is_neox: bool) -> None:
     """Applies RoPE to query and key in place (vLLM's ``ops.rotary_embedding`` contract)."""
+    # vLLM's own checks: positions [num_tokens] or [batch, seq], and query's and key's leading
+    # dimensions the same (else heads would be read as tokens).
+    if positions.dim() not in (1, 2):
+        raise ValueError(f"rope_cuda: positions must have shape [num_tokens] or [batch_size, seq_len], "
+                         f"got {tuple(positions.shape)}")
+    lead = tuple(positions.shape)
+    for name, x in (("query", query), ("key", key)):
+        if x is not None and tuple(x.shape[: len(lead)]) != lead:
+            raise ValueError(f"rope_cuda: {name} of shape {tuple(x.shape)} and positions of shape {lead} must have "
+                             f"the same {'number of tokens' if len(lead) == 1 else 'batch_size and seq_len'}")
     num_tokens = positions.numel()
     q = _heads(query, num_tokens, head_size, "query")
     k = None if key is None else _heads(key, num_tokens, head_size, "key")

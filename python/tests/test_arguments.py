@@ -1,8 +1,8 @@
 """Every bad argument gets a ValueError with its reason, before anything runs.
 
 The ops' CPU kernels run every check (the binding's and rope::validate's) and then refuse the
-call with NotImplementedError, so these tests need no GPU; on a GPU machine the same cases also
-run against the CUDA kernels (test_errors_gpu.py) to show nothing is written there.
+call with NotImplementedError, so these tests need no GPU. The checks run before any launch on
+CUDA tensors too (test_ops_gpu.py shows a rejected call writes nothing).
 """
 
 import math
@@ -80,12 +80,16 @@ CASES = {
     # rope::validate's reasons, passed through
     "odd head_dim": (lambda: edit(q=torch.randn(5, 4, 63).half(), k=None, cos=torch.randn(16, 30), sin=torch.randn(16, 30)), "rejected by the rope library: head_dim must be even"),
     "too many heads": (lambda: edit(q=torch.randn(1, 4000, 2).half(), k=torch.randn(1, 97, 2).half(), positions=torch.zeros(1, dtype=torch.int64), cos=torch.randn(16, 1), sin=torch.randn(16, 1)), "q.num_heads + k.num_heads exceeds 4096"),
-    "non-finite scaling": (lambda: edit(attention_scaling=math.nan), "attention_scaling is not finite"),
+    "non-finite scaling": (lambda: edit(attention_scaling=math.nan), "attention_scaling must be finite and > 0"),
+    "zero scaling": (lambda: edit(attention_scaling=0.0), "attention_scaling must be finite and > 0"),
+    "negative scaling": (lambda: edit(attention_scaling=-1.0), "attention_scaling must be finite and > 0"),
+    "cos is sin": (lambda: (lambda t: edit(cos=t, sin=t))(torch.randn(16, 32)), "cos and sin are the same table"),
     "rows without positions": (lambda: edit(positions=None, cos=torch.randn(3, 32), sin=torch.randn(3, 32)), "fewer rows than tokens and no positions"),
     # multi-axis positions (M-RoPE): base_args has 5 tokens and rotary_dim / 2 = 32
     "mrope one entry": (lambda: edit(positions=axes_positions(1), mrope_section=[32]), "mrope_section must have 2 or 3 entries"),
     "mrope four entries": (lambda: edit(positions=axes_positions(4), mrope_section=[8, 8, 8, 8]), "mrope_section must have 2 or 3 entries"),
     "mrope negative entry": (lambda: edit(positions=axes_positions(2), mrope_section=[40, -8]), "mrope_section entries must be non-negative"),
+    "mrope huge entries": (lambda: edit(positions=axes_positions(3), mrope_section=[2**62, 2**62, 2**62 + 32]), "mrope_section entry 4611686018427387904 exceeds rotary_dim / 2 (32)"),
     "mrope sum": (lambda: edit(positions=axes_positions(3), mrope_section=[8, 8, 8]), "mrope_section [8, 8, 8] sums to 24 but rotary_dim / 2 is 32"),
     "mrope sum computed": (lambda: edit(cos=None, sin=None, inv_freq=torch.ones(24), positions=axes_positions(3), mrope_section=[8, 8, 16]), "sums to 32 but rotary_dim / 2 is 24"),
     "mrope without positions": (lambda: edit(positions=None, mrope_section=[16, 16]), "mrope_section needs positions of shape [2, tokens]"),
@@ -204,3 +208,36 @@ def test_python_layer_type_errors():
         rope_cuda.apply_rope(q, positions=positions, cos=cos, sin=cos, mrope_section=32)
     with pytest.raises(TypeError, match="mrope_section must be a list of ints"):
         rope_cuda.apply_rope_(q, positions=positions, cos=cos, sin=cos, mrope_section=[16.0, 8, 8])
+
+
+def test_in_place_outputs_that_share_memory_are_rejected():
+    # x.expand(B, ...) gives B views of the same rows: rotating it in place would rotate them B times.
+    q = torch.randn(1, 5, 4, 64).half().expand(3, 5, 4, 64)
+    k = torch.randn(3, 5, 2, 64).half()
+    cos = torch.randn(16, 32)
+    with pytest.raises(ValueError, match="q has elements that share memory"):
+        torch.ops.rope_cuda.rope_(q, k, None, cos, cos.clone())
+    with pytest.raises(ValueError, match="k has elements that share memory"):
+        torch.ops.rope_cuda.rope_(k, q[:, :, :2], None, cos, cos.clone())
+    # As an input of the functional op, an expanded tensor is only read: accepted.
+    with pytest.raises(NotImplementedError, match="run on CUDA tensors"):
+        torch.ops.rope_cuda.rope(q, k, None, cos, cos.clone())
+
+
+def test_vllm_positions_must_match_the_tokens():
+    query, key = torch.randn(4, 8 * 64).half(), torch.randn(4, 2 * 64).half()
+    cache = torch.randn(16, 64)
+    with pytest.raises(ValueError, match="must have the same number of tokens"):
+        vllm.rotary_embedding(torch.zeros(3, dtype=torch.int64), query, key, 64, cache, True)
+    with pytest.raises(ValueError, match="key of shape"):
+        vllm.rotary_embedding(torch.zeros(4, dtype=torch.int64), query, key[:2], 64, cache, True)
+    with pytest.raises(ValueError, match="must have the same batch_size and seq_len"):
+        vllm.rotary_embedding(torch.zeros(2, 3, dtype=torch.int64), query.view(2, 2, -1), None, 64, cache, True)
+    with pytest.raises(ValueError, match=r"positions must have shape \[num_tokens\] or \[batch_size, seq_len\]"):
+        vllm.rotary_embedding(torch.zeros(1, 2, 2, dtype=torch.int64), query, key, 64, cache, True)
+    # Matching shapes reach the op.
+    with pytest.raises(NotImplementedError, match="run on CUDA tensors"):
+        vllm.rotary_embedding(torch.zeros(4, dtype=torch.int64), query, key, 64, cache, True)
+    with pytest.raises(NotImplementedError, match="run on CUDA tensors"):
+        vllm.rotary_embedding(torch.zeros(2, 2, dtype=torch.int64), query.view(2, 2, -1), key.view(2, 2, -1), 64,
+                              cache, True)

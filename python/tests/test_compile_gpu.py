@@ -20,11 +20,12 @@ def compiled(fn):
     return torch.compile(fn, backend=counter, fullgraph=True, dynamic=True), counter
 
 
-def test_functional_op_and_backward():
+@pytest.mark.parametrize("enable_pdl", [False, True])
+def test_functional_op_and_backward(enable_pdl):
     inv_freq = (1.0 / 10000.0 ** (torch.arange(0, 64, 2, device=DEV).float() / 64))
 
     def step(q, k, positions):
-        out_q, out_k = rope_cuda.apply_rope(q, k, positions=positions, inv_freq=inv_freq)
+        out_q, out_k = rope_cuda.apply_rope(q, k, positions=positions, inv_freq=inv_freq, enable_pdl=enable_pdl)
         return (out_q * 2).sum() + out_k.sum()
 
     fn, counter = compiled(step)

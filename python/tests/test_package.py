@@ -98,3 +98,35 @@ def test_backward_passes_the_multi_axis_arguments_on():
 
     assert options(forward) == (False, [24, 20, 20], "interleaved")
     assert options(backward) == (True, [24, 20, 20], "interleaved")
+
+
+def test_backward_launches_as_the_forward_did():
+    # enable_pdl reaches the forward op and the backward's inverse rotation alike.
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    calls = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.rope_cuda.rope.default:
+                calls.append(tuple(args) + (None,) * 13)
+            return func(*args, **(kwargs or {}))
+
+    q = torch.empty(5, 4, 64, device="meta", requires_grad=True)
+    with Record():
+        out_q, _ = rope_cuda.apply_rope(q, positions=torch.empty(5, dtype=torch.int64, device="meta"),
+                                        inv_freq=torch.empty(32, device="meta"), enable_pdl=True)
+        out_q.sum().backward()
+    (forward, backward) = calls
+    assert forward[12] is True and backward[12] is True
+    assert bool(forward[9]) is False and bool(backward[9]) is True
+
+
+def test_fake_kernels_take_enable_pdl():
+    with FakeTensorMode():
+        q = torch.empty(9, 4, 128, dtype=torch.bfloat16)
+        positions = torch.empty(9, dtype=torch.int64)
+        inv_freq = torch.empty(64)
+        (out,) = torch.ops.rope_cuda.rope(q, None, positions, inv_freq=inv_freq, enable_pdl=True)
+        assert out.shape == q.shape
+        assert torch.ops.rope_cuda.rope_(q, None, positions, inv_freq=inv_freq, enable_pdl=True) is None

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include <ATen/ATen.h>
+#include <ATen/MemoryOverlap.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/util/Exception.h>
@@ -237,6 +238,8 @@ int check_sections(const RopeInputs& in, std::int64_t half, PositionsInfo& p) {
   std::int64_t sum = 0;
   for (const std::int64_t s : sections) {
     ROPE_CHECK_ARG(s >= 0, "mrope_section entries must be non-negative, got ", sections);
+    // Each entry at most rotary_dim / 2 keeps the sum exact (and the int conversion below).
+    ROPE_CHECK_ARG(s <= half, "mrope_section entry ", s, " exceeds rotary_dim / 2 (", half, "), got ", sections);
     sum += s;
   }
   ROPE_CHECK_ARG(sum == half, "mrope_section ", sections, " sums to ", sum, " but rotary_dim / 2 is ", half,
@@ -406,7 +409,7 @@ void apply_typed(const RopeInputs& in, const at::Tensor& q_out, const std::optio
   const c10::cuda::CUDAGuard guard(q.device());
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream(q.device().index()).stream();
   for (const auto& p : all) {
-    const cudaError_t err = launch<T>(p, in.inverse, stream);
+    const cudaError_t err = launch<T>(p, in.inverse, stream, in.enable_pdl);
     TORCH_CHECK(err == cudaSuccess, "rope_cuda: launch failed: ", rope::last_error_message());
   }
 }
@@ -430,6 +433,12 @@ void apply(const RopeInputs& in, const at::Tensor& q_out, const std::optional<at
                    "k must have q's tokens and head_dim (only the head count may differ), got q ", q.sizes(), " and k ",
                    k.sizes());
   }
+  // Outputs whose elements share memory (a stride-0 dimension, as x.expand(...) makes) would have
+  // the shared elements rotated once per alias. Only the in-place op's outputs (q and k) can.
+  const char* shared = "has elements that share memory (a stride-0 dimension, as expand() makes): in place, each "
+                       "shared element would be rotated once per alias; rotate before expanding, or pass a copy";
+  ROPE_CHECK_ARG(at::has_internal_overlap(q_out) != at::MemOverlap::Yes, "q ", shared);
+  ROPE_CHECK_ARG(!k_out.has_value() || at::has_internal_overlap(*k_out) != at::MemOverlap::Yes, "k ", shared);
   if (run) {
     ROPE_CHECK_ARG(q.is_cuda(), "q is on ", q.device(), "; rope_cuda runs on CUDA tensors");
   }

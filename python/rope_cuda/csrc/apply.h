@@ -28,6 +28,9 @@ struct RopeInputs {
   at::OptionalIntArrayRef mrope_section;
   /// How mrope_section maps frequencies to axes: "contiguous" (Qwen2-VL) or "interleaved" (Qwen3-VL).
   c10::string_view mrope_layout;
+  /// Programmatic dependent launch (rope::LaunchOptions): the launch may overlap the end of the
+  /// kernel before it on the stream; results are unchanged.
+  bool enable_pdl;
 };
 
 /// Checks every argument (the binding's own shape/dtype/device checks, then rope::validate for

@@ -8,12 +8,14 @@
 namespace rope_cuda {
 
 template <typename T>
-cudaError_t launch(const rope::RopeParams<T>& params, bool inverse, cudaStream_t stream) {
-  return inverse ? rope::rope_backward(params, stream) : rope::rope_forward(params, stream);
+cudaError_t launch(const rope::RopeParams<T>& params, bool inverse, cudaStream_t stream, bool programmatic) {
+  rope::LaunchOptions options;
+  options.programmatic_dependent_launch = programmatic;
+  return inverse ? rope::rope_backward(params, stream, options) : rope::rope_forward(params, stream, options);
 }
 
-template cudaError_t launch<float>(const rope::RopeParams<float>&, bool, cudaStream_t);
-template cudaError_t launch<__half>(const rope::RopeParams<__half>&, bool, cudaStream_t);
-template cudaError_t launch<__nv_bfloat16>(const rope::RopeParams<__nv_bfloat16>&, bool, cudaStream_t);
+template cudaError_t launch<float>(const rope::RopeParams<float>&, bool, cudaStream_t, bool);
+template cudaError_t launch<__half>(const rope::RopeParams<__half>&, bool, cudaStream_t, bool);
+template cudaError_t launch<__nv_bfloat16>(const rope::RopeParams<__nv_bfloat16>&, bool, cudaStream_t, bool);
 
 }  // namespace rope_cuda

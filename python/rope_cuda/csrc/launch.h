@@ -11,9 +11,10 @@
 
 namespace rope_cuda {
 
-/// rope::rope_forward (inverse = false) or rope::rope_backward (inverse = true) on `stream`.
+/// rope::rope_forward (inverse = false) or rope::rope_backward (inverse = true) on `stream`,
+/// with programmatic dependent launch when `programmatic` (rope::LaunchOptions).
 /// Instantiated for float, __half and __nv_bfloat16 in launch.cu.
 template <typename T>
-cudaError_t launch(const rope::RopeParams<T>& params, bool inverse, cudaStream_t stream);
+cudaError_t launch(const rope::RopeParams<T>& params, bool inverse, cudaStream_t stream, bool programmatic);
 
 }  // namespace rope_cuda

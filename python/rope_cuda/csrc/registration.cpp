@@ -23,11 +23,11 @@ using OptIntList = at::OptionalIntArrayRef;
   const at::Tensor &q, const OptTensor &k, const OptTensor &positions, const OptTensor &cos,            \
       const OptTensor &sin, const OptTensor &cos_sin_cache, const OptTensor &inv_freq,                  \
       double attention_scaling, bool interleaved, bool inverse, OptIntList mrope_section,               \
-      c10::string_view mrope_layout
+      c10::string_view mrope_layout, bool enable_pdl
 #define ROPE_OP_INPUTS                                                                                  \
   RopeInputs {                                                                                          \
     q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, inverse,        \
-        mrope_section, mrope_layout                                                                     \
+        mrope_section, mrope_layout, enable_pdl                                                         \
   }
 
 // In place: q (and k) are overwritten with their rotation. Returns nothing, as torch.library
@@ -76,16 +76,17 @@ std::vector<at::Tensor> rope_functional_cpu(ROPE_OP_PARAMS) {
 }  // namespace
 
 TORCH_LIBRARY(rope_cuda, m) {
-  // mrope_section / mrope_layout (multi-axis positions) come last so that calls written before
-  // them keep their meaning.
+  // Arguments added later come last (mrope_section / mrope_layout for multi-axis positions, then
+  // enable_pdl), so that calls written before them keep their meaning.
   m.def(
       "rope_(Tensor(a!) q, Tensor(b!)? k, Tensor? positions=None, Tensor? cos=None, Tensor? sin=None, "
       "Tensor? cos_sin_cache=None, Tensor? inv_freq=None, float attention_scaling=1.0, bool interleaved=False, "
-      "bool inverse=False, int[]? mrope_section=None, str mrope_layout=\"contiguous\") -> ()");
+      "bool inverse=False, int[]? mrope_section=None, str mrope_layout=\"contiguous\", bool enable_pdl=False) -> ()");
   m.def(
       "rope(Tensor q, Tensor? k, Tensor? positions=None, Tensor? cos=None, Tensor? sin=None, "
       "Tensor? cos_sin_cache=None, Tensor? inv_freq=None, float attention_scaling=1.0, bool interleaved=False, "
-      "bool inverse=False, int[]? mrope_section=None, str mrope_layout=\"contiguous\") -> Tensor[]");
+      "bool inverse=False, int[]? mrope_section=None, str mrope_layout=\"contiguous\", bool enable_pdl=False) "
+      "-> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(rope_cuda, CUDA, m) {
