@@ -83,7 +83,8 @@ CASES = {
     "non-finite scaling": (lambda: edit(attention_scaling=math.nan), "attention_scaling must be finite and > 0"),
     "zero scaling": (lambda: edit(attention_scaling=0.0), "attention_scaling must be finite and > 0"),
     "negative scaling": (lambda: edit(attention_scaling=-1.0), "attention_scaling must be finite and > 0"),
-    "cos is sin": (lambda: (lambda t: edit(cos=t, sin=t))(torch.randn(16, 32)), "cos and sin are the same table"),
+    "cos is sin": (lambda: (lambda t: edit(cos=t, sin=t))(torch.randn(16, 32)), "cos and sin rows overlap"),
+    "cache for a smaller rotary_dim": (lambda: (lambda t: edit(cos=t[:, :32], sin=t[:, 16:48]))(torch.randn(16, 64)), "cos and sin rows overlap"),
     "rows without positions": (lambda: edit(positions=None, cos=torch.randn(3, 32), sin=torch.randn(3, 32)), "fewer rows than tokens and no positions"),
     # multi-axis positions (M-RoPE): base_args has 5 tokens and rotary_dim / 2 = 32
     "mrope one entry": (lambda: edit(positions=axes_positions(1), mrope_section=[32]), "mrope_section must have 2 or 3 entries"),
