@@ -215,8 +215,8 @@ TEST(HostBodyDispatch, FewTokensTakeSmallerBlocks) {
   EXPECT_EQ(by_token.lanes_per_token, 8);
   EXPECT_EQ(blocks(10240, by_token), 1280);
   const std::int64_t positions[1] = {0};
-  const float table[1] = {1.0f};
-  seed.cos_sin = rope::cos_sin_table(table, table, 1, 64);
+  const float table[128] = {1.0f};
+  seed.cos_sin = rope::cos_sin_table(table, table + 64, 1, 64);
   seed.positions = rope::positions(positions);
   EXPECT_EQ(blocks(10240, rope::detail::choose_launch_shape<Policy>(seed, 8, 1)), 640);
   // Decode, 40 heads: 80 lanes, one token a block.
@@ -344,13 +344,13 @@ TEST(HostBodyDispatch, GatheredAxesShareTheirCosSin) {
   using rope::detail::LaunchKind;
   using Policy = rope::detail::DefaultPolicy;
   static const std::int64_t kPositions[3 * 1024] = {};
-  float table[64] = {};
+  float table[128] = {};
   rope::RopeParams<__nv_bfloat16> p;
   p.num_tokens = 1024;
   p.head_dim = 128;
   p.q.num_heads = 28;
   p.k.num_heads = 4;
-  p.cos_sin = rope::cos_sin_table<float>(table, table, 1, 64);
+  p.cos_sin = rope::cos_sin_table<float>(table, table + 64, 1, 64);
   p.positions = rope::multi_axis_positions(kPositions, 3, 1024, rope::AxisSections::kContiguous, 16, 24, 24);
   auto lanes = [&](LaunchKind kind) { return rope::detail::choose_launch_shape<Policy>(p, 8, 4, kind).lanes_per_token; };
   EXPECT_EQ(lanes(LaunchKind::kPlain), 8 * 4);  // 8 columns x 4 groups of 8 heads
@@ -371,12 +371,12 @@ TEST(HostBodyDispatch, GatheredAxesShareTheirCosSin) {
 /// shape tests' params (choose_launch_shape reads no data, so the pointers are placeholders).
 rope::RopeParams<__nv_bfloat16> llama_table_launch() {
   static const std::int64_t kPositions[1] = {};
-  static const float kTable[64] = {};
+  static const float kTable[128] = {};
   rope::RopeParams<__nv_bfloat16> p;
   p.head_dim = 128;
   p.q.num_heads = 32;
   p.k.num_heads = 8;
-  p.cos_sin = rope::cos_sin_table<float>(kTable, kTable, 1, 64);
+  p.cos_sin = rope::cos_sin_table<float>(kTable, kTable + 64, 1, 64);
   p.positions = rope::positions(kPositions);
   return p;
 }

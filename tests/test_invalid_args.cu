@@ -191,7 +191,29 @@ std::vector<BadArgument> bad_arguments() {
       {"NanTableAttentionScaling", [](Params& p, B) { p.cos_sin.attention_scaling = NAN; }, "attention_scaling"},
       {"ZeroAttentionScaling", [](Params& p, B) { p.cos_sin.attention_scaling = 0.0f; }, "attention_scaling must be finite and > 0"},
       {"NegativeAttentionScaling", [](Params& p, B) { p.cos_sin.attention_scaling = -1.0f; }, "attention_scaling"},
-      {"CosIsSin", [](Params& p, B) { p.cos_sin.sin = p.cos_sin.cos; }, "cos and sin are the same table"},
+      {"CosIsSin", [](Params& p, B) { p.cos_sin.sin = p.cos_sin.cos; }, "cos and sin rows overlap"},
+      {"FusedCacheForSmallerRotaryDim",  // a [cos | sin] cache of rotary_dim 32 used for rotary_dim 64
+       [](Params& p, B) { p.cos_sin = rope::fused_cos_sin_cache(static_cast<const float*>(p.cos_sin.cos), kTokens, 32, 64); },
+       "cos and sin rows overlap"},
+      {"PositionsInOutput",
+       [](Params& p, B b) { p.positions = rope::positions(reinterpret_cast<const std::int64_t*>(b.y() + kDim)); },
+       "positions overlap an output of the launch"},
+      {"TableInOutput", [](Params& p, B b) { p.cos_sin.cos = b.y() + 2 * kDim; }, "cos/sin table overlaps an output"},
+      {"FrequenciesInOutput", [](Params& p, B b) { p.cos_sin = rope::computed_cos_sin(b.y() + 8); },
+       "inv_freq overlaps an output"},
+      {"FlagInOutput", [](Params& p, B b) { p.out_of_range_flag = reinterpret_cast<int*>(b.y() + 5); },
+       "out_of_range_flag lies in a tensor the launch reads or writes"},
+      {"FlagInInput", [](Params& p, B b) { p.out_of_range_flag = reinterpret_cast<int*>(b.x() + kElems - 1); },
+       "out_of_range_flag lies in a tensor"},
+      {"FlagInTable",
+       [](Params& p, B) { p.out_of_range_flag = const_cast<int*>(static_cast<const int*>(p.cos_sin.sin) + 3); },
+       "out_of_range_flag lies in a tensor"},
+      {"FlagInPositions",
+       [](Params& p, B b) {
+         p.positions = rope::positions(static_cast<const std::int64_t*>(b.pos()));
+         p.out_of_range_flag = const_cast<int*>(static_cast<const int*>(b.pos()) + 2 * kTokens - 1);
+       },
+       "out_of_range_flag lies in a tensor"},
       {"TableTooSmallForTokens", [](Params& p, B) { p.cos_sin.rows = kTokens - 1; }, "fewer rows than tokens"},
       {"NullCos", [](Params& p, B) { p.cos_sin.cos = nullptr; }, "table pointer is null"},
       {"NullSin", [](Params& p, B) { p.cos_sin.sin = nullptr; }, "table pointer is null"},
@@ -310,7 +332,7 @@ TEST(InvalidArgsSimple, SizeOneDimensionsIgnoreTheirStrides) {
 // Layouts that share memory legitimately are accepted (validation only: nothing is launched,
 // so host vectors stand in for device buffers).
 TEST(ValidArgs, SharedBuffersWithoutSharedElements) {
-  std::vector<float> buf(4 * kTokens * 4 * kDim), out(buf.size());
+  std::vector<float> buf(4 * kTokens * 4 * kDim), out(buf.size()), table(kTokens * kDim);
   float* x = buf.data();
   auto accepted = [](const Params& p) {
     const rope::Status s = rope::validate(p);
@@ -319,7 +341,7 @@ TEST(ValidArgs, SharedBuffersWithoutSharedElements) {
   Params p;
   p.num_tokens = kTokens;
   p.head_dim = kDim;
-  p.cos_sin = rope::cos_sin_table<float>(x, x, kTokens, kDim / 2);  // never read by validate
+  p.cos_sin = rope::fused_cos_sin_cache<float>(table.data(), kTokens, kDim);  // never read by validate
 
   // Fused QKV [T, 3 + 1 + 1, D] in place: q heads 0-2, k head 3 (v untouched).
   p.q = rope::strided_heads<float>(x, x, 3, 5 * kDim, kDim);
@@ -359,6 +381,16 @@ TEST(ValidArgs, SharedBuffersWithoutSharedElements) {
   p.q = rope::packed_heads<float>(x, x, 2, kDim);
   p.k = rope::HeadsTensor<float>{x + 2 * kTokens * kDim, out.data(), 4, kDim, 0, 4 * kDim, kDim};
   EXPECT_TRUE(accepted(p));
+  // A flag and positions right after the outputs' last element, and a flag in a buffer of its own.
+  p.q = rope::packed_heads<float>(x, out.data(), 2, kDim);
+  p.k = rope::packed_heads<float>(x + 2 * kTokens * kDim, out.data() + 2 * kTokens * kDim, 1, kDim);
+  p.positions = rope::positions(reinterpret_cast<const std::int64_t*>(out.data() + 3 * kTokens * kDim));
+  p.out_of_range_flag = reinterpret_cast<int*>(out.data() + 3 * kTokens * kDim + 2 * kTokens);
+  EXPECT_TRUE(accepted(p));
+  p.positions = rope::Positions{};
+  p.out_of_range_flag = reinterpret_cast<int*>(x + 3 * kTokens * kDim);
+  EXPECT_TRUE(accepted(p));
+  p.out_of_range_flag = nullptr;
   // ... but a broadcast output is rejected: its rows would be written twice.
   p.k = rope::HeadsTensor<float>{out.data(), out.data() + 4 * kTokens * kDim, 4, 4 * kDim, kDim, kDim, 0};
   EXPECT_FALSE(rope::validate(p).ok());

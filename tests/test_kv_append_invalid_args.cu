@@ -48,7 +48,7 @@ class Buffers {
     p.head_dim = kDim;
     p.q = rope::packed_heads<float>(q(), q(), kQHeads, kDim);
     p.k = rope::packed_heads<float>(k(), k(), kKvHeads, kDim);
-    p.cos_sin = rope::cos_sin_table<float>(cos(), cos(), kTokens, kDim / 2);
+    p.cos_sin = rope::fused_cos_sin_cache<float>(cos(), kTokens, kDim);
     return p;
   }
   template <typename C>
@@ -125,6 +125,28 @@ std::vector<BadAppend> bad_appends() {
       {"CachesSameBuffer", [](Params&, Append& a, B b) { a.v_cache.data = b.k_cache(); }, "k_cache and v_cache overlap"},
       {"CacheOverlapsQ", [](Params&, Append& a, B b) { a.k_cache.data = b.q(); }, "a cache overlaps q, k or v"},
       {"VInsideCache", [](Params&, Append& a, B b) { a.v = b.k_cache() + kDim; }, "a cache overlaps q, k or v"},
+      {"SlotsInKCache",
+       [](Params&, Append& a, B b) { a.slots = rope::slot_mapping(reinterpret_cast<const std::int64_t*>(b.k_cache()) + 2); },
+       "slots overlap an output of the launch"},
+      {"SlotsInQ", [](Params&, Append& a, B b) { a.slots = rope::slot_mapping(reinterpret_cast<const std::int64_t*>(b.q())); },
+       "slots overlap an output of the launch"},
+      {"PositionsInVCache",
+       [](Params& p, Append&, B b) { p.positions = rope::positions(reinterpret_cast<const std::int64_t*>(b.v_cache())); },
+       "positions overlap an output of the launch"},
+      {"TableInKCache", [](Params& p, Append&, B b) { p.cos_sin.cos = b.k_cache() + 4 * kDim; },
+       "cos/sin table overlaps an output"},
+      {"FlagInKCache", [](Params& p, Append&, B b) { p.out_of_range_flag = reinterpret_cast<int*>(b.k_cache()) + 4; },
+       "out_of_range_flag lies in a tensor the launch reads or writes"},
+      {"FlagInV", [](Params& p, Append&, B b) { p.out_of_range_flag = reinterpret_cast<int*>(b.v()) + 4; },
+       "out_of_range_flag lies in a tensor"},
+      {"SlotFlagInVCache", [](Params&, Append& a, B b) { a.slot_out_of_range_flag = reinterpret_cast<int*>(b.v_cache()) + 6; },
+       "slot_out_of_range_flag lies in a tensor the launch reads or writes"},
+      {"SlotFlagInSlots", [](Params&, Append& a, B b) { a.slot_out_of_range_flag = reinterpret_cast<int*>(b.slots()) + 4; },
+       "slot_out_of_range_flag lies in a tensor"},
+      {"SlotFlagInTable", [](Params&, Append& a, B b) { a.slot_out_of_range_flag = reinterpret_cast<int*>(b.cos()) + 4; },
+       "slot_out_of_range_flag lies in a tensor"},
+      {"SlotFlagInK", [](Params&, Append& a, B b) { a.slot_out_of_range_flag = reinterpret_cast<int*>(b.k()) + 4; },
+       "slot_out_of_range_flag lies in a tensor"},
   };
 }
 

@@ -207,7 +207,7 @@ struct Args {
     p.head_dim = kDim;
     p.q = rope::packed_heads<float>(b.q(), b.qy(), kQHeads, kDim);
     p.k = rope::packed_heads<float>(b.k(), b.ky(), kKvHeads, kDim);
-    p.cos_sin = rope::cos_sin_table<float>(b.cos(), b.cos(), kTokens, kDim / 2);
+    p.cos_sin = rope::fused_cos_sin_cache<float>(b.cos(), kTokens, kDim);
     p.positions = rope::positions(static_cast<const std::int64_t*>(b.slots()));
     norm.q_weight = b.weights();
     norm.k_weight = b.weights() + kDim;
@@ -587,14 +587,14 @@ TEST(ValidPrologueArgs, Fp8CacheTypes) {
   using T = __nv_bfloat16;
   std::vector<T> tensors(static_cast<std::size_t>(kTokens) * (kQHeads + 2 * kKvHeads) * kDim);
   std::vector<Fp8> caches(2 * kCacheElems + static_cast<std::size_t>(kTokens) * kQHeads * kDim);
-  std::vector<float> weights(2 * kDim), cos(kTokens * kDim / 2);
+  std::vector<float> weights(2 * kDim), cos(kTokens * kDim);
   std::vector<std::int64_t> slots(kTokens, 0);
   rope::RopeParams<T> p;
   p.num_tokens = kTokens;
   p.head_dim = kDim;
   p.q = rope::packed_heads<T>(tensors.data(), tensors.data(), kQHeads, kDim);
   p.k = rope::packed_heads<T>(tensors.data() + kQHeads * kHeadElems, tensors.data() + kQHeads * kHeadElems, kKvHeads, kDim);
-  p.cos_sin = rope::cos_sin_table<float>(cos.data(), cos.data(), kTokens, kDim / 2);
+  p.cos_sin = rope::fused_cos_sin_cache<float>(cos.data(), kTokens, kDim);
   rope::KvCacheAppend<T, Fp8> cache;
   cache.v = tensors.data() + (kQHeads + kKvHeads) * kHeadElems;
   cache.v_token_stride = kKvHeads * kDim;

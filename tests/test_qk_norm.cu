@@ -108,7 +108,7 @@ class NormBuffers {
     p.head_dim = kDim;
     p.q = rope::packed_heads<float>(q(), q(), kQHeads, kDim);
     p.k = rope::packed_heads<float>(k(), k(), kKHeads, kDim);
-    p.cos_sin = rope::cos_sin_table<float>(cos(), cos(), kTokens, kDim / 2);
+    p.cos_sin = rope::fused_cos_sin_cache<float>(cos(), kTokens, kDim);
     return p;
   }
   Norm norm() const {

@@ -165,6 +165,36 @@ inline bool bytes_disjoint(std::uintptr_t a0, std::uintptr_t a1, std::uintptr_t 
 
 namespace detail {
 
+/// arguments_apart for an append: what the RoPE part reads besides its heads (positions, tables
+/// or frequencies) and the slots lie in no output (q.y, k.y, and `more_outputs`: the caches and
+/// q_fp8), and neither flag lies in anything the launch reads or writes.
+template <typename T, typename C>
+Status side_arguments_apart(const RopeParams<T>& resolved, const KvCacheAppend<T, C>& a,
+                            std::initializer_list<ByteRange> more_outputs) {
+  const RopeParams<T>& p = resolved;
+  ArgumentBytes positions, cos, sin, inv_freq;
+  side_reads(p, positions, cos, sin, inv_freq);
+  const std::size_t e = sizeof(T);
+  const ByteRange qx = view_bytes({p.q.x, p.q.num_heads, p.q.x_token_stride, p.q.x_head_stride}, p.num_tokens,
+                                  p.head_dim, e);
+  const ByteRange qy = view_bytes({p.q.y, p.q.num_heads, p.q.y_token_stride, p.q.y_head_stride}, p.num_tokens,
+                                  p.head_dim, e);
+  const ByteRange kx = view_bytes({p.k.x, p.k.num_heads, p.k.x_token_stride, p.k.x_head_stride}, p.num_tokens,
+                                  p.head_dim, e);
+  const ByteRange ky = view_bytes({p.k.y, p.k.num_heads, p.k.y_token_stride, p.k.y_head_stride}, p.num_tokens,
+                                  p.head_dim, e);
+  const ByteRange v = view_bytes({a.v, p.k.num_heads, a.v_token_stride, a.v_head_stride}, p.num_tokens, p.head_dim, e);
+  const std::uint64_t slot_bytes = a.slots.type == SlotType::kInt32 ? 4 : 8;
+  const ArgumentBytes slots{bytes_at(a.slots.data, static_cast<std::uint64_t>(p.num_tokens) * slot_bytes),
+                            "slots overlap an output of the launch (read while it is written)"};
+  const ArgumentBytes flag{bytes_at(p.out_of_range_flag, sizeof(int)), kFlagInArgument};
+  const ArgumentBytes slot_flag{bytes_at(a.slot_out_of_range_flag, sizeof(int)),
+                                "slot_out_of_range_flag lies in a tensor the launch reads or writes"};
+  Status s = arguments_apart(more_outputs, {}, {positions, cos, sin, inv_freq, slots}, {flag, slot_flag});
+  if (!s.ok()) return s;
+  return arguments_apart({qy, ky}, {qx, kx, v}, {slots}, {flag, slot_flag});
+}
+
 /// The checks of q_fp8 in a launch without caches (the attention prologue's q to FP8 alone): its
 /// scale, strides and rows, and that it overlaps nothing the launch reads or writes.
 template <typename T, typename C>
@@ -195,7 +225,7 @@ Status validate_q_fp8(const RopeParams<T>& p, const KvCacheAppend<T, C>& a, cons
     byte_extent(one, p.num_tokens, p.head_dim, sizeof(T), b0, b1);
     if (!bytes_disjoint(q0, q1, b0, b1)) return invalid("q_fp8 overlaps q or k");
   }
-  return Status{};
+  return side_arguments_apart(resolved, a, {ByteRange{q0, q1}});
 }
 
 /// Which of an append's parts a launch has: rope_forward_append has the caches and q_fp8 only with
@@ -326,7 +356,11 @@ Status validate_append(const RopeParams<T>& p, const KvCacheAppend<T, C>& a, App
       }
     }
   }
-  return Status{};
+  const detail::ByteRange none{};
+  return detail::side_arguments_apart(resolved, a,
+                                      {outputs > 0 ? detail::ByteRange{first[0], last[0]} : none,
+                                       outputs > 1 ? detail::ByteRange{first[1], last[1]} : none,
+                                       outputs > 2 ? detail::ByteRange{first[2], last[2]} : none});
 }
 
 }  // namespace detail

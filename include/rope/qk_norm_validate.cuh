@@ -54,7 +54,10 @@ Status validate_norm(const RopeParams<T>& p, const QkNorm<T, W>& n) {
       if (w0 < o1 && o0 < w1) return invalid("q_weight or k_weight overlaps q.y or k.y (weights are read while they are written)");
     }
   }
-  return Status{};
+  // A flag store into a weight would change the norm of the tokens after it.
+  return detail::arguments_apart(
+      {}, {detail::bytes_at(n.q_weight, weight_bytes), detail::bytes_at(n.k_weight, weight_bytes)}, {},
+      {{detail::bytes_at(p.out_of_range_flag, sizeof(int)), detail::kFlagInArgument}});
 }
 
 }  // namespace detail

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
 
 #include <rope/status.cuh>
@@ -161,6 +162,89 @@ bool q_and_k_disjoint(const RopeParams<T>& p) {
          views_disjoint(qx, ky, p.num_tokens, p.head_dim, e);
 }
 
+/// A byte range [first, last); empty when first == last.
+struct ByteRange {
+  std::uintptr_t first = 0, last = 0;
+  constexpr bool meets(const ByteRange& o) const { return first < o.last && o.first < last; }
+};
+
+/// The `bytes` bytes at `p` (none for a null pointer).
+inline ByteRange bytes_at(const void* p, std::uint64_t bytes) {
+  const std::uintptr_t first = reinterpret_cast<std::uintptr_t>(p);
+  return ByteRange{first, p == nullptr ? first : first + static_cast<std::uintptr_t>(bytes)};
+}
+
+/// The bytes a view of `tokens` tokens touches (checked strides; a broadcast view is one head).
+inline ByteRange view_bytes(ViewGeometry v, std::int64_t tokens, int head_dim, std::size_t elem_bytes) {
+  if (v.heads <= 0 || v.base == nullptr) return ByteRange{};
+  if (v.heads > 1 && v.head_stride == 0) v.heads = 1;
+  ByteRange r;
+  byte_extent(v, tokens, head_dim, elem_bytes, r.first, r.last);
+  return r;
+}
+
+/// One argument's bytes and the reason a launch is refused when they lie where they must not.
+struct ArgumentBytes {
+  ByteRange bytes;
+  const char* reason;
+};
+
+/// The arguments a launch reads besides its heads (positions, tables, frequencies, slots) lie
+/// in nothing it writes (a read would race with a write), and each flag lies in nothing it reads
+/// or writes (a flag store would corrupt it). `tensors` are the heads and v, which are read.
+inline Status arguments_apart(std::initializer_list<ByteRange> writes, std::initializer_list<ByteRange> tensors,
+                              std::initializer_list<ArgumentBytes> reads, std::initializer_list<ArgumentBytes> flags) {
+  for (const ArgumentBytes& r : reads) {
+    for (const ByteRange& w : writes) {
+      if (r.bytes.meets(w)) return invalid(r.reason);
+    }
+  }
+  for (const ArgumentBytes& f : flags) {
+    for (const ByteRange& w : writes) {
+      if (f.bytes.meets(w)) return invalid(f.reason);
+    }
+    for (const ByteRange& t : tensors) {
+      if (f.bytes.meets(t)) return invalid(f.reason);
+    }
+    for (const ArgumentBytes& r : reads) {
+      if (f.bytes.meets(r.bytes)) return invalid(f.reason);
+    }
+  }
+  return Status{};
+}
+
+/// The reasons of arguments_apart for a RoPE launch's own arguments.
+constexpr const char* kPositionsInOutput = "positions overlap an output of the launch (read while it is written)";
+constexpr const char* kTableInOutput = "the cos/sin table overlaps an output of the launch (read while it is written)";
+constexpr const char* kFreqInOutput = "inv_freq overlaps an output of the launch (read while it is written)";
+constexpr const char* kFlagInArgument = "out_of_range_flag lies in a tensor the launch reads or writes";
+
+/// What a RoPE launch reads besides q.x and k.x: positions, the cos and sin tables (rows the
+/// positions may index) or the frequencies. Arguments checked, num_tokens > 0.
+template <typename T>
+void side_reads(const RopeParams<T>& p, ArgumentBytes& positions, ArgumentBytes& cos, ArgumentBytes& sin,
+                ArgumentBytes& inv_freq) {
+  const Positions& ps = p.positions;
+  const std::uint64_t position_bytes = ps.type == PositionType::kInt32 ? 4 : 8;
+  const std::int64_t position_count = (ps.axes - 1) * ps.axis_stride + p.num_tokens;
+  positions = {bytes_at(ps.type == PositionType::kNone ? nullptr : ps.data,
+                        static_cast<std::uint64_t>(position_count) * position_bytes),
+               kPositionsInOutput};
+  const CosSin& cs = p.cos_sin;
+  const std::int64_t half = rotated_dim(p) / 2;
+  if (cs.kind == CosSin::Kind::kTable && cs.rows > 0) {
+    const std::uint64_t elem = cs.table_type == TableType::kFloat32 ? 4 : 2;
+    const std::uint64_t table_bytes = static_cast<std::uint64_t>((cs.rows - 1) * cs.row_stride + half) * elem;
+    cos = {bytes_at(cs.cos, table_bytes), kTableInOutput};
+    sin = {bytes_at(cs.sin, table_bytes), kTableInOutput};
+  } else {
+    cos = sin = {ByteRange{}, kTableInOutput};
+  }
+  inv_freq = {cs.kind == CosSin::Kind::kComputed ? bytes_at(cs.inv_freq, static_cast<std::uint64_t>(half) * 4)
+                                                 : ByteRange{},
+              kFreqInOutput};
+}
+
 /// True when a table of `rows` rows `row_stride` apart stays within kMaxSpan elements.
 inline bool table_span_fits(std::int64_t rows, std::int64_t row_stride) {
   return rows <= 1 || row_stride <= kMaxSpan / (rows - 1);
@@ -269,10 +353,17 @@ Status validate(const RopeParams<T>& p) {
 
   if (cs.kind == CosSin::Kind::kTable) {
     if (cs.cos == nullptr || cs.sin == nullptr) return invalid("cos/sin table pointer is null");
-    if (cs.cos == cs.sin) return invalid("cos and sin are the same table (one pointer passed twice)");
     const std::size_t bytes = cs.table_type == TableType::kFloat32 ? 4 : 2;
     if (!detail::is_aligned(cs.cos, bytes) || !detail::is_aligned(cs.sin, bytes)) {
       return invalid("cos/sin table pointer is not aligned to its element type");
+    }
+    // Row r of cos and row r of sin must not share an element: the same table passed twice, or
+    // a fused [cos | sin] cache made for a smaller rotary_dim, would read sin values as cos.
+    const std::uintptr_t cos_at = reinterpret_cast<std::uintptr_t>(cs.cos);
+    const std::uintptr_t sin_at = reinterpret_cast<std::uintptr_t>(cs.sin);
+    if ((cos_at > sin_at ? cos_at - sin_at : sin_at - cos_at) < static_cast<std::uintptr_t>(rotary_dim / 2) * bytes) {
+      return invalid("cos and sin rows overlap (one table passed twice, or a fused [cos | sin] cache made for a "
+                     "smaller rotary_dim)");
     }
   } else {
     if (cs.inv_freq == nullptr) return invalid("inv_freq is null (computed cos/sin needs rotary_dim / 2 frequencies)");
@@ -286,7 +377,19 @@ Status validate(const RopeParams<T>& p) {
     const std::size_t bytes = pt == PositionType::kInt32 ? 4 : 8;
     if (!detail::is_aligned(p.positions.data, bytes)) return invalid("positions.data is not aligned to its type");
   }
-  return Status{};
+  detail::ArgumentBytes positions, cos, sin, inv_freq;
+  detail::side_reads(p, positions, cos, sin, inv_freq);
+  const std::size_t e = sizeof(T);
+  const detail::ByteRange qx = detail::view_bytes({p.q.x, p.q.num_heads, p.q.x_token_stride, p.q.x_head_stride},
+                                                  p.num_tokens, p.head_dim, e);
+  const detail::ByteRange qy = detail::view_bytes({p.q.y, p.q.num_heads, p.q.y_token_stride, p.q.y_head_stride},
+                                                  p.num_tokens, p.head_dim, e);
+  const detail::ByteRange kx = detail::view_bytes({p.k.x, p.k.num_heads, p.k.x_token_stride, p.k.x_head_stride},
+                                                  p.num_tokens, p.head_dim, e);
+  const detail::ByteRange ky = detail::view_bytes({p.k.y, p.k.num_heads, p.k.y_token_stride, p.k.y_head_stride},
+                                                  p.num_tokens, p.head_dim, e);
+  return detail::arguments_apart({qy, ky}, {qx, kx}, {positions, cos, sin, inv_freq},
+                                 {{detail::bytes_at(p.out_of_range_flag, sizeof(int)), detail::kFlagInArgument}});
 }
 
 }  // namespace rope
