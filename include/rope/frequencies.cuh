@@ -28,6 +28,7 @@
 #include <rope/config.cuh>
 #include <rope/device/rotation.cuh>
 #include <rope/detail/host/block_count.cuh>
+#include <rope/detail/host/kernel_launch.cuh>
 #include <rope/detail/device/vector.cuh>
 #include <rope/status.cuh>
 #include <rope/validate.cuh>
@@ -418,9 +419,9 @@ cudaError_t fill_cos_sin_table(const float* inv_freq_device, int rotary_dim, flo
   constexpr std::int64_t kMaxBlocks = std::int64_t{1} << 20;
   std::int64_t blocks = detail::ceil_div(rows * half, kThreads);
   blocks = blocks < kMaxBlocks ? blocks : kMaxBlocks;
-  detail::fill_cos_sin_table_kernel<E><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-      inv_freq_device, half, attention_scaling, rows, cos_out, sin_out, row_stride);
-  return detail::record(cudaGetLastError());
+  return detail::record(detail::launch_kernel(detail::fill_cos_sin_table_kernel<E>, dim3(static_cast<unsigned>(blocks)),
+                                              dim3(kThreads), 0, stream, LaunchOptions{}, inv_freq_device, half,
+                                              attention_scaling, rows, cos_out, sin_out, row_stride));
 }
 
 /// The same fill on the host, with host pointers (same checks, same per-element code; host

@@ -43,14 +43,15 @@ cudaError_t launch_plan(const LaunchPlan& plan, const RopeParams<T>& params, boo
       // Head groups move at most 16 bytes per access: the plan's width is one of the narrower ones.
       if constexpr (!Append::kEnabled && !Norm::kEnabled && decltype(axes)::value == AxisLookup::kSingleAxis &&
                     kVec == head_group_vec<T>(kVec)) {
-        error = launch_kernel(rotate_head_groups_kernel<T, kStyle, kVec>, plan, stream, options, params,
+        error = launch_kernel(rotate_head_groups_kernel<T, kStyle, kVec>, plan.grid(), plan.block(),
+                              plan.shared_bytes, stream, options, params,
                               inverse ? device::Rotation::kInverse : device::Rotation::kForward);
       }
       return;
     }
     error = launch_kernel(
         rotate_tokens_kernel<T, Policy, kStyle, kVec, decltype(head_batch)::value, decltype(axes)::value, Append, Norm>,
-        plan, stream, options, params, inverse, append, norm);
+        plan.grid(), plan.block(), plan.shared_bytes, stream, options, params, inverse, append, norm);
   });
   return error;
 }

@@ -14,7 +14,8 @@ struct LaunchOptions {
   /// and its writes are visible (rope/device/grid_dependency.cuh), so results do not change. It
   /// saves time only when the kernel before it lets dependents launch early (as rope's own kernels
   /// do); the next kernel overlaps rope's end when it is launched with the attribute too. Works
-  /// under CUDA graph capture. Before sm_90 the attribute has no effect.
+  /// under CUDA graph capture. The attribute is set only where the kernel's code for the device
+  /// was built for sm_90 or newer (the code that waits); elsewhere the option changes nothing.
   bool programmatic_dependent_launch = false;
 };
 

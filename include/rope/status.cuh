@@ -29,9 +29,9 @@ inline const char*& last_message_slot() {
 }  // namespace detail
 
 /// Why the most recent launcher call on this thread returned an error ("ok" after a success;
-/// for CUDA errors from the launch itself, `cudaGetErrorString` of that error). Launchers check
-/// `cudaGetLastError()` after launching, so an earlier asynchronous error still pending on this
-/// thread is returned (and cleared) by the next launch, as with any CUDA launch.
+/// for CUDA errors from the launch itself, `cudaGetErrorString` of that error). Launchers return
+/// their launch's own error: an earlier error of the caller's still pending on this thread is
+/// neither returned nor cleared.
 inline const char* last_error_message() { return detail::last_message_slot(); }
 
 namespace detail {

@@ -22,7 +22,7 @@ namespace detail {
 /// One question to the runtime: `kind` of `kernel` (nullptr: of the device) on `device`, for
 /// blocks of `threads` threads with `shared_bytes` of dynamic shared memory.
 struct DeviceQuestion {
-  enum class Kind : int { kSmCount, kBlocksPerSm, kSharedBytesConsent };
+  enum class Kind : int { kSmCount, kBlocksPerSm, kSharedBytesConsent, kWaitsForPriorGrids };
   Kind kind;
   int device;
   const void* kernel;
@@ -43,15 +43,21 @@ inline std::atomic<std::int64_t>& observed_runtime_questions() {
 }
 #endif
 
+/// Whether an error is pending on this thread (cudaPeekAtLastError, which clears nothing).
+inline bool runtime_error_pending() { return cudaPeekAtLastError() != cudaSuccess; }
+
 /// The runtime's answers, shared by every host thread: readers take a shared lock, the askers of
-/// a new question an exclusive one. A failed question is not kept (the next launch asks
-/// again) and leaves an error the caller had pending as it was.
+/// a new question an exclusive one. The answers hold until the process ends (a cudaDeviceReset
+/// drops the shared-memory consent; this library does not notice one).
 class DeviceAnswers {
  public:
-  /// The kept answer to `question`, or `ask(answer)`'s (a cudaError_t-returning call) kept when
-  /// it succeeds; `fallback` when it fails.
-  template <typename Ask>
-  std::int64_t answer(const DeviceQuestion& question, std::int64_t fallback, Ask&& ask) {
+  /// The kept answer to `question`, else `ask(answer)`'s (a cudaError_t-returning call), kept:
+  /// `fallback` when the runtime refuses it (that refusal is kept too, and its error cleared).
+  /// While an error of the caller's is pending (`error_pending()`), nothing is asked, so none
+  /// can replace it: the launch takes `fallback` and a later launch asks again.
+  template <typename Ask, typename Pending = bool (*)()>
+  std::int64_t answer(const DeviceQuestion& question, std::int64_t fallback, Ask&& ask,
+                      Pending error_pending = &runtime_error_pending) {
     {
       std::shared_lock<std::shared_mutex> read(mutex_);
       const auto found = answers_.find(question);
@@ -61,16 +67,14 @@ class DeviceAnswers {
     std::unique_lock<std::shared_mutex> write(mutex_);
     const auto found = answers_.find(question);
     if (found != answers_.end()) return found->second;
+    if (error_pending()) return fallback;
 #if defined(ROPE_OBSERVE_LAUNCH_PLANS)
     ++observed_runtime_questions();
 #endif
-    const bool caller_error_pending = cudaPeekAtLastError() != cudaSuccess;
     std::int64_t value = 0;
     if (ask(value) != cudaSuccess) {
-      // The failure is not the launch's error (it goes ahead with `fallback`). Clear it unless
-      // the caller's own error was pending: that one must stay for the caller to see.
-      if (!caller_error_pending) (void)cudaGetLastError();
-      return fallback;
+      (void)cudaGetLastError();  // not the launch's error: it goes ahead with `fallback`
+      value = fallback;
     }
     answers_.emplace(question, value);
     return value;
@@ -81,10 +85,11 @@ class DeviceAnswers {
   std::map<DeviceQuestion, std::int64_t> answers_;
 };
 
-/// The process's one DeviceAnswers.
+/// The process's one DeviceAnswers, never destroyed (a launch from another thread during exit
+/// must not find it gone).
 inline DeviceAnswers& device_answers() {
-  static DeviceAnswers answers;
-  return answers;
+  static DeviceAnswers* answers = new DeviceAnswers;
+  return *answers;
 }
 
 /// Blocks of `threads` threads of `kernel` that the current device holds at once, or 0 when the
@@ -126,6 +131,24 @@ bool consents_to_shared_bytes(Kernel kernel, std::size_t bytes) {
         return e;
       });
   return consents != 0;
+}
+
+/// Whether `kernel`'s code for the current device waits for the grids before it under
+/// programmatic dependent launch: built for sm_90 or newer (device/grid_dependency.cuh compiles the
+/// wait only there). Code JIT-compiled from older PTX, or an older GPU, would not wait, so the
+/// launcher then launches without the attribute.
+template <typename Kernel>
+bool kernel_waits_for_prior_grids(Kernel kernel) {
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return false;  // the launch itself reports it
+  return device_answers().answer({DeviceQuestion::Kind::kWaitsForPriorGrids, device,
+                                  reinterpret_cast<const void*>(kernel), 0, 0},
+                                 0, [&](std::int64_t& v) {
+                                   cudaFuncAttributes attributes{};
+                                   const cudaError_t e = cudaFuncGetAttributes(&attributes, kernel);
+                                   v = attributes.ptxVersion >= 90;
+                                   return e;
+                                 }) != 0;
 }
 
 }  // namespace detail

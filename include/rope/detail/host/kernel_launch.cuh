@@ -2,35 +2,42 @@
 #pragma once
 
 /// \file
-/// The one place the library launches a kernel: a plan's shape, the caller's stream and options.
+/// The one place the library launches a kernel: a grid, block and dynamic shared bytes on the
+/// caller's stream, as the caller's LaunchOptions say.
 
+#include <cstddef>
 #include <utility>
 
 #include <cuda_runtime.h>
 
-#include <rope/detail/host/launch_plan.cuh>
+#include <rope/detail/host/device_answers.cuh>
 #include <rope/launch_options.cuh>
 
 namespace rope {
 namespace detail {
 
-/// Launches `kernel(args...)` with `plan`'s grid, block and dynamic shared bytes on `stream`, as
-/// `options` say, and returns this launch's own error. Unlike `<<<...>>>` followed by
-/// cudaGetLastError, this leaves an earlier error of the caller's own work pending for the caller.
+/// Launches `kernel(args...)` and returns this launch's own error. A failed launch's error is
+/// returned, not left pending, unless an error of the caller's own work was already pending: then
+/// nothing is cleared (the runtime keeps the later of the two). Programmatic dependent launch
+/// is asked for only where the kernel can honour it (kernel_waits_for_prior_grids).
 template <typename... Params, typename... Args>
-cudaError_t launch_kernel(void (*kernel)(Params...), const LaunchPlan& plan, cudaStream_t stream,
-                          const LaunchOptions& options, Args&&... args) {
+cudaError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t shared_bytes,
+                          cudaStream_t stream, const LaunchOptions& options, Args&&... args) {
   cudaLaunchAttribute attributes[1];
   attributes[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attributes[0].val.programmaticStreamSerializationAllowed = 1;
+  const bool programmatic = options.programmatic_dependent_launch && kernel_waits_for_prior_grids(kernel);
   cudaLaunchConfig_t config{};
-  config.gridDim = plan.grid();
-  config.blockDim = plan.block();
-  config.dynamicSmemBytes = plan.shared_bytes;
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = shared_bytes;
   config.stream = stream;
-  config.attrs = options.programmatic_dependent_launch ? attributes : nullptr;
-  config.numAttrs = options.programmatic_dependent_launch ? 1 : 0;
-  return cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+  config.attrs = programmatic ? attributes : nullptr;
+  config.numAttrs = programmatic ? 1 : 0;
+  const bool caller_error_pending = cudaPeekAtLastError() != cudaSuccess;
+  const cudaError_t error = cudaLaunchKernelEx(&config, kernel, std::forward<Args>(args)...);
+  if (error != cudaSuccess && !caller_error_pending) (void)cudaGetLastError();
+  return error;
 }
 
 }  // namespace detail
