@@ -175,15 +175,15 @@ Status side_arguments_apart(const RopeParams<T>& resolved, const KvCacheAppend<T
   ArgumentBytes positions, cos, sin, inv_freq;
   side_reads(p, positions, cos, sin, inv_freq);
   const std::size_t e = sizeof(T);
-  const ByteRange qx = view_bytes({p.q.x, p.q.num_heads, p.q.x_token_stride, p.q.x_head_stride}, p.num_tokens,
+  const ByteRange qx = view_bytes(ViewGeometry{p.q.x, p.q.num_heads, p.q.x_token_stride, p.q.x_head_stride}, p.num_tokens,
                                   p.head_dim, e);
-  const ByteRange qy = view_bytes({p.q.y, p.q.num_heads, p.q.y_token_stride, p.q.y_head_stride}, p.num_tokens,
+  const ByteRange qy = view_bytes(ViewGeometry{p.q.y, p.q.num_heads, p.q.y_token_stride, p.q.y_head_stride}, p.num_tokens,
                                   p.head_dim, e);
-  const ByteRange kx = view_bytes({p.k.x, p.k.num_heads, p.k.x_token_stride, p.k.x_head_stride}, p.num_tokens,
+  const ByteRange kx = view_bytes(ViewGeometry{p.k.x, p.k.num_heads, p.k.x_token_stride, p.k.x_head_stride}, p.num_tokens,
                                   p.head_dim, e);
-  const ByteRange ky = view_bytes({p.k.y, p.k.num_heads, p.k.y_token_stride, p.k.y_head_stride}, p.num_tokens,
+  const ByteRange ky = view_bytes(ViewGeometry{p.k.y, p.k.num_heads, p.k.y_token_stride, p.k.y_head_stride}, p.num_tokens,
                                   p.head_dim, e);
-  const ByteRange v = view_bytes({a.v, p.k.num_heads, a.v_token_stride, a.v_head_stride}, p.num_tokens, p.head_dim, e);
+  const ByteRange v = view_bytes(ViewGeometry{a.v, p.k.num_heads, a.v_token_stride, a.v_head_stride}, p.num_tokens, p.head_dim, e);
   const std::uint64_t slot_bytes = a.slots.type == SlotType::kInt32 ? 4 : 8;
   const ArgumentBytes slots{bytes_at(a.slots.data, static_cast<std::uint64_t>(p.num_tokens) * slot_bytes),
                             "slots overlap an output of the launch (read while it is written)"};

@@ -380,13 +380,13 @@ Status validate(const RopeParams<T>& p) {
   detail::ArgumentBytes positions, cos, sin, inv_freq;
   detail::side_reads(p, positions, cos, sin, inv_freq);
   const std::size_t e = sizeof(T);
-  const detail::ByteRange qx = detail::view_bytes({p.q.x, p.q.num_heads, p.q.x_token_stride, p.q.x_head_stride},
+  const detail::ByteRange qx = detail::view_bytes(detail::ViewGeometry{p.q.x, p.q.num_heads, p.q.x_token_stride, p.q.x_head_stride},
                                                   p.num_tokens, p.head_dim, e);
-  const detail::ByteRange qy = detail::view_bytes({p.q.y, p.q.num_heads, p.q.y_token_stride, p.q.y_head_stride},
+  const detail::ByteRange qy = detail::view_bytes(detail::ViewGeometry{p.q.y, p.q.num_heads, p.q.y_token_stride, p.q.y_head_stride},
                                                   p.num_tokens, p.head_dim, e);
-  const detail::ByteRange kx = detail::view_bytes({p.k.x, p.k.num_heads, p.k.x_token_stride, p.k.x_head_stride},
+  const detail::ByteRange kx = detail::view_bytes(detail::ViewGeometry{p.k.x, p.k.num_heads, p.k.x_token_stride, p.k.x_head_stride},
                                                   p.num_tokens, p.head_dim, e);
-  const detail::ByteRange ky = detail::view_bytes({p.k.y, p.k.num_heads, p.k.y_token_stride, p.k.y_head_stride},
+  const detail::ByteRange ky = detail::view_bytes(detail::ViewGeometry{p.k.y, p.k.num_heads, p.k.y_token_stride, p.k.y_head_stride},
                                                   p.num_tokens, p.head_dim, e);
   return detail::arguments_apart({qy, ky}, {qx, kx}, {positions, cos, sin, inv_freq},
                                  {{detail::bytes_at(p.out_of_range_flag, sizeof(int)), detail::kFlagInArgument}});
