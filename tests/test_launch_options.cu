@@ -34,6 +34,10 @@ constexpr std::int64_t kFewTokens = 8, kManyTokens = 1 << 17;
 /// x's value at `i` once the producer has written it (never 0: the buffers start zeroed).
 __host__ __device__ inline float produced(std::int64_t i) { return 0.25f + static_cast<float>(i % 97) / 64.0f; }
 
+/// Blocks of the producer below: few enough to be resident at once on any GPU this runs on, so
+/// every block lets dependents launch right away.
+constexpr unsigned kProducerBlocks = 64;
+
 /// A kernel standing in for the QKV projection: lets its dependents launch at once, then takes
 /// ~`spin_ns` before it writes x. A dependent that read x before this kernel ended reads zeros.
 __global__ void slow_producer(float* x, std::int64_t n, unsigned spin_ns) {
@@ -199,7 +203,7 @@ rope::LaunchOptions programmatic() {
 /// ended, on this GPU (sm_90 and newer should): the tests below are only as strong as this.
 bool dependents_start_early(Buffers& b, cudaStream_t stream) {
   b.clear_outputs(stream);
-  slow_producer<<<1, 128, 0, stream>>>(b.x, b.x_elems, 200000);
+  slow_producer<<<kProducerBlocks, 128, 0, stream>>>(b.x, b.x_elems, 200000);
   cudaLaunchAttribute attribute;
   attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attribute.val.programmaticStreamSerializationAllowed = 1;
@@ -227,14 +231,14 @@ void expect_programmatic_launches_wait(Buffers& b) {
     SCOPED_TRACE(launcher.name);
     // Reference: the producer's x, launched without the option after the producer has ended.
     b.clear_outputs(stream);
-    slow_producer<<<2, 128, 0, stream>>>(b.x, b.x_elems, 0);
+    slow_producer<<<kProducerBlocks, 128, 0, stream>>>(b.x, b.x_elems, 0);
     ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
     ASSERT_EQ(launcher.call(b, stream, rope::LaunchOptions{}), cudaSuccess);
     ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
     const std::vector<float> expected = b.outputs();
     // The same with the option, launched while the producer is still spinning.
     b.clear_outputs(stream);
-    slow_producer<<<2, 128, 0, stream>>>(b.x, b.x_elems, 200000);
+    slow_producer<<<kProducerBlocks, 128, 0, stream>>>(b.x, b.x_elems, 200000);
     ASSERT_EQ(launcher.call(b, stream, programmatic()), cudaSuccess);
     ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
     const std::vector<float> got = b.outputs();
@@ -264,7 +268,7 @@ TEST(ProgrammaticDependentLaunch, AChainCapturedInAGraphReplaysCorrectly) {
   cudaStream_t stream;
   ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
   b.clear_outputs(stream);
-  slow_producer<<<2, 128, 0, stream>>>(b.x, b.x_elems, 0);
+  slow_producer<<<kProducerBlocks, 128, 0, stream>>>(b.x, b.x_elems, 0);
   ASSERT_EQ(rope::rope_forward_append(b.params(), b.append(), stream), cudaSuccess);
   ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
   const std::vector<float> expected = b.outputs();
@@ -272,7 +276,7 @@ TEST(ProgrammaticDependentLaunch, AChainCapturedInAGraphReplaysCorrectly) {
   cudaGraph_t graph;
   ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
   b.clear_outputs(stream);
-  slow_producer<<<2, 128, 0, stream>>>(b.x, b.x_elems, 50000);
+  slow_producer<<<kProducerBlocks, 128, 0, stream>>>(b.x, b.x_elems, 50000);
   const cudaError_t launched = rope::rope_forward_append(b.params(), b.append(), stream, programmatic());
   ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
   ASSERT_EQ(launched, cudaSuccess);
