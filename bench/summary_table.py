@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""The README's performance table from a rope_bench JSON file: Llama-3-8B shapes (32 q / 8 kv
+"""The README's performance tables from a rope_bench JSON file: Llama-3-8B shapes (32 q / 8 kv
 heads x 128, bf16, int64 positions into a 131072-row fp32 cos/sin cache) for RoPE, RoPE + KV
-append and QK-norm + RoPE, each next to the copy of its bytes timed the same way in the same run
-(`copy_us`) and to the unfused chain where the bench has one.
+append, QK-norm + RoPE and the attention prologue (Qwen3-8B), each next to the copy of its bytes
+timed the same way in the same run (`copy_us`) and to the unfused chain where the bench has one;
+then a decode step's kernel chain launched one after another and with programmatic dependent
+launch.
 
     bench/summary_table.py RESULTS.json
 
@@ -27,7 +29,13 @@ ROWS = [
     ("RoPE + KV append, FP8 cache", "kv_append/fused/fp8_cache/T:{t}", "kv_append/unfused/fp8_cache/T:{t}",
      (1, 4096, 65536)),
     ("QK-RMSNorm + RoPE (Qwen3-8B)", "qk_norm/fused/T:{t}", "qk_norm/unfused/T:{t}", (1, 64, 4096, 16384, 65536)),
+    ("Attention prologue: QK-norm + RoPE + k/v to a bf16 cache", "prologue/fused/bf16_cache/T:{t}",
+     "prologue/unfused/bf16_cache/T:{t}", (1, 64, 4096, 65536)),
+    ("Attention prologue: QK-norm + RoPE + k/v to an FP8 cache + q to FP8", "prologue/fused/fp8_cache_fp8_q/T:{t}",
+     "prologue/unfused/fp8_cache_fp8_q/T:{t}", (1, 64, 4096, 65536)),
 ]
+# Programmatic dependent launch: a decode step's chain (producer, rope, consumer), per step.
+CHAIN_TOKENS = (1, 8, 64)
 _SUFFIX = re.compile(r"(/iterations:\d+|/manual_time|/real_time)")
 _TO_US = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6}
 
@@ -63,6 +71,13 @@ def main(path):
             other = us(unfused.format(t=t)) if unfused else None
             print(f"| {label} | {t} | {rope_us:.2f} | {copy:.2f} | {b['x_copy']:.2f} | "
                   f"{f'{other:.2f}' if other is not None else '-'} |")
+    chain = [(t, us(f"chain/serial/T:{t}"), us(f"chain/programmatic/T:{t}")) for t in CHAIN_TOKENS]
+    if all(serial is not None and pdl is not None for _, serial, pdl in chain):
+        print()
+        print("| decode step chain (producer, RoPE, consumer) | tokens | serial (us) | programmatic (us) | saved (us) |")
+        print("|---|---:|---:|---:|---:|")
+        for t, serial, pdl in chain:
+            print(f"| launched with programmatic dependent launch | {t} | {serial:.2f} | {pdl:.2f} | {serial - pdl:.2f} |")
     if missing:
         print(f"summary_table.py: missing or errored rows: {missing}", file=sys.stderr)
         return 1
