@@ -8,8 +8,9 @@ GPT-NeoX and Phi-3 model files (not GLM's, which re-interleaves cos/sin), includ
   duplicated-halves layout, broadcast over the batch;
 - partial rotary (rot < D): the first rot dims are rotated, the rest passed through, as
   GPT-NeoX's and Phi-3's functions do;
-- dtype promotion: the result has ``torch.result_type`` of q/k and cos/sin, as transformers'
-  ``q * cos`` gives (bf16 q with fp32 cos -> fp32 results computed from the exact fp32 inputs).
+- dtype promotion per tensor, as transformers' ``q * cos`` and ``k * cos`` give: q's result has
+  the promoted dtype of q and cos/sin, k's that of k and cos/sin (bf16 q with fp32 cos -> fp32
+  results computed from the exact fp32 inputs; bf16 q with fp16 k and bf16 cos -> bf16 q, fp32 k).
 
 The kernel runs when q, k, cos and sin are CUDA tensors of that form and of float32/float16/
 bfloat16 (after promotion); anything else (CPU tensors, float64, other shapes, cos/sin that
@@ -66,6 +67,23 @@ def _kernel_layout(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor, unsqueeze_dim
     return seq_axis
 
 
+def _rotate(x: Tensor, y, cos: Tensor, sin: Tensor, seq_axis: int, dtype: torch.dtype):
+    """x (and y, in the same launch) rotated by the kernel in `dtype`; [out_x] or [out_x, out_y]."""
+    # transformers' x * cos computes in the promoted dtype; converting first is that same rounding.
+    table = cos.dtype if cos.dtype in (dtype, torch.float32) else torch.float32
+    # The rows repeat their first half (cat((freqs, freqs))): the kernel reads only that half.
+    half = cos.shape[-1] // 2
+    cos_half = cos.to(table)[..., :half]
+    sin_half = sin.to(table)[..., :half]
+    x = x.to(dtype)
+    y = None if y is None else y.to(dtype)
+    if seq_axis == 2:  # [B, H, S, D] -> the [B, S, H, D] view the op takes
+        x = x.transpose(1, 2)
+        y = None if y is None else y.transpose(1, 2)
+    out = torch.ops.rope_cuda.rope.default(x, y, None, cos_half, sin_half, None, None, 1.0, False, False)
+    return [o.transpose(1, 2) for o in out] if seq_axis == 2 else out
+
+
 def apply_rotary_pos_emb(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor,
                          unsqueeze_dim: int = 1) -> Tuple[Tensor, Tensor]:
     """transformers' ``apply_rotary_pos_emb``, fused: returns ``(q_embed, k_embed)``.
@@ -75,22 +93,14 @@ def apply_rotary_pos_emb(q: Tensor, k: Tensor, cos: Tensor, sin: Tensor,
     contiguous in memory) raise ValueError with the reason rather than being copied.
     """
     seq_axis = _kernel_layout(q, k, cos, sin, unsqueeze_dim)
-    dtype = torch.promote_types(torch.promote_types(q.dtype, k.dtype), torch.promote_types(cos.dtype, sin.dtype))
-    if not seq_axis or dtype not in _KERNEL_DTYPES:
+    table_dtype = torch.promote_types(cos.dtype, sin.dtype)
+    q_dtype, k_dtype = torch.promote_types(q.dtype, table_dtype), torch.promote_types(k.dtype, table_dtype)
+    if not seq_axis or q_dtype not in _KERNEL_DTYPES or k_dtype not in _KERNEL_DTYPES:
         return reference_apply_rotary_pos_emb(q, k, cos, sin, unsqueeze_dim)
-    # transformers' q * cos computes in the promoted dtype; converting first is that same rounding.
-    q, k = q.to(dtype), k.to(dtype)
-    table = cos.dtype if cos.dtype in (dtype, torch.float32) else torch.float32
-    half = cos.shape[-1] // 2
-    # The rows repeat their first half (cat((freqs, freqs))): the kernel reads only that half.
-    cos_half = cos.to(table)[..., :half]
-    sin_half = sin.to(table)[..., :half]
-    if seq_axis == 2:  # [B, H, S, D] -> the [B, S, H, D] view the op takes
-        q, k = q.transpose(1, 2), k.transpose(1, 2)
-    q_out, k_out = torch.ops.rope_cuda.rope.default(q, k, None, cos_half, sin_half, None, None, 1.0, False, False)
-    if seq_axis == 2:
-        q_out, k_out = q_out.transpose(1, 2), k_out.transpose(1, 2)
-    return q_out, k_out
+    if q_dtype == k_dtype:  # the usual case: q and k in one launch
+        q_out, k_out = _rotate(q, k, cos, sin, seq_axis, q_dtype)
+        return q_out, k_out
+    return _rotate(q, None, cos, sin, seq_axis, q_dtype)[0], _rotate(k, None, cos, sin, seq_axis, k_dtype)[0]
 
 
 @contextlib.contextmanager

@@ -70,6 +70,21 @@ def test_mixed_dtypes_promote_like_transformers(q_dtype):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("q_dtype,k_dtype", [(torch.bfloat16, torch.float16), (torch.float16, torch.bfloat16)])
+def test_q_and_k_promote_each_on_its_own(q_dtype, k_dtype):
+    # transformers' q * cos and k * cos promote per tensor: with bf16 cos/sin, a bf16 q stays bf16
+    # while an fp16 k goes to fp32 (and the other way round).
+    q, _ = qk(2, 11, 4, 2, 64, q_dtype, "bhsd")
+    _, k = qk(2, 11, 4, 2, 64, k_dtype, "bhsd")
+    cos, sin = hf_cos_sin(2, 11, 64, torch.bfloat16)
+    expected = modeling_llama.apply_rotary_pos_emb(q, k, cos, sin)
+    actual = hf.apply_rotary_pos_emb(q, k, cos, sin)
+    for a, e in zip(actual, expected):
+        assert a.dtype == e.dtype and a.shape == e.shape
+        assert_close_rel(a, e, a.dtype)
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("family", ["llama", "gpt_neox"])
 def test_backward_matches_transformers_autograd(family):
     module, rot = FAMILIES[family]
