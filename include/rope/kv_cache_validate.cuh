@@ -195,11 +195,9 @@ Status side_arguments_apart(const RopeParams<T>& resolved, const KvCacheAppend<T
   return arguments_apart({qy, ky}, {qx, kx, v}, {slots}, {flag, slot_flag});
 }
 
-/// The checks of q_fp8 in a launch without caches (the attention prologue's q to FP8 alone): its
-/// scale, strides and rows, and that it overlaps nothing the launch reads or writes.
+/// q_fp8's own checks, with or without caches: q to quantize, the scale, strides and rows.
 template <typename T, typename C>
-Status validate_q_fp8(const RopeParams<T>& p, const KvCacheAppend<T, C>& a, const RopeParams<T>& resolved) {
-  if (a.q_fp8 == nullptr) return invalid("q_fp8 is null");
+Status validate_q_fp8_layout(const RopeParams<T>& p, const KvCacheAppend<T, C>& a) {
   if (p.q.num_heads < 1) return invalid("q_fp8 needs q (q.num_heads >= 1)");
   if (!quant_scale_in_range(a.q_scale)) return invalid("q_scale must be in [2^-64, 2^64]");
   if (a.q_fp8_token_stride < 0 || a.q_fp8_head_stride < 0) return invalid("q_fp8 strides are negative");
@@ -209,6 +207,16 @@ Status validate_q_fp8(const RopeParams<T>& p, const KvCacheAppend<T, C>& a, cons
   if (!rows_disjoint(p.num_tokens, p.q.num_heads, p.head_dim, a.q_fp8_token_stride, a.q_fp8_head_stride)) {
     return invalid("q_fp8 strides make output rows overlap (rows of the output must be disjoint)");
   }
+  return Status{};
+}
+
+/// The checks of q_fp8 in a launch without caches (the attention prologue's q to FP8 alone): its
+/// own (validate_q_fp8_layout), and that it overlaps nothing the launch reads or writes.
+template <typename T, typename C>
+Status validate_q_fp8(const RopeParams<T>& p, const KvCacheAppend<T, C>& a, const RopeParams<T>& resolved) {
+  if (a.q_fp8 == nullptr) return invalid("q_fp8 is null");
+  const Status layout = validate_q_fp8_layout(p, a);
+  if (!layout.ok()) return layout;
   if (p.num_tokens == 0) return Status{};
   std::uintptr_t q0, q1;
   byte_extent(ViewGeometry{a.q_fp8, p.q.num_heads, a.q_fp8_token_stride, a.q_fp8_head_stride}, p.num_tokens,
@@ -264,15 +272,8 @@ Status validate_append(const RopeParams<T>& p, const KvCacheAppend<T, C>& a, App
     if (!detail::kFp8Cache<C> && !parts.q_fp8_any_cache) {
       return invalid("q_fp8 needs an FP8 cache (C = __nv_fp8_e4m3); rope_attention_prologue takes it with any cache");
     }
-    if (p.q.num_heads < 1) return invalid("q_fp8 needs q (q.num_heads >= 1)");
-    if (!detail::quant_scale_in_range(a.q_scale)) return invalid("q_scale must be in [2^-64, 2^64]");
-    if (a.q_fp8_token_stride < 0 || a.q_fp8_head_stride < 0) return invalid("q_fp8 strides are negative");
-    if (!detail::span_fits(p.num_tokens, p.q.num_heads, a.q_fp8_token_stride, a.q_fp8_head_stride)) {
-      return invalid("q_fp8 strides and sizes exceed 64-bit offsets");
-    }
-    if (!detail::rows_disjoint(p.num_tokens, p.q.num_heads, p.head_dim, a.q_fp8_token_stride, a.q_fp8_head_stride)) {
-      return invalid("q_fp8 strides make output rows overlap (rows of the output must be disjoint)");
-    }
+    s = detail::validate_q_fp8_layout(p, a);
+    if (!s.ok()) return s;
   } else if (a.q_scale != 1.0f) {
     return invalid("q_scale applies only with q_fp8 (leave it 1)");
   }
