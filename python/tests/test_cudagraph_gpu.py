@@ -10,6 +10,20 @@ pytestmark = pytest.mark.gpu
 DEV = "cuda"
 
 
+def captured(body):
+    """A CUDA graph of `body()` and what the captured call returned. It first runs once on a side
+    stream (which loads the kernels), as torch's graph docs ask."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        body()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = body()
+    return graph, out
+
+
 def test_capture_and_replay_in_place_and_functional():
     tokens, d = 64, 128
     qkv = torch.randn(tokens, 12 * d, device=DEV, dtype=torch.bfloat16)
@@ -22,15 +36,7 @@ def test_capture_and_replay_in_place_and_functional():
         vllm.rotary_embedding(positions, qkv[:, : 8 * d], qkv[:, 8 * d: 10 * d], d, cache, True)
         return rope_cuda.apply_rope(q_in, positions=positions, inv_freq=inv_freq)[0]
 
-    # Warm up on a side stream (loads the kernels) as torch's graph docs ask, then capture.
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        body()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = body()
+    graph, out = captured(body)
 
     for _ in range(3):  # fresh inputs each replay, checked against eager calls
         qkv.copy_(torch.randn_like(qkv))
@@ -59,14 +65,7 @@ def test_programmatic_launch_after_a_producer_in_a_graph():
         rope_cuda.apply_rope_(q, positions=positions, inv_freq=inv_freq, enable_pdl=True)
         return rope_cuda.apply_rope(q, positions=positions, inv_freq=inv_freq, enable_pdl=True)[0]
 
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        body()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = body()
+    graph, out = captured(body)
 
     for _ in range(3):
         src.copy_(torch.randn_like(src))
