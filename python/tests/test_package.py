@@ -18,8 +18,9 @@ def test_schemas():
     inplace = str(torch.ops.rope_cuda.rope_.default._schema)
     functional = str(torch.ops.rope_cuda.rope.default._schema)
     assert inplace.startswith("rope_cuda::rope_(Tensor(a!) q, Tensor(b!)? k, Tensor? positions=None,")
-    assert inplace.endswith('bool inverse=False, int[]? mrope_section=None, str mrope_layout="contiguous") -> ()')
-    assert functional.endswith('bool inverse=False, int[]? mrope_section=None, str mrope_layout="contiguous") -> Tensor[]')
+    tail = 'bool inverse=False, int[]? mrope_section=None, str mrope_layout="contiguous", bool enable_pdl=False)'
+    assert inplace.endswith(tail + " -> ()")
+    assert functional.endswith(tail + " -> Tensor[]")
     assert functional.startswith("rope_cuda::rope(Tensor q, Tensor? k, Tensor? positions=None,")
     assert functional.endswith("-> Tensor[]")
     assert torch.ops.rope_cuda.rope_.default._schema.is_mutable

@@ -238,6 +238,8 @@ int check_sections(const RopeInputs& in, std::int64_t half, PositionsInfo& p) {
   std::int64_t sum = 0;
   for (const std::int64_t s : sections) {
     ROPE_CHECK_ARG(s >= 0, "mrope_section entries must be non-negative, got ", sections);
+  }
+  for (const std::int64_t s : sections) {
     // Each entry at most rotary_dim / 2 keeps the sum exact (and the int conversion below).
     ROPE_CHECK_ARG(s <= half, "mrope_section entry ", s, " exceeds rotary_dim / 2 (", half, "), got ", sections);
     sum += s;
