@@ -43,21 +43,4 @@ __global__ void chain_consumer(const T* q, std::int64_t q_n, const T* k, std::in
   if (threadIdx.x % 32 == 0) atomicAdd(sum, s);
 }
 
-/// Launches `kernel(args...)` on `blocks` blocks of 256 threads, with the programmatic stream
-/// serialization attribute when `programmatic`.
-template <typename... Params, typename... Args>
-cudaError_t launch_chained(void (*kernel)(Params...), unsigned blocks, bool programmatic, cudaStream_t stream,
-                           Args... args) {
-  cudaLaunchAttribute attribute;
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(blocks);
-  config.blockDim = dim3(256);
-  config.stream = stream;
-  config.attrs = programmatic ? &attribute : nullptr;
-  config.numAttrs = programmatic ? 1 : 0;
-  return cudaLaunchKernelEx(&config, kernel, args...);
-}
-
 }  // namespace bench

@@ -374,11 +374,13 @@ void chain(benchmark::State& state, std::int64_t tokens, bool programmatic) {
   RunOptions o;
   o.l2 = bench::L2::kWarm;
   run(state, error, [&](int i, cudaStream_t s) {
-    cudaError_t e = bench::launch_chained(bench::chain_producer<T>, blocks, programmatic, s, d.qx[i], q, d.kx[i], k, 0.5f);
+    // The stand-ins launch as rope does (rope::detail::launch_kernel), with the same options.
+    cudaError_t e = rope::detail::launch_kernel(bench::chain_producer<T>, dim3(blocks), dim3(256), 0, s, options,
+                                                d.qx[i], q, d.kx[i], k, 0.5f);
     if (e == cudaSuccess) e = rope::rope_forward(d.params(i), s, options);
     if (e == cudaSuccess) {
-      e = bench::launch_chained(bench::chain_consumer<T>, blocks, programmatic, s, static_cast<const T*>(d.qx[i]), q,
-                                static_cast<const T*>(d.kx[i]), k, sum[0]);
+      e = rope::detail::launch_kernel(bench::chain_consumer<T>, dim3(blocks), dim3(256), 0, s, options,
+                                      static_cast<const T*>(d.qx[i]), q, static_cast<const T*>(d.kx[i]), k, sum[0]);
     }
     return e;
   }, d.batch, 0.0, static_cast<double>(tokens), o);

@@ -204,16 +204,9 @@ rope::LaunchOptions programmatic() {
 bool dependents_start_early(Buffers& b, cudaStream_t stream) {
   b.clear_outputs(stream);
   slow_producer<<<kProducerBlocks, 128, 0, stream>>>(b.x, b.x_elems, 200000);
-  cudaLaunchAttribute attribute;
-  attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attribute.val.programmaticStreamSerializationAllowed = 1;
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(1);
-  config.blockDim = dim3(32);
-  config.stream = stream;
-  config.attrs = &attribute;
-  config.numAttrs = 1;
-  EXPECT_EQ(cudaLaunchKernelEx(&config, impatient_reader, static_cast<const float*>(b.x), b.seen), cudaSuccess);
+  EXPECT_EQ(rope::detail::launch_kernel(impatient_reader, dim3(1), dim3(32), 0, stream, programmatic(),
+                                        static_cast<const float*>(b.x), b.seen),
+            cudaSuccess);
   float seen = -1.0f;
   EXPECT_EQ(cudaMemcpyAsync(&seen, b.seen, sizeof(float), cudaMemcpyDeviceToHost, stream), cudaSuccess);
   EXPECT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
