@@ -172,8 +172,7 @@ template <typename T, typename C>
 Status side_arguments_apart(const RopeParams<T>& resolved, const KvCacheAppend<T, C>& a,
                             std::initializer_list<ByteRange> more_outputs) {
   const RopeParams<T>& p = resolved;
-  ArgumentBytes positions, cos, sin, inv_freq;
-  side_reads(p, positions, cos, sin, inv_freq);
+  const SideReads reads = side_reads(p);
   const std::size_t e = sizeof(T);
   const ByteRange qx = view_bytes(ViewGeometry{p.q.x, p.q.num_heads, p.q.x_token_stride, p.q.x_head_stride}, p.num_tokens,
                                   p.head_dim, e);
@@ -190,7 +189,7 @@ Status side_arguments_apart(const RopeParams<T>& resolved, const KvCacheAppend<T
   const ArgumentBytes flag{bytes_at(p.out_of_range_flag, sizeof(int)), kFlagInArgument};
   const ArgumentBytes slot_flag{bytes_at(a.slot_out_of_range_flag, sizeof(int)),
                                 "slot_out_of_range_flag lies in a tensor the launch reads or writes"};
-  Status s = arguments_apart(more_outputs, {}, {positions, cos, sin, inv_freq, slots}, {flag, slot_flag});
+  Status s = arguments_apart(more_outputs, {}, {reads.positions, reads.cu_seqlens, reads.offsets, reads.cos, reads.sin, reads.inv_freq, slots}, {flag, slot_flag});
   if (!s.ok()) return s;
   return arguments_apart({qy, ky}, {qx, kx, v}, {slots}, {flag, slot_flag});
 }

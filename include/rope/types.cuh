@@ -137,6 +137,42 @@ enum class AxisSections : int {
   kInterleaved = 1,
 };
 
+/// How context parallelism cuts each packed sequence over `size` ranks.
+enum class ContextSplit : int {
+  /// `2 * size` equal chunks; rank r holds chunks r and `2 * size - 1 - r`, in that order, so that
+  /// causal attention costs every rank the same (Transformer Engine, Megatron-Core).
+  kLoadBalanced = 0,
+  /// `size` equal chunks; rank r holds chunk r.
+  kContiguous = 1,
+};
+
+/// Context parallelism: this launch holds rank `rank`'s share of every sequence (ContextSplit).
+struct ContextParallel {
+  int size = 1;                                      ///< ranks, >= 1; 1 means no split
+  int rank = 0;                                      ///< this launch's rank, [0, size)
+  ContextSplit split = ContextSplit::kLoadBalanced;  ///< how sequences are cut
+};
+
+/// Variable-length sequences packed one after another along the tokens (the THD layout), with no
+/// positions array: the position of a token is its index within its sequence, plus the sequence's
+/// start offset when `offsets` is given. With context parallelism, `cu_seqlens` describes the full
+/// sequences (each a multiple of `2 * size` tokens, or of `size` for kContiguous: Transformer
+/// Engine's `cu_seqlens_padded`), the launch's tokens are this rank's share of each in sequence
+/// order (length / size tokens per sequence), and each token gets its position in the full sequence.
+///
+/// The host cannot read device memory, so the launch checks only what it is given here;
+/// rope::check_cu_seqlens checks a host copy of the array. The kernel reads only
+/// cu_seqlens[0, count] and offsets[0, count): with an array that breaks the rules above, tokens
+/// take whatever positions its entries give (out-of-table rows are skipped and flagged as always),
+/// never an access outside these arrays or the tensors.
+struct PackedSequences {
+  const std::int32_t* cu_seqlens = nullptr;  ///< device, count + 1 entries: 0, then running totals of the full lengths
+  int count = 0;                             ///< sequences, >= 1 when cu_seqlens is set
+  const void* offsets = nullptr;             ///< optional device array of `count` start positions
+  PositionType offsets_type = PositionType::kNone;  ///< kInt32 or kInt64 with offsets, else kNone
+  ContextParallel context;                   ///< this launch's share of each sequence
+};
+
 /// Per-token positions on the device (or none: position = token index). With `axes` 2 or 3 they
 /// are multi-axis (M-RoPE's temporal/height/width, a vision tower's row/column): `axes` arrays of
 /// one position per token, `axis_stride` elements apart ([axes, tokens] when it is num_tokens),
@@ -148,6 +184,8 @@ struct Positions {
   std::int64_t axis_stride = 0;             ///< multi-axis: elements between the axes' arrays
   AxisSections layout = AxisSections::kContiguous;  ///< multi-axis: how sections map frequencies
   int sections[3] = {0, 0, 0};              ///< multi-axis: frequencies per axis, summing to rotary_dim / 2
+  /// Packed sequences instead of a positions array (then `data` is null and `type` kNone).
+  PackedSequences sequences;
 };
 
 /// int32 positions, one per token (device memory).
@@ -155,7 +193,41 @@ inline Positions positions(const std::int32_t* p) { return Positions{p, Position
 /// int64 positions, one per token (device memory).
 inline Positions positions(const std::int64_t* p) { return Positions{p, PositionType::kInt64}; }
 
+/// Positions of packed sequences (THD): `cu_seqlens` ([count + 1] int32 on the device: 0, then the
+/// running totals of the sequences' lengths), optionally this rank's share under context
+/// parallelism. See PackedSequences.
+inline Positions packed_sequence_positions(const std::int32_t* cu_seqlens, int count, ContextParallel context = {}) {
+  Positions r;
+  r.sequences.cu_seqlens = cu_seqlens;
+  r.sequences.count = count;
+  r.sequences.context = context;
+  return r;
+}
+/// Packed sequences whose positions start at `offsets[s]` (int32, one per sequence; FlashAttention's
+/// `seqlen_offsets`, Transformer Engine's `start_positions`).
+inline Positions packed_sequence_positions(const std::int32_t* cu_seqlens, int count, const std::int32_t* offsets,
+                                           ContextParallel context = {}) {
+  Positions r = packed_sequence_positions(cu_seqlens, count, context);
+  r.sequences.offsets = offsets;
+  r.sequences.offsets_type = PositionType::kInt32;
+  return r;
+}
+/// Packed sequences with int64 start offsets (see the int32 overload).
+inline Positions packed_sequence_positions(const std::int32_t* cu_seqlens, int count, const std::int64_t* offsets,
+                                           ContextParallel context = {}) {
+  Positions r = packed_sequence_positions(cu_seqlens, count, context);
+  r.sequences.offsets = offsets;
+  r.sequences.offsets_type = PositionType::kInt64;
+  return r;
+}
+
 namespace detail {
+/// Whether a launch looks each token's position up (an array or packed sequences) rather than
+/// taking its index.
+ROPE_HOST_DEVICE bool looks_up_positions(const Positions& ps) {
+  return ps.type != PositionType::kNone || ps.sequences.cu_seqlens != nullptr;
+}
+
 template <typename I>
 Positions multi_axis(const I* p, PositionType type, int axes, std::int64_t axis_stride, AxisSections layout,
                      int s0, int s1, int s2) {

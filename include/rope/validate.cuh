@@ -219,30 +219,76 @@ constexpr const char* kTableInOutput = "the cos/sin table overlaps an output of 
 constexpr const char* kFreqInOutput = "inv_freq overlaps an output of the launch (read while it is written)";
 constexpr const char* kFlagInArgument = "out_of_range_flag lies in a tensor the launch reads or writes";
 
-/// What a RoPE launch reads besides q.x and k.x: positions, the cos and sin tables (rows the
-/// positions may index) or the frequencies. Arguments checked, num_tokens > 0.
+constexpr const char* kSequencesInOutput =
+    "packed sequences' cu_seqlens or offsets overlap an output of the launch (read while it is written)";
+
+/// What a RoPE launch reads besides q.x and k.x: positions (an array, or packed sequences'
+/// cu_seqlens and offsets), the cos and sin tables (rows the positions may index) or the frequencies.
+struct SideReads {
+  ArgumentBytes positions, cu_seqlens, offsets, cos, sin, inv_freq;
+};
+
+/// side_reads of a launch whose arguments are checked, num_tokens > 0.
 template <typename T>
-void side_reads(const RopeParams<T>& p, ArgumentBytes& positions, ArgumentBytes& cos, ArgumentBytes& sin,
-                ArgumentBytes& inv_freq) {
+SideReads side_reads(const RopeParams<T>& p) {
+  SideReads r;
   const Positions& ps = p.positions;
   const std::uint64_t position_bytes = ps.type == PositionType::kInt32 ? 4 : 8;
   const std::int64_t position_count = (ps.axes - 1) * ps.axis_stride + p.num_tokens;
-  positions = {bytes_at(ps.type == PositionType::kNone ? nullptr : ps.data,
-                        static_cast<std::uint64_t>(position_count) * position_bytes),
-               kPositionsInOutput};
+  r.positions = {bytes_at(ps.type == PositionType::kNone ? nullptr : ps.data,
+                          static_cast<std::uint64_t>(position_count) * position_bytes),
+                 kPositionsInOutput};
+  const PackedSequences& sq = ps.sequences;
+  const std::uint64_t offset_bytes = sq.offsets_type == PositionType::kInt32 ? 4 : 8;
+  r.cu_seqlens = {bytes_at(sq.cu_seqlens, (static_cast<std::uint64_t>(sq.count) + 1) * 4), kSequencesInOutput};
+  r.offsets = {bytes_at(sq.offsets, static_cast<std::uint64_t>(sq.count) * offset_bytes), kSequencesInOutput};
   const CosSin& cs = p.cos_sin;
   const std::int64_t half = rotated_dim(p) / 2;
   if (cs.kind == CosSin::Kind::kTable && cs.rows > 0) {
     const std::uint64_t elem = cs.table_type == TableType::kFloat32 ? 4 : 2;
     const std::uint64_t table_bytes = static_cast<std::uint64_t>((cs.rows - 1) * cs.row_stride + half) * elem;
-    cos = {bytes_at(cs.cos, table_bytes), kTableInOutput};
-    sin = {bytes_at(cs.sin, table_bytes), kTableInOutput};
+    r.cos = {bytes_at(cs.cos, table_bytes), kTableInOutput};
+    r.sin = {bytes_at(cs.sin, table_bytes), kTableInOutput};
   } else {
-    cos = sin = {ByteRange{}, kTableInOutput};
+    r.cos = r.sin = {ByteRange{}, kTableInOutput};
   }
-  inv_freq = {cs.kind == CosSin::Kind::kComputed ? bytes_at(cs.inv_freq, static_cast<std::uint64_t>(half) * 4)
-                                                 : ByteRange{},
-              kFreqInOutput};
+  r.inv_freq = {cs.kind == CosSin::Kind::kComputed ? bytes_at(cs.inv_freq, static_cast<std::uint64_t>(half) * 4)
+                                                   : ByteRange{},
+                kFreqInOutput};
+  return r;
+}
+
+/// The checks of packed sequences that need no device memory (see rope::PackedSequences).
+inline Status validate_sequences(const Positions& ps) {
+  const PackedSequences& sq = ps.sequences;
+  const ContextParallel& cp = sq.context;
+  if (sq.cu_seqlens == nullptr) {
+    if (sq.count != 0 || sq.offsets != nullptr || sq.offsets_type != PositionType::kNone) {
+      return invalid("positions.sequences has a count or offsets but no cu_seqlens");
+    }
+    if (cp.size != 1 || cp.rank != 0 || cp.split != ContextSplit::kLoadBalanced) {
+      return invalid("positions.sequences.context is set but there are no packed sequences (cu_seqlens is null)");
+    }
+    return Status{};
+  }
+  if (ps.type != PositionType::kNone) {
+    return invalid("positions: give a positions array or packed sequences (cu_seqlens), not both");
+  }
+  if (sq.count < 1) return invalid("positions.sequences.count must be at least 1");
+  if (sq.count == std::numeric_limits<int>::max()) return invalid("positions.sequences.count exceeds 2^31 - 2");
+  if (sq.offsets_type != PositionType::kNone && sq.offsets_type != PositionType::kInt32 &&
+      sq.offsets_type != PositionType::kInt64) {
+    return invalid("positions.sequences.offsets_type is not a rope::PositionType value");
+  }
+  if ((sq.offsets == nullptr) != (sq.offsets_type == PositionType::kNone)) {
+    return invalid("positions.sequences.offsets and offsets_type disagree (both set or both unset)");
+  }
+  if (cp.size < 1) return invalid("positions.sequences.context.size must be at least 1");
+  if (cp.rank < 0 || cp.rank >= cp.size) return invalid("positions.sequences.context.rank must be in [0, context.size)");
+  if (cp.split != ContextSplit::kLoadBalanced && cp.split != ContextSplit::kContiguous) {
+    return invalid("positions.sequences.context.split is not a rope::ContextSplit value");
+  }
+  return Status{};
 }
 
 /// True when a table of `rows` rows `row_stride` apart stays within kMaxSpan elements.
@@ -298,7 +344,7 @@ Status validate(const RopeParams<T>& p) {
     if (!detail::table_span_fits(cs.rows, cs.row_stride)) {
       return invalid("cos/sin rows and row_stride exceed 64-bit offsets");
     }
-    if (p.positions.type == PositionType::kNone && cs.rows < p.num_tokens) {
+    if (!detail::looks_up_positions(p.positions) && cs.rows < p.num_tokens) {
       return invalid("cos/sin table has fewer rows than tokens and no positions were given");
     }
   } else if (cs.kind != CosSin::Kind::kComputed) {
@@ -332,6 +378,8 @@ Status validate(const RopeParams<T>& p) {
     if (ps.axis_stride < 0) return invalid("positions.axis_stride is negative");
     if (ps.axis_stride > detail::kMaxSpan / (ps.axes - 1)) return invalid("positions.axis_stride exceeds 64-bit offsets");
   }
+  const Status sequences = detail::validate_sequences(p.positions);
+  if (!sequences.ok()) return sequences;
 
   // Pointers are only dereferenced when there is a token: empty tensors may carry nullptr.
   if (p.num_tokens == 0) return Status{};
@@ -377,8 +425,14 @@ Status validate(const RopeParams<T>& p) {
     const std::size_t bytes = pt == PositionType::kInt32 ? 4 : 8;
     if (!detail::is_aligned(p.positions.data, bytes)) return invalid("positions.data is not aligned to its type");
   }
-  detail::ArgumentBytes positions, cos, sin, inv_freq;
-  detail::side_reads(p, positions, cos, sin, inv_freq);
+  const PackedSequences& sq = p.positions.sequences;
+  if (sq.cu_seqlens != nullptr && !detail::is_aligned(sq.cu_seqlens, sizeof(std::int32_t))) {
+    return invalid("positions.sequences.cu_seqlens is not aligned to int32");
+  }
+  if (sq.offsets != nullptr && !detail::is_aligned(sq.offsets, sq.offsets_type == PositionType::kInt32 ? 4 : 8)) {
+    return invalid("positions.sequences.offsets is not aligned to its type");
+  }
+  const detail::SideReads reads = detail::side_reads(p);
   const std::size_t e = sizeof(T);
   const detail::ByteRange qx = detail::view_bytes(detail::ViewGeometry{p.q.x, p.q.num_heads, p.q.x_token_stride, p.q.x_head_stride},
                                                   p.num_tokens, p.head_dim, e);
@@ -388,8 +442,39 @@ Status validate(const RopeParams<T>& p) {
                                                   p.num_tokens, p.head_dim, e);
   const detail::ByteRange ky = detail::view_bytes(detail::ViewGeometry{p.k.y, p.k.num_heads, p.k.y_token_stride, p.k.y_head_stride},
                                                   p.num_tokens, p.head_dim, e);
-  return detail::arguments_apart({qy, ky}, {qx, kx}, {positions, cos, sin, inv_freq},
+  return detail::arguments_apart({qy, ky}, {qx, kx},
+                                 {reads.positions, reads.cu_seqlens, reads.offsets, reads.cos, reads.sin, reads.inv_freq},
                                  {{detail::bytes_at(p.out_of_range_flag, sizeof(int)), detail::kFlagInArgument}});
+}
+
+/// Checks a host copy of packed sequences' `cu_seqlens` (`count + 1` entries) for a launch of
+/// `num_tokens` tokens with context parallelism `context`: it starts at 0, never decreases, every
+/// sequence's length is a multiple of `2 * context.size` (kLoadBalanced) or `context.size`
+/// (kContiguous) when context.size > 1, and it ends at num_tokens * context.size. Launches cannot
+/// make this check (the array is in device memory); call it where the array is built.
+inline Status check_cu_seqlens(const std::int32_t* cu_seqlens, int count, std::int64_t num_tokens,
+                               ContextParallel context = {}) {
+  if (cu_seqlens == nullptr) return invalid("cu_seqlens is null");
+  if (count < 1) return invalid("cu_seqlens needs at least one sequence (count >= 1)");
+  if (context.size < 1) return invalid("context.size must be at least 1");
+  if (context.rank < 0 || context.rank >= context.size) return invalid("context.rank must be in [0, context.size)");
+  if (cu_seqlens[0] != 0) return invalid("cu_seqlens[0] must be 0");
+  const std::int64_t multiple = context.size == 1 ? 1
+                                : context.split == ContextSplit::kContiguous ? context.size
+                                                                             : 2 * std::int64_t{context.size};
+  for (int s = 0; s < count; ++s) {
+    const std::int64_t length = std::int64_t{cu_seqlens[s + 1]} - cu_seqlens[s];
+    if (length < 0) return invalid("cu_seqlens decreases (a sequence of negative length)");
+    if (length % multiple != 0) {
+      return invalid(context.split == ContextSplit::kContiguous
+                         ? "a sequence's length is not a multiple of context.size (contiguous context parallelism)"
+                         : "a sequence's length is not a multiple of 2 * context.size (load-balanced context parallelism)");
+    }
+  }
+  if (cu_seqlens[count] != num_tokens * context.size) {
+    return invalid("cu_seqlens' last entry must be the token count (times context.size with context parallelism)");
+  }
+  return Status{};
 }
 
 }  // namespace rope

@@ -15,6 +15,7 @@
 #include <rope/detail/device/divisor.cuh>
 #include <rope/detail/device/pass_through.cuh>
 #include <rope/detail/device/norm_stage.cuh>
+#include <rope/detail/device/packed_sequences.cuh>
 #include <rope/detail/device/staging.cuh>
 #include <rope/detail/device/vector.cuh>
 #include <rope/detail/policy.cuh>
@@ -136,14 +137,16 @@ ROPE_HOST_DEVICE void load_column_cos_sin(const RopeParams<T>& p, const AxisPosi
   }
 }
 
-/// A token's position on each axis (positions[token], or the token index without positions;
-/// multi-axis launches (kAxes, the dispatch's choice when positions.axes > 1) read the other
-/// axes too, and a missing third axis repeats the first). The kernel reads them one token ahead
-/// (detail/device/kernel.cuh), so a token's table reads need not wait for its positions.
+/// A token's position on each axis (positions[token], its place in its packed sequence, or the
+/// token index; multi-axis launches (kAxes, the dispatch's choice when positions.axes > 1) read
+/// the other axes too, and a missing third axis repeats the first). The kernel reads them one
+/// token ahead (detail/device/kernel.cuh), so a token's table reads need not wait for its positions.
 template <AxisLookup kAxes, typename T>
 ROPE_HOST_DEVICE AxisPositions token_positions(const RopeParams<T>& p, std::int64_t token) {
   const bool has_positions = p.positions.type != PositionType::kNone;
-  const std::int64_t position = has_positions ? read_position(p.positions, token) : token;
+  const std::int64_t position = has_positions                                ? read_position(p.positions, token)
+                                : p.positions.sequences.cu_seqlens != nullptr ? packed_sequence_position(p.positions.sequences, token)
+                                                                              : token;
   AxisPositions pos{{position, position, position}};
   if constexpr (kAxes != AxisLookup::kSingleAxis) {
     pos.axis[1] = read_position(p.positions, token + p.positions.axis_stride);

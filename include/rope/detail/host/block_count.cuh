@@ -25,10 +25,11 @@ constexpr auto ceil_div(A a, B b) {
 constexpr std::int64_t kAnyBlocks = std::numeric_limits<std::int64_t>::max();
 
 /// Whether each token of a launch reads the table rows its position names (table mode with a
-/// positions array), rather than computing its cos/sin or reading the row of its own index.
+/// positions array or packed sequences), rather than computing its cos/sin or reading the row of
+/// its own index. Packed sequences are taken as a positions array (not measured apart).
 template <typename T>
 bool gathers_table_rows(const RopeParams<T>& p) {
-  return p.cos_sin.kind == CosSin::Kind::kTable && p.positions.type != PositionType::kNone;
+  return p.cos_sin.kind == CosSin::Kind::kTable && looks_up_positions(p.positions);
 }
 
 /// The few-blocks bound of a launch: kFewBlocksGatheringRows where it gathers table rows,
