@@ -219,6 +219,13 @@ struct HeadsCase {
   /// 1: one position per token. 3: M-RoPE, [3, tokens] positions, Qwen2-VL's sections.
   int axes = 1;
   double base = kLlamaBase;
+  /// n > 0: n packed sequences of `packed_length` full tokens (THD, cu_seqlens), `tokens` being
+  /// this rank's share under context parallelism over `cp_size` ranks (rank 0, load-balanced).
+  int packed = 0;
+  std::int64_t packed_length = 0;
+  int cp_size = 1;
+  bool offsets = false;         ///< packed: per-sequence start offsets (int32)
+  bool positions_array = false;  ///< packed: the same positions given as an int64 array instead
 };
 
 constexpr int kMropeSections[3] = {16, 24, 24};  // Qwen2-VL's mrope_section for 128-dim heads
@@ -230,6 +237,7 @@ struct HeadsData {
   HeadsCase c;
   SetArray<T> qx, qy, kx, ky;
   SetArray<std::int64_t> pos;
+  SetArray<std::int32_t> cu_seqlens, seq_offsets;  // packed sequences: one set, as a training step has
   SetArray<float> cache_cos, cache_sin, freq;
   double distinct_rows = 0.0;  // mean distinct positions per call
   double bytes = 0.0;
@@ -252,6 +260,14 @@ struct HeadsData {
     if (e.empty() && !c.in_place) e = ky.allocate(k, batch);
     if (e.empty()) e = pos.allocate(static_cast<std::size_t>(c.tokens) * c.axes, batch);
     if (e.empty()) e = pos.upload(host_pos);
+    if (e.empty() && c.packed > 0) {
+      std::vector<std::int32_t> cu, offsets;
+      packed_layout(cu, offsets);
+      e = cu_seqlens.allocate(cu.size(), 1);
+      if (e.empty()) e = cu_seqlens.upload(cu);
+      if (e.empty()) e = seq_offsets.allocate(offsets.size(), 1);
+      if (e.empty()) e = seq_offsets.upload(offsets);
+    }
     if (e.empty()) e = freq.allocate(half, 1);
     if (e.empty()) e = freq.upload(bench::inv_freq(c.base, c.rotary_dim));
     if (e.empty() && !c.computed) e = cache_cos.allocate(static_cast<std::size_t>(kCacheRows) * half, 1);
@@ -262,8 +278,33 @@ struct HeadsData {
     return e;
   }
 
+  /// Packed sequences: cu_seqlens of the full sequences and each one's start offset (0 to 999).
+  void packed_layout(std::vector<std::int32_t>& cu, std::vector<std::int32_t>& offsets) const {
+    cu.assign(1, 0);
+    offsets.clear();
+    for (int s = 0; s < c.packed; ++s) {
+      cu.push_back(static_cast<std::int32_t>(cu.back() + c.packed_length));
+      offsets.push_back(c.offsets ? static_cast<std::int32_t>(bench::mix(static_cast<std::uint64_t>(s)) % 1000) : 0);
+    }
+  }
+
+  /// Packed sequences' positions, set after set (the same in each), by the library's own rule.
+  double packed_positions(int sets, std::vector<std::int64_t>& out) const {
+    std::vector<std::int32_t> cu, offsets;
+    packed_layout(cu, offsets);
+    rope::Positions ps = rope::packed_sequence_positions(cu.data(), c.packed, offsets.data(),
+                                                         rope::ContextParallel{c.cp_size, 0});
+    std::vector<std::int64_t> one(static_cast<std::size_t>(c.tokens));
+    for (std::int64_t t = 0; t < c.tokens; ++t) one[t] = rope::detail::packed_sequence_position(ps.sequences, t);
+    out.clear();
+    for (int s = 0; s < sets; ++s) out.insert(out.end(), one.begin(), one.end());
+    std::sort(one.begin(), one.end());
+    return static_cast<double>(std::unique(one.begin(), one.end()) - one.begin());
+  }
+
   /// Positions for `sets` input sets as `c` asks; returns the mean distinct positions per set.
   double draw_positions(int sets, std::vector<std::int64_t>& out) const {
+    if (c.packed > 0) return packed_positions(sets, out);
     if (c.axes == 1 && c.sequences > 0) return bench::sequence_positions(c.tokens, c.sequences, sets, out);
     if (c.axes == 1) return bench::random_positions(c.tokens, kCacheRows, sets, 7, out);
     // M-RoPE: per set, [3, tokens]; each axis reads only its section's columns of its rows, so
@@ -294,7 +335,9 @@ struct HeadsData {
     const double tensors = 2.0 * c.tokens * heads * moved_dim * sizeof(T);
     const double cos_sin = c.computed ? c.rotary_dim / 2 * sizeof(float)
                                       : distinct_rows * c.rotary_dim / 2 * sizeof(float) * 2;
-    return tensors + c.axes * c.tokens * sizeof(std::int64_t) + cos_sin;
+    const double sequences = (c.packed + 1.0) * sizeof(std::int32_t) + (c.offsets ? c.packed * sizeof(std::int32_t) : 0.0);
+    const double positions = c.packed > 0 && !c.positions_array ? sequences : c.axes * c.tokens * sizeof(std::int64_t);
+    return tensors + positions + cos_sin;
   }
 
   rope::RopeParams<T> params(int i) const {
@@ -309,6 +352,11 @@ struct HeadsData {
     p.positions = c.axes == 1 ? rope::positions(pos[i])
                               : rope::multi_axis_positions(pos[i], 3, c.tokens, rope::AxisSections::kContiguous,
                                                            kMropeSections[0], kMropeSections[1], kMropeSections[2]);
+    if (c.packed > 0 && !c.positions_array) {
+      const rope::ContextParallel cp{c.cp_size, 0};
+      p.positions = c.offsets ? rope::packed_sequence_positions(cu_seqlens[0], c.packed, seq_offsets[0], cp)
+                              : rope::packed_sequence_positions(cu_seqlens[0], c.packed, cp);
+    }
     return p;
   }
 };
@@ -803,6 +851,35 @@ void register_all() {
     add("naive_fused/llama3_8b_prefill" + tokens, [base](benchmark::State& s) { naive_heads(s, base); });
     add("copy/llama3_8b_prefill" + tokens, [base](benchmark::State& s) { copy_heads(s, base); });
     add("copy_kernel/llama3_8b_prefill" + tokens, [base](benchmark::State& s) { copy_heads(s, base, true); });
+  }
+
+  // Training on packed sequences (THD, cu_seqlens): Llama-3-8B heads, table mode (the rows a
+  // training step reads: every position of each sequence), forward and backward, with and without
+  // per-sequence offsets, all tokens (cp:1) or rank 0's load-balanced half (cp:2); each shape also
+  // with the same positions as an array, and the copy of each row's bytes.
+  for (const auto& shape : {std::pair<int, std::int64_t>{1024, 64}, {64, 1024}, {8, 8192}}) {
+    const std::string name = std::to_string(shape.first) + "x" + std::to_string(shape.second);
+    for (const int cp : {1, 2}) {
+      for (const bool backward : {false, true}) {
+        for (const bool offsets : {false, true}) {
+          HeadsCase hc;
+          hc.packed = shape.first;
+          hc.packed_length = shape.second;
+          hc.tokens = shape.first * shape.second / cp;
+          hc.cp_size = cp;
+          hc.offsets = offsets;
+          hc.backward = backward;
+          const std::string row = std::string(backward ? "bwd/" : "fwd/") + name + (offsets ? "/offsets" : "/plain") +
+                                  "/cp:" + std::to_string(cp);
+          add("thd/" + row, [hc](benchmark::State& s) { heads<bf16>(s, hc); });
+          add("copy_kernel/thd/" + row, [hc](benchmark::State& s) { copy_heads(s, hc, true); });
+          if (!backward && !offsets && cp == 1) {
+            hc.positions_array = true;
+            add("thd_positions_array/fwd/" + name + "/plain/cp:1", [hc](benchmark::State& s) { heads<bf16>(s, hc); });
+          }
+        }
+      }
+    }
   }
 
   // Table mode at token counts between the rows above: where launches switch between two batches

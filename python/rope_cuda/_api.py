@@ -21,12 +21,57 @@ def _sections(mrope_section, mrope_layout):
     return mrope_section, mrope_layout
 
 
+def _sequences(cu_seqlens, seqlen_offsets, cp_size, cp_rank, cp_layout):
+    """The ops' packed-sequence arguments; their values are checked by the op."""
+    if not isinstance(cp_layout, str):
+        raise TypeError(f"rope_cuda: cp_layout must be a string (\"load_balanced\" or \"contiguous\"), "
+                        f"got {type(cp_layout).__name__}")
+    try:
+        cp_size, cp_rank = operator.index(cp_size), operator.index(cp_rank)
+    except TypeError:
+        raise TypeError(f"rope_cuda: cp_size and cp_rank must be ints, got {cp_size!r} and {cp_rank!r}") from None
+    return cu_seqlens, seqlen_offsets, cp_size, cp_rank, cp_layout
+
+
+def check_cu_seqlens(cu_seqlens: Tensor, num_tokens: int, cp_size: int = 1, cp_layout: str = "load_balanced") -> None:
+    """Raises ValueError unless ``cu_seqlens`` describes ``num_tokens`` local tokens: it starts at 0, never
+    decreases, ends at ``num_tokens * cp_size``, and (with ``cp_size > 1``) every length is a multiple of
+    ``2 * cp_size`` (``"load_balanced"``) or ``cp_size`` (``"contiguous"``).
+
+    The ops never read cu_seqlens on the host (that would synchronize every call); this does, once,
+    where the batch is built. On the GPU a bad cu_seqlens is read only within its ``batch + 1``
+    entries and gives its tokens whatever positions its entries imply."""
+    if not isinstance(cu_seqlens, torch.Tensor) or cu_seqlens.dtype != torch.int32 or cu_seqlens.dim() != 1:
+        raise ValueError("rope_cuda: cu_seqlens must be a 1-D int32 tensor")
+    if cu_seqlens.numel() < 2:
+        raise ValueError("rope_cuda: cu_seqlens needs batch + 1 >= 2 entries")
+    if cp_layout not in ("load_balanced", "contiguous"):
+        raise ValueError(f"rope_cuda: cp_layout must be \"load_balanced\" or \"contiguous\", got {cp_layout!r}")
+    if cp_size < 1:
+        raise ValueError(f"rope_cuda: cp_size must be >= 1, got {cp_size}")
+    cu = cu_seqlens.detach().cpu().tolist()
+    if cu[0] != 0:
+        raise ValueError(f"rope_cuda: cu_seqlens[0] must be 0, got {cu[0]}")
+    multiple = 1 if cp_size == 1 else (2 * cp_size if cp_layout == "load_balanced" else cp_size)
+    for s, (a, b) in enumerate(zip(cu, cu[1:])):
+        if b < a:
+            raise ValueError(f"rope_cuda: cu_seqlens decreases at sequence {s} ({a} -> {b})")
+        if (b - a) % multiple:
+            raise ValueError(f"rope_cuda: sequence {s} has length {b - a}, not a multiple of {multiple} "
+                             f"({cp_layout} context parallelism over {cp_size} ranks)")
+    if cu[-1] != num_tokens * cp_size:
+        raise ValueError(f"rope_cuda: cu_seqlens ends at {cu[-1]} but the tokens are {num_tokens}"
+                         + (f" x cp_size {cp_size}" if cp_size > 1 else ""))
+
+
 def apply_rope(q: Tensor, k: Optional[Tensor] = None, *, positions: Optional[Tensor] = None,
                cos: Optional[Tensor] = None, sin: Optional[Tensor] = None,
                cos_sin_cache: Optional[Tensor] = None, inv_freq: Optional[Tensor] = None,
                attention_scaling: float = 1.0, interleaved: bool = False,
                mrope_section: Optional[Sequence[int]] = None,
-               mrope_layout: str = "contiguous", enable_pdl: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
+               mrope_layout: str = "contiguous", enable_pdl: bool = False, cu_seqlens: Optional[Tensor] = None,
+               seqlen_offsets: Optional[Tensor] = None, cp_size: int = 1, cp_rank: int = 0,
+               cp_layout: str = "load_balanced") -> Tuple[Tensor, Optional[Tensor]]:
     """Rotates q (and k) out of place; differentiable with respect to q and k.
 
     Args:
@@ -57,6 +102,18 @@ def apply_rope(q: Tensor, k: Optional[Tensor] = None, *, positions: Optional[Ten
         enable_pdl: programmatic dependent launch (Hopper and newer; no effect before): the launch
             may overlap the end of the kernel before it on the stream, and reads nothing before that
             kernel has finished, so results are the same. The backward pass launches likewise.
+        cu_seqlens: packed variable-length sequences (THD) instead of positions: int32 ``[batch + 1]``
+            on q's device, 0 then the running totals of the sequences' lengths; q and k are then
+            ``[total_tokens, heads, head_dim]`` and a token's position is its index in its sequence.
+            The values are not read on the host (see :func:`check_cu_seqlens`).
+        seqlen_offsets: with cu_seqlens, int32/int64 ``[batch]``: each sequence's first position
+            (FlashAttention's ``seqlen_offsets``, Transformer Engine's ``start_positions``).
+        cp_size, cp_rank: context parallelism over packed sequences: cu_seqlens then describes the
+            full sequences (Transformer Engine's ``cu_seqlens_padded``) and q/k hold rank cp_rank's
+            share of each, ``length / cp_size`` tokens per sequence; positions are global.
+        cp_layout: ``"load_balanced"``: each sequence in ``2 * cp_size`` chunks, rank r holding chunks
+            r and ``2 * cp_size - 1 - r`` (Transformer Engine, Megatron-Core; lengths multiples of
+            ``2 * cp_size``); ``"contiguous"``: ``cp_size`` chunks, rank r holding chunk r.
 
     ``rotary_dim`` is twice the table width (or the number of frequencies); the rest of each head
     is copied unchanged. Returns new contiguous tensors ``(q_out, k_out)`` (``k_out`` is None
@@ -64,7 +121,8 @@ def apply_rope(q: Tensor, k: Optional[Tensor] = None, *, positions: Optional[Ten
     """
     out = torch.ops.rope_cuda.rope.default(q, k, positions, cos, sin, cos_sin_cache, inv_freq,
                                            attention_scaling, interleaved, False,
-                                           *_sections(mrope_section, mrope_layout), bool(enable_pdl))
+                                           *_sections(mrope_section, mrope_layout), bool(enable_pdl),
+        *_sequences(cu_seqlens, seqlen_offsets, cp_size, cp_rank, cp_layout))
     return out[0], (out[1] if k is not None else None)
 
 
@@ -73,7 +131,9 @@ def apply_rope_(q: Tensor, k: Optional[Tensor] = None, *, positions: Optional[Te
                 cos_sin_cache: Optional[Tensor] = None, inv_freq: Optional[Tensor] = None,
                 attention_scaling: float = 1.0, interleaved: bool = False,
                 mrope_section: Optional[Sequence[int]] = None,
-                mrope_layout: str = "contiguous", enable_pdl: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
+                mrope_layout: str = "contiguous", enable_pdl: bool = False, cu_seqlens: Optional[Tensor] = None,
+                seqlen_offsets: Optional[Tensor] = None, cp_size: int = 1, cp_rank: int = 0,
+                cp_layout: str = "load_balanced") -> Tuple[Tensor, Optional[Tensor]]:
     """In-place :func:`apply_rope`: q and k are overwritten (the tail past rotary_dim is left alone)
     and returned. Not differentiable: tensors that require grad are refused (use apply_rope)."""
     if torch.is_grad_enabled() and (q.requires_grad or (k is not None and k.requires_grad)):
@@ -81,5 +141,6 @@ def apply_rope_(q: Tensor, k: Optional[Tensor] = None, *, positions: Optional[Te
                          "use apply_rope (functional) or run under torch.no_grad()")
     torch.ops.rope_cuda.rope_.default(q, k, positions, cos, sin, cos_sin_cache, inv_freq,
                                       attention_scaling, interleaved, False,
-                                      *_sections(mrope_section, mrope_layout), bool(enable_pdl))
+                                      *_sections(mrope_section, mrope_layout), bool(enable_pdl),
+        *_sequences(cu_seqlens, seqlen_offsets, cp_size, cp_rank, cp_layout))
     return q, k

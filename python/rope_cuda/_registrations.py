@@ -14,11 +14,13 @@ refuses tensors that require grad.
 import torch
 
 _NOT_DIFFERENTIABLE = ("positions", "cos", "sin", "cos_sin_cache", "inv_freq")
+_NOT_DIFFERENTIABLE_SEQUENCES = ("cu_seqlens", "seqlen_offsets")
 
 
 @torch.library.register_fake("rope_cuda::rope")
 def _rope_fake(q, k, positions=None, cos=None, sin=None, cos_sin_cache=None, inv_freq=None, attention_scaling=1.0,
-               interleaved=False, inverse=False, mrope_section=None, mrope_layout="contiguous", enable_pdl=False):
+               interleaved=False, inverse=False, mrope_section=None, mrope_layout="contiguous", enable_pdl=False,
+               cu_seqlens=None, seqlen_offsets=None, cp_size=1, cp_rank=0, cp_layout="load_balanced"):
     out = [q.new_empty(q.shape)]
     if k is not None:
         out.append(k.new_empty(k.shape))
@@ -28,22 +30,25 @@ def _rope_fake(q, k, positions=None, cos=None, sin=None, cos_sin_cache=None, inv
 @torch.library.register_fake("rope_cuda::rope_")
 def _rope_inplace_fake(q, k, positions=None, cos=None, sin=None, cos_sin_cache=None, inv_freq=None,
                        attention_scaling=1.0, interleaved=False, inverse=False, mrope_section=None,
-                       mrope_layout="contiguous", enable_pdl=False):
+                       mrope_layout="contiguous", enable_pdl=False, cu_seqlens=None, seqlen_offsets=None, cp_size=1,
+                       cp_rank=0, cp_layout="load_balanced"):
     return None
 
 
 # The schema's defaults, in case `inputs` lacks trailing arguments (the dispatcher drops those
 # equal to their defaults; torch.library fills them back in before setup_context today).
-_DEFAULTS = (None, None, None, None, None, None, None, 1.0, False, False, None, "contiguous", False)
+_DEFAULTS = (None, None, None, None, None, None, None, 1.0, False, False, None, "contiguous", False, None, None, 1, 0,
+             "load_balanced")
 
 
 def _setup_context(ctx, inputs, output):
     full = tuple(inputs) + _DEFAULTS[len(inputs):]
     (q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, inverse, mrope_section,
-     mrope_layout, enable_pdl) = full
-    ctx.save_for_backward(positions, cos, sin, cos_sin_cache, inv_freq)
+     mrope_layout, enable_pdl, cu_seqlens, seqlen_offsets, cp_size, cp_rank, cp_layout) = full
+    ctx.save_for_backward(positions, cos, sin, cos_sin_cache, inv_freq, cu_seqlens, seqlen_offsets)
     ctx.has_k = k is not None
     ctx.options = (attention_scaling, interleaved, inverse, mrope_section, mrope_layout, enable_pdl)
+    ctx.context_parallel = (cp_size, cp_rank, cp_layout)
 
 
 def _grad_view(g):
@@ -55,11 +60,12 @@ def _grad_view(g):
 
 
 def _backward(ctx, grads):
-    for name, needed in zip(_NOT_DIFFERENTIABLE, tuple(ctx.needs_input_grad)[2:7]):
+    needs = tuple(ctx.needs_input_grad)
+    for name, needed in zip(_NOT_DIFFERENTIABLE + _NOT_DIFFERENTIABLE_SEQUENCES, needs[2:7] + needs[13:15]):
         if needed:
             raise RuntimeError(f"rope_cuda: gradients flow to q and k only, but {name} requires grad; "
                                f"pass {name}.detach() (rope frequencies and tables are not trained)")
-    positions, cos, sin, cos_sin_cache, inv_freq = ctx.saved_tensors
+    positions, cos, sin, cos_sin_cache, inv_freq, cu_seqlens, seqlen_offsets = ctx.saved_tensors
     attention_scaling, interleaved, inverse, mrope_section, mrope_layout, enable_pdl = ctx.options
     g_q = grads[0]
     g_k = grads[1] if ctx.has_k else None
@@ -72,7 +78,8 @@ def _backward(ctx, grads):
     # q and k share the rotation, so whichever gradients exist go through one launch.
     rotated = torch.ops.rope_cuda.rope.default(
         _grad_view(present[0]), _grad_view(present[1]) if len(present) == 2 else None, positions, cos, sin,
-        cos_sin_cache, inv_freq, attention_scaling, interleaved, not inverse, mrope_section, mrope_layout, enable_pdl)
+        cos_sin_cache, inv_freq, attention_scaling, interleaved, not inverse, mrope_section, mrope_layout, enable_pdl,
+        cu_seqlens, seqlen_offsets, *ctx.context_parallel)
     if g_q is None:
         d_q, d_k = None, rotated[0]
     else:

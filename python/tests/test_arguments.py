@@ -6,6 +6,7 @@ CUDA tensors too (test_ops_gpu.py shows a rejected call writes nothing).
 """
 
 import math
+import re
 
 import pytest
 import torch
@@ -102,7 +103,59 @@ CASES = {
     "multi-axis positions without mrope_section": (lambda: edit(positions=axes_positions(3)), "multi-axis positions [axes, ...] need mrope_section"),
     "mrope_layout unknown": (lambda: edit(positions=axes_positions(3), mrope_section=[16, 8, 8], mrope_layout="Interleaved"), 'mrope_layout must be "contiguous" (Qwen2-VL\'s mrope_section) or "interleaved" (Qwen3-VL), got "Interleaved"'),
     "mrope_layout without sections": (lambda: edit(mrope_layout="interleaved"), 'mrope_layout "interleaved" applies to multi-axis positions: pass mrope_section too'),
+    # packed sequences (THD): base_args has 5 tokens
+    "cu_seqlens with positions": (lambda: edit(cu_seqlens=cu(0, 2, 5)), "pass positions or cu_seqlens, not both"),
+    "cu_seqlens with 4-D q": (lambda: edit(q=torch.randn(1, 5, 4, 64).half(), k=None, positions=None, cu_seqlens=cu(0, 5)), "cu_seqlens describes packed [total_tokens, heads, head_dim] (THD) tensors"),
+    "cu_seqlens with mrope": (lambda: edit(positions=None, cu_seqlens=cu(0, 5), mrope_section=[16, 16]), "mrope_section needs a positions array per axis"),
+    "cu_seqlens int64": (lambda: edit(positions=None, cu_seqlens=torch.tensor([0, 5])), "cu_seqlens dtype must be int32, got Long"),
+    "cu_seqlens 2-D": (lambda: edit(positions=None, cu_seqlens=cu(0, 5).view(1, 2)), "cu_seqlens must be 1-D with batch + 1 >= 2 entries"),
+    "cu_seqlens one entry": (lambda: edit(positions=None, cu_seqlens=cu(0)), "cu_seqlens must be 1-D with batch + 1 >= 2 entries"),
+    "cu_seqlens strided": (lambda: edit(positions=None, cu_seqlens=cu(0, 9, 2, 9, 5)[::2]), "cu_seqlens must be contiguous"),
+    "offsets without cu_seqlens": (lambda: edit(seqlen_offsets=torch.zeros(1, dtype=torch.int32)), "seqlen_offsets (one start position per sequence) needs cu_seqlens"),
+    "offsets dtype": (lambda: edit(positions=None, cu_seqlens=cu(0, 5), seqlen_offsets=torch.zeros(1)), "seqlen_offsets dtype must be int32 or int64"),
+    "offsets count": (lambda: edit(positions=None, cu_seqlens=cu(0, 2, 5), seqlen_offsets=torch.zeros(3, dtype=torch.int32)), "seqlen_offsets must be [batch] = [2]"),
+    "offsets strided": (lambda: edit(positions=None, cu_seqlens=cu(0, 2, 5), seqlen_offsets=torch.zeros(4, dtype=torch.int64)[::2]), "seqlen_offsets must be contiguous"),
+    "cp without cu_seqlens": (lambda: edit(cp_size=2), "cp_size, cp_rank and cp_layout apply to packed sequences"),
+    "cp_layout without cu_seqlens": (lambda: edit(cp_layout="contiguous"), "cp_size, cp_rank and cp_layout apply to packed sequences"),
+    "cp_size zero": (lambda: edit(positions=None, cu_seqlens=cu(0, 5), cp_size=0), "cp_size must be >= 1, got 0"),
+    "cp_rank past cp_size": (lambda: edit(positions=None, cu_seqlens=cu(0, 5), cp_size=2, cp_rank=2), "cp_rank must be in [0, cp_size) = [0, 2), got 2"),
+    "cp_rank negative": (lambda: edit(positions=None, cu_seqlens=cu(0, 5), cp_size=2, cp_rank=-1), "cp_rank must be in [0, cp_size)"),
+    "cp_layout unknown": (lambda: edit(positions=None, cu_seqlens=cu(0, 5), cp_layout="zigzag"), 'cp_layout must be "load_balanced"'),
 }
+
+
+def cu(*values):
+    return torch.tensor(values, dtype=torch.int32)
+
+
+def test_packed_sequences_need_no_row_per_token():
+    # Positions come from cu_seqlens, so 3 table rows serve 5 tokens (3 sequences).
+    for error in call_both(edit(positions=None, cu_seqlens=cu(0, 2, 4, 5), cos=torch.randn(3, 32), sin=torch.randn(3, 32),
+                                seqlen_offsets=torch.zeros(3, dtype=torch.int64), cp_size=1)):
+        assert isinstance(error, NotImplementedError), f"{type(error).__name__}: {error}"
+
+
+@pytest.mark.parametrize("cu_seqlens, tokens, cp_size, layout, match", [
+    ([1, 5], 5, 1, "load_balanced", "cu_seqlens[0] must be 0"),
+    ([0, 6, 5], 5, 1, "load_balanced", "cu_seqlens decreases at sequence 1 (6 -> 5)"),
+    ([0, 4], 5, 1, "load_balanced", "cu_seqlens ends at 4 but the tokens are 5"),
+    ([0, 6, 8], 4, 2, "load_balanced", "sequence 0 has length 6, not a multiple of 4"),
+    ([0, 6, 8], 3, 2, "contiguous", "cu_seqlens ends at 8 but the tokens are 3 x cp_size 2"),
+    ([0, 3, 8], 4, 2, "contiguous", "sequence 0 has length 3, not a multiple of 2"),
+    ([0, 8], 4, 2, "zigzag", "cp_layout must be"),
+    ([0, 8], 4, 0, "contiguous", "cp_size must be >= 1"),
+])
+def test_check_cu_seqlens_names_the_broken_rule(cu_seqlens, tokens, cp_size, layout, match):
+    with pytest.raises(ValueError, match=re.escape(match)):
+        rope_cuda.check_cu_seqlens(torch.tensor(cu_seqlens, dtype=torch.int32), tokens, cp_size, layout)
+
+
+def test_check_cu_seqlens_accepts_valid_arrays():
+    rope_cuda.check_cu_seqlens(cu(0, 4, 4, 12), 12)
+    rope_cuda.check_cu_seqlens(cu(0, 4, 4, 12), 3, 4, "contiguous")
+    rope_cuda.check_cu_seqlens(cu(0, 8, 8, 24), 6, 4, "load_balanced")
+    with pytest.raises(ValueError, match="1-D int32"):
+        rope_cuda.check_cu_seqlens(torch.tensor([0, 4]), 4)
 
 
 def axes_positions(axes, tokens=5, rows=16):

@@ -9,16 +9,18 @@ import rope_cuda
 
 def test_import_and_exports():
     assert rope_cuda.__version__ == "0.1.0"
-    for name in ("apply_rope", "apply_rope_", "inv_freq_from_config", "RotaryEmbedding"):
+    for name in ("apply_rope", "apply_rope_", "check_cu_seqlens", "inv_freq_from_config", "RotaryEmbedding"):
         assert hasattr(rope_cuda, name)
-    from rope_cuda import hf, vllm  # noqa: F401
+    from rope_cuda import flash_attn, hf, te, vllm  # noqa: F401
 
 
 def test_schemas():
     inplace = str(torch.ops.rope_cuda.rope_.default._schema)
     functional = str(torch.ops.rope_cuda.rope.default._schema)
     assert inplace.startswith("rope_cuda::rope_(Tensor(a!) q, Tensor(b!)? k, Tensor? positions=None,")
-    tail = 'bool inverse=False, int[]? mrope_section=None, str mrope_layout="contiguous", bool enable_pdl=False)'
+    tail = ('bool inverse=False, int[]? mrope_section=None, str mrope_layout="contiguous", bool enable_pdl=False, '
+            'Tensor? cu_seqlens=None, Tensor? seqlen_offsets=None, int cp_size=1, int cp_rank=0, '
+            'str cp_layout="load_balanced")')
     assert inplace.endswith(tail + " -> ()")
     assert functional.endswith(tail + " -> Tensor[]")
     assert functional.startswith("rope_cuda::rope(Tensor q, Tensor? k, Tensor? positions=None,")

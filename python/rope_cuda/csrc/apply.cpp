@@ -11,6 +11,9 @@
 // Multi-axis positions (M-RoPE, 2D vision RoPE) are [axes, tokens] or [axes, batch, seq]: each
 // axis' slice merges or not as one-axis positions do, and the axis stride and sections go into
 // rope::Positions through rope::multi_axis_positions.
+//
+// Packed sequences (cu_seqlens, optional seqlen_offsets, context parallelism) describe 3-D
+// [total_tokens, heads, head_dim] inputs and become rope::packed_sequence_positions: one launch.
 
 #include "apply.h"
 
@@ -212,6 +215,9 @@ struct PositionsInfo {
   std::int64_t axis_stride = 0;  // elements between the axes' arrays
   rope::AxisSections layout = rope::AxisSections::kContiguous;
   int sections[3] = {0, 0, 0};
+  // Packed sequences (THD): the library's PackedSequences, built by packed_sequence_positions.
+  rope::Positions packed;
+  bool is_packed = false;
 };
 
 /// The section layout named by the op's string argument.
@@ -254,8 +260,67 @@ int check_sections(const RopeInputs& in, std::int64_t half, PositionsInfo& p) {
   return p.axes;
 }
 
+/// The context-parallel split named by the op's string argument.
+rope::ContextSplit split_of(c10::string_view name) {
+  if (name == "load_balanced") return rope::ContextSplit::kLoadBalanced;
+  if (name == "contiguous") return rope::ContextSplit::kContiguous;
+  ROPE_CHECK_ARG(false, "cp_layout must be \"load_balanced\" (rank r holds chunks r and 2 * cp_size - 1 - r, as ",
+                 "Transformer Engine and Megatron-Core split) or \"contiguous\", got \"", std::string(name), "\"");
+  return rope::ContextSplit::kLoadBalanced;
+}
+
+/// Checks cu_seqlens, seqlen_offsets and the context-parallel arguments; fills p.packed.
+void check_sequences(const RopeInputs& in, PositionsInfo& p) {
+  const rope::ContextSplit split = split_of(in.cp_layout);
+  if (!in.cu_seqlens.has_value()) {
+    ROPE_CHECK_ARG(!in.seqlen_offsets.has_value(), "seqlen_offsets (one start position per sequence) needs cu_seqlens");
+    ROPE_CHECK_ARG(in.cp_size == 1 && in.cp_rank == 0 && split == rope::ContextSplit::kLoadBalanced,
+                   "cp_size, cp_rank and cp_layout apply to packed sequences: pass cu_seqlens (got cp_size ", in.cp_size,
+                   ", cp_rank ", in.cp_rank, ")");
+    return;
+  }
+  const at::Tensor& q = in.q;
+  const at::Tensor& cu = *in.cu_seqlens;
+  ROPE_CHECK_ARG(q.dim() == 3, "cu_seqlens describes packed [total_tokens, heads, head_dim] (THD) tensors, got q of shape ",
+                 q.sizes());
+  ROPE_CHECK_ARG(!in.positions.has_value(), "pass positions or cu_seqlens, not both (cu_seqlens gives each token ",
+                 "its place in its sequence as its position)");
+  ROPE_CHECK_ARG(!in.mrope_section.has_value(), "mrope_section needs a positions array per axis; cu_seqlens gives one ",
+                 "position per token");
+  check_same_device(cu, "cu_seqlens", q);
+  ROPE_CHECK_ARG(cu.scalar_type() == at::kInt, "cu_seqlens dtype must be int32, got ", dtype_name(cu.scalar_type()));
+  ROPE_CHECK_ARG(cu.dim() == 1 && cu.size(0) >= 2, "cu_seqlens must be 1-D with batch + 1 >= 2 entries, got shape ",
+                 cu.sizes());
+  ROPE_CHECK_ARG(cu.size(0) - 1 <= std::numeric_limits<int>::max() - 1, "cu_seqlens has too many sequences: ",
+                 cu.size(0) - 1);
+  ROPE_CHECK_ARG(cu.stride(0) == 1, "cu_seqlens must be contiguous, got stride ", cu.stride(0));
+  ROPE_CHECK_ARG(in.cp_size >= 1 && in.cp_size <= std::numeric_limits<int>::max(), "cp_size must be >= 1, got ",
+                 in.cp_size);
+  ROPE_CHECK_ARG(in.cp_rank >= 0 && in.cp_rank < in.cp_size, "cp_rank must be in [0, cp_size) = [0, ", in.cp_size,
+                 "), got ", in.cp_rank);
+  const int count = static_cast<int>(cu.size(0) - 1);
+  const rope::ContextParallel context{static_cast<int>(in.cp_size), static_cast<int>(in.cp_rank), split};
+  const auto* cu_data = static_cast<const std::int32_t*>(cu.data_ptr());
+  p.is_packed = true;
+  if (!in.seqlen_offsets.has_value()) {
+    p.packed = rope::packed_sequence_positions(cu_data, count, context);
+    return;
+  }
+  const at::Tensor& o = *in.seqlen_offsets;
+  check_same_device(o, "seqlen_offsets", q);
+  ROPE_CHECK_ARG(o.scalar_type() == at::kInt || o.scalar_type() == at::kLong,
+                 "seqlen_offsets dtype must be int32 or int64, got ", dtype_name(o.scalar_type()));
+  ROPE_CHECK_ARG(o.dim() == 1 && o.size(0) == count, "seqlen_offsets must be [batch] = [", count,
+                 "] (one per sequence of cu_seqlens), got shape ", o.sizes());
+  ROPE_CHECK_ARG(o.size(0) <= 1 || o.stride(0) == 1, "seqlen_offsets must be contiguous, got stride ", o.stride(0));
+  p.packed = o.scalar_type() == at::kInt
+                 ? rope::packed_sequence_positions(cu_data, count, static_cast<const std::int32_t*>(o.data_ptr()), context)
+                 : rope::packed_sequence_positions(cu_data, count, static_cast<const std::int64_t*>(o.data_ptr()), context);
+}
+
 PositionsInfo check_positions(const RopeInputs& in, std::int64_t half) {
   PositionsInfo p;
+  check_sequences(in, p);
   const int axes = check_sections(in, half, p);
   if (!in.positions.has_value()) return p;
   const at::Tensor& full = *in.positions;
@@ -399,6 +464,7 @@ void apply_typed(const RopeInputs& in, const at::Tensor& q_out, const std::optio
     }
     p.cos_sin.attention_scaling = static_cast<float>(in.attention_scaling);
     if (has_positions) p.positions = positions_at(pos, pos.data + b * pos.batch_stride * pos.element_bytes);
+    if (pos.is_packed) p.positions = pos.packed;
   }
 
   // Every launch is checked before the first one runs, so a rejection writes nothing.

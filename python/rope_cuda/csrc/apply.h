@@ -3,6 +3,7 @@
 
 // Maps torch tensors onto rope::RopeParams and runs the library: the whole binding logic.
 
+#include <cstdint>
 #include <optional>
 
 #include <ATen/core/Tensor.h>
@@ -31,6 +32,16 @@ struct RopeInputs {
   /// Programmatic dependent launch (rope::LaunchOptions): the launch may overlap the end of the
   /// kernel before it on the stream; results are unchanged.
   bool enable_pdl;
+  /// Packed sequences (THD; rope::PackedSequences): int32 [count + 1] running totals of the full
+  /// sequence lengths, instead of positions; q and k are then [total_tokens, heads, head_dim].
+  const std::optional<at::Tensor>& cu_seqlens;
+  /// With cu_seqlens: int32/int64 [count], the position each sequence starts at.
+  const std::optional<at::Tensor>& seqlen_offsets;
+  /// Context parallelism over packed sequences: this call holds rank cp_rank's share of each.
+  std::int64_t cp_size;
+  std::int64_t cp_rank;
+  /// "load_balanced" (chunks r and 2 * cp_size - 1 - r; Transformer Engine) or "contiguous".
+  c10::string_view cp_layout;
 };
 
 /// Checks every argument (the binding's own shape/dtype/device checks, then rope::validate for

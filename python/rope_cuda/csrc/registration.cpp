@@ -2,6 +2,7 @@
 // The torch.library schemas of rope_cuda's ops and their CUDA (and argument-checking CPU) kernels.
 // Fake (meta) kernels and autograd are registered from Python (rope_cuda/_registrations.py).
 
+#include <cstdint>
 #include <optional>
 #include <vector>
 
@@ -23,11 +24,12 @@ using OptIntList = at::OptionalIntArrayRef;
   const at::Tensor &q, const OptTensor &k, const OptTensor &positions, const OptTensor &cos,            \
       const OptTensor &sin, const OptTensor &cos_sin_cache, const OptTensor &inv_freq,                  \
       double attention_scaling, bool interleaved, bool inverse, OptIntList mrope_section,               \
-      c10::string_view mrope_layout, bool enable_pdl
+      c10::string_view mrope_layout, bool enable_pdl, const OptTensor &cu_seqlens,                     \
+      const OptTensor &seqlen_offsets, std::int64_t cp_size, std::int64_t cp_rank, c10::string_view cp_layout
 #define ROPE_OP_INPUTS                                                                                  \
   RopeInputs {                                                                                          \
     q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, inverse,        \
-        mrope_section, mrope_layout, enable_pdl                                                         \
+        mrope_section, mrope_layout, enable_pdl, cu_seqlens, seqlen_offsets, cp_size, cp_rank, cp_layout  \
   }
 
 // In place: q (and k) are overwritten with their rotation. Returns nothing, as torch.library
@@ -77,16 +79,19 @@ std::vector<at::Tensor> rope_functional_cpu(ROPE_OP_PARAMS) {
 
 TORCH_LIBRARY(rope_cuda, m) {
   // Arguments added later come last (mrope_section / mrope_layout for multi-axis positions, then
-  // enable_pdl), so that calls written before them keep their meaning.
+  // enable_pdl, then packed sequences), so that calls written before them keep their meaning.
   m.def(
       "rope_(Tensor(a!) q, Tensor(b!)? k, Tensor? positions=None, Tensor? cos=None, Tensor? sin=None, "
       "Tensor? cos_sin_cache=None, Tensor? inv_freq=None, float attention_scaling=1.0, bool interleaved=False, "
-      "bool inverse=False, int[]? mrope_section=None, str mrope_layout=\"contiguous\", bool enable_pdl=False) -> ()");
+      "bool inverse=False, int[]? mrope_section=None, str mrope_layout=\"contiguous\", bool enable_pdl=False, "
+      "Tensor? cu_seqlens=None, Tensor? seqlen_offsets=None, int cp_size=1, int cp_rank=0, "
+      "str cp_layout=\"load_balanced\") -> ()");
   m.def(
       "rope(Tensor q, Tensor? k, Tensor? positions=None, Tensor? cos=None, Tensor? sin=None, "
       "Tensor? cos_sin_cache=None, Tensor? inv_freq=None, float attention_scaling=1.0, bool interleaved=False, "
-      "bool inverse=False, int[]? mrope_section=None, str mrope_layout=\"contiguous\", bool enable_pdl=False) "
-      "-> Tensor[]");
+      "bool inverse=False, int[]? mrope_section=None, str mrope_layout=\"contiguous\", bool enable_pdl=False, "
+      "Tensor? cu_seqlens=None, Tensor? seqlen_offsets=None, int cp_size=1, int cp_rank=0, "
+      "str cp_layout=\"load_balanced\") -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(rope_cuda, CUDA, m) {
