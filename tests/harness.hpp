@@ -566,7 +566,18 @@ class Case {
         for (int h = 0; h < t->heads; ++h) {
           const std::int64_t xo = t->x_offset + tok * t->x_ts + h * t->x_hs;
           const std::int64_t yo = t->y_offset + tok * t->y_ts + h * t->y_hs;
-          if (!valid) continue;  // the token must stay unwritten: checked with the untouched elements
+          if (!valid) {
+            // Plain launches pass the token through unrotated (y = x); norm launches leave it
+            // unwritten, checked with the untouched elements.
+            if (cfg_.qk_norm) continue;
+            for (int d = 0; d < cfg_.head_dim; ++d) {
+              covered[t->y_buffer][yo + d] = 1;
+              if (std::memcmp(&buffers_[t->y_buffer]->host[yo + d], &before[t->x_buffer][xo + d], sizeof(T)) != 0) {
+                return fail() << "out-of-table token " << tok << " not passed through at head " << h << " dim " << d;
+              }
+            }
+            continue;
+          }
           for (int d = 0; d < cfg_.head_dim; ++d) x[d] = rope::detail::to_float(before[t->x_buffer][xo + d]);
           if (cfg_.qk_norm) {
             reference_rms_norm(x.data(), cfg_.head_dim, (t == &q_ ? ref_q_weight_ : ref_k_weight_).data(), cfg_.eps,

@@ -603,7 +603,26 @@ class PrologueCase {
       std::int64_t block = 0, row = 0;
       const bool has_row = cfg_.has_cache() && slot_row(slots_[t], nb, cfg_.block_size, block, row);
       any_slot_out |= cfg_.has_cache() && slots_[t] >= nb * cfg_.block_size;
-      if (!valid) continue;  // nothing of this token may be written
+      if (!valid) {
+        // A plain launch (no norm, cache or q_fp8) passes the token through unrotated (y = x);
+        // fused ones write nothing of it.
+        const bool plain = cfg_.norm == PrologueNorm::kNone && !cfg_.has_cache() && !cfg_.quantizes_q();
+        for (int which = 0; plain && which < 2; ++which) {
+          const View& xv = which == 0 ? qx_ : kx_;
+          const View& yv = which == 0 ? qy_ : ky_;
+          if (!(which == 0 ? q_to_y() : k_to_y())) continue;
+          for (int h = 0; h < xv.heads; ++h) {
+            for (int d = 0; d < D; ++d) {
+              const std::int64_t i = yv.at(t, h) + d;
+              tensor_written[i] = 1;
+              if (std::memcmp(&tensors_.host[i], &before[xv.at(t, h) + d], sizeof(T)) != 0) {
+                return fail() << "out-of-table token " << t << " not passed through at head " << h << " dim " << d;
+              }
+            }
+          }
+        }
+        continue;
+      }
       for (int which = 0; which < 2; ++which) {
         const View& xv = which == 0 ? qx_ : kx_;
         const View& yv = which == 0 ? qy_ : ky_;

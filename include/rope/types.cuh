@@ -270,7 +270,8 @@ struct RopeParams {
   CosSin cos_sin;                   ///< cos/sin from a table or computed
   Positions positions;              ///< optional; none: position of token t is t
   /// Optional device int. In table mode a token whose position is negative or not below
-  /// `cos_sin.rows` is left unwritten (the table is never read out of bounds) and, if this is
+  /// `cos_sin.rows` is passed through unrotated (y = x; the table is never read out of bounds;
+  /// fused launches write nothing of it) and, if this is
   /// set, 1 is stored here. Never cleared by the library.
   int* out_of_range_flag = nullptr;
 };

@@ -61,7 +61,7 @@ def main():
             grad = torch.randn_like(t)
             src = torch.empty(tokens * HEADS * D, device=dev, dtype=torch.bfloat16)
             dst = torch.empty_like(src)
-            compiled = torch.compile(reference, dynamic=False)
+            compiled = torch.compile(reference, dynamic=True)
 
             def ours():
                 return te.apply_rotary_pos_emb(t, freqs, "thd", cu_seqlens=cu, cp_size=cp, cp_rank=0)

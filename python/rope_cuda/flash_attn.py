@@ -5,10 +5,11 @@ Same signature and semantics: ``x`` is ``[batch, seqlen, nheads, headdim]``, or 
 and position p takes row p; a token's position is its index in its sequence plus ``seqlen_offsets``
 (an int, or one per sequence); the first ``rotary_dim`` elements of each head rotate, the rest pass
 through. Differentiable with respect to ``x`` (also with ``inplace=True`` on a tensor autograd may
-overwrite). ``max_seqlen`` is accepted and not needed.
+overwrite). ``max_seqlen`` only enters FlashAttention's check of the table length.
 
-Positions past ``seqlen_ro`` are a caller error in both libraries: FlashAttention asserts it for int
-offsets; here the tokens are left as they are (in place) or unwritten (out of place).
+Positions past ``seqlen_ro`` pass through unrotated, as FlashAttention's kernel does for tensor
+offsets (it asserts against them for int offsets; so does this drop-in where it can without
+reading device memory).
 """
 
 from typing import Optional, Union
@@ -46,19 +47,22 @@ def apply_rotary_emb(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool = Fa
         seqlen_offsets: int, or int32/int64 ``[batch]``: added to each sequence's positions (decoding
             with a KV cache).
         cu_seqlens: int32 ``[batch + 1]``: packed sequences (running totals of their lengths).
-        max_seqlen: accepted for compatibility.
+        max_seqlen: with cu_seqlens, the longest sequence (checked against the table, as FlashAttention does).
     """
-    del max_seqlen
+    # FlashAttention's own checks of the table length: the longest sequence (seqlen, or max_seqlen
+    # when packed) plus an int offset must fit; tensor offsets are not read on the host.
+    seqlen = x.shape[1] if cu_seqlens is None else max_seqlen
+    int_offset = 0 if isinstance(seqlen_offsets, Tensor) else int(seqlen_offsets)
+    if seqlen is not None and int_offset + seqlen > cos.shape[0]:
+        raise ValueError(f"rope_cuda.flash_attn: seqlen_offsets ({int_offset}) + seqlen ({seqlen}) exceeds the "
+                         f"{cos.shape[0]} rows of cos / sin")
     if isinstance(seqlen_offsets, Tensor):
         offsets = seqlen_offsets
     else:
         offsets = None
-        if seqlen_offsets:
-            if cu_seqlens is None and seqlen_offsets + x.shape[1] > cos.shape[0]:
-                raise ValueError(f"rope_cuda.flash_attn: seqlen_offsets ({seqlen_offsets}) + seqlen ({x.shape[1]}) "
-                                 f"exceeds the {cos.shape[0]} rows of cos / sin")
+        if int_offset:
             # Position p + offset is row p of the tables shifted by the offset: no positions array.
-            cos, sin = cos[seqlen_offsets:], sin[seqlen_offsets:]
+            cos, sin = cos[int_offset:], sin[int_offset:]
     kwargs = dict(cos=cos, sin=sin, interleaved=interleaved)
     if cu_seqlens is not None:
         kwargs.update(cu_seqlens=cu_seqlens, seqlen_offsets=offsets)

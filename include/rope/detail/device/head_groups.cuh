@@ -65,9 +65,9 @@ ROPE_HOST_DEVICE void compute_token_rows(const RopeParams<T>& p, std::int64_t fi
 
 /// Head `head` of `token` (q's heads first, then k's), by the group of threads `group`, with
 /// device::rotate_head. Table mode reads the token's position (one memory round trip; the head's
-/// addresses are formed meanwhile) and then its table row; a position outside the table leaves
-/// the head unwritten and raises the launch's flag (once per token: group rank 0 of head 0), as
-/// in the per-token body. Computed mode reads `computed_row` (compute_token_rows' row of this
+/// addresses are formed meanwhile) and then its table row; a position outside the table passes
+/// the head through unrotated and raises the launch's flag (once per token: group rank 0 of head
+/// 0), as in the per-token body. Computed mode reads `computed_row` (compute_token_rows' row of this
 /// token) as a one-row table.
 template <typename T, Style kStyle, int kVec>
 ROPE_HOST_DEVICE void rotate_token_head(const RopeParams<T>& p, device::Rotation rotation, std::int64_t token,
@@ -89,6 +89,9 @@ ROPE_HOST_DEVICE void rotate_token_head(const RopeParams<T>& p, device::Rotation
   const HeadPointers<T> ptr = head_pointers(p, token, head);
   if (position < 0 || position >= p.cos_sin.rows) {
     if (head == 0 && group.rank == 0 && p.out_of_range_flag != nullptr) *p.out_of_range_flag = 1;
+    if (ptr.y != ptr.x) {  // passed through unrotated, as the per-token body does
+      for (int d = group.rank; d < p.head_dim; d += group.size) ptr.y[d] = ptr.x[d];
+    }
     return;
   }
   device::rotate_head<kVec, kStyle, T>(group, ptr.x, ptr.y, p.head_dim, rotary_dim, p.cos_sin, position, rotation);

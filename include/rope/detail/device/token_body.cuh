@@ -213,6 +213,16 @@ struct PairChunk {
     }
   }
 
+  /// Stores the chunk as loaded (not rotated) to y: the pass-through of an out-of-table token.
+  ROPE_HOST_DEVICE void store_unrotated(T* y, int half, int first_pair) const {
+    if (kHalfSplit) {
+      a.store(y + first_pair);
+      b.store(y + half + first_pair);
+    } else {
+      a.store(y + 2 * first_pair);
+    }
+  }
+
   /// The chunk's accesses, each one slot of a SharedStage; whether cp.async can copy them (not
   /// the scalar path's 2-byte elements).
   static constexpr int kVectors = kElems / kChunk + (kHalfSplit ? kVec / kChunk : 0);
@@ -512,9 +522,11 @@ ROPE_HOST_DEVICE void rotate_token(const RopeParams<T>& p, bool inverse, std::in
                                    const Stage& stage = Stage{}) {
   constexpr bool kMultiAxis = kAxes != AxisLookup::kSingleAxis;
   const std::int64_t position = axis_pos.axis[0];
-  // A position outside the table leaves the token unwritten (the table is never read out of
-  // bounds) and tells the caller. The x loads below do not depend on it, so they are not made to
-  // wait for the position: in decode, that is one memory round trip less.
+  // A position outside the table never reads the table and tells the caller. Plain launches pass
+  // such a token through unrotated (y = x; nothing to do in place); fused launches (append, norm)
+  // leave it unwritten, cache rows included. The x loads below do not depend on the position, so
+  // they are not made to wait for it: in decode, that is one memory round trip less.
+  constexpr bool kPassesThrough = !Append::kEnabled && !Norm::kEnabled;
   auto in_table = [&](std::int64_t v) { return v >= 0 && v < p.cos_sin.rows; };
   const bool in_range = p.cos_sin.kind == CosSin::Kind::kComputed ||
                         (in_table(position) && (!kMultiAxis || (in_table(axis_pos.axis[1]) && in_table(axis_pos.axis[2]))));
@@ -582,11 +594,23 @@ ROPE_UNROLL
           chunk[b].load(head_pointers(p, token, h < heads ? h : first_head).x, half, first_pair);
         }
       }
+      const bool lane_first_batch = first_batch;
       first_batch = false;
       if (!in_range) {
         // Lane 0 always has item 0, so the flag is raised once per token.
-        if (lane == 0 && p.out_of_range_flag != nullptr) *p.out_of_range_flag = 1;
-        return;
+        if (lane == 0 && lane_first_batch && p.out_of_range_flag != nullptr) *p.out_of_range_flag = 1;
+        if constexpr (kPassesThrough) {
+ROPE_UNROLL
+          for (int b = 0; b < kHeadBatch; ++b) {
+            const int h = first_head + b * groups;
+            if (h >= heads) continue;
+            const HeadPointers<T> ptr = head_pointers(p, token, h);
+            if (ptr.y != ptr.x) chunk[b].store_unrotated(ptr.y, half, first_pair);
+          }
+          continue;
+        } else {
+          return;
+        }
       }
       if (!have_cos_sin) {
         load_column_cos_sin<kAxes, kVec, T>(p, axis_pos, first_pair, inverse, c, s);
@@ -695,7 +719,7 @@ ROPE_UNROLL
   // place (or q without a q.y) has nothing to copy to y, so then the items start at k's heads.
   // q's tail into q_fp8 is a pass of its own (its scale is q's). Norm launches normalized their
   // tail with the heads above.
-  if (!in_range) return;
+  if (!in_range && !kPassesThrough) return;
   if constexpr (!Norm::kEnabled) {
     const int tail_columns = (p.head_dim - rotary_dim) / kVec;
     const Divisor tail_divisor(tail_columns);
