@@ -6,7 +6,9 @@ torch.compile. Python entry points:
 
 - :func:`apply_rope` / :func:`apply_rope_`: the ops with keyword arguments;
 - :func:`rope_cuda.hf.apply_rotary_pos_emb`: drop-in for transformers' function;
-- :func:`rope_cuda.vllm.rotary_embedding`: drop-in for vLLM's / FlashInfer's op;
+- :func:`rope_cuda.vllm.rotary_embedding`: drop-in for vLLM's op;
+- :mod:`rope_cuda.flashinfer`: drop-ins for FlashInfer's ``flashinfer.rope`` functions;
+- :mod:`rope_cuda.sglang`: drop-in for sgl-kernel's ``apply_rope_with_cos_sin_cache_inplace``;
 - :func:`rope_cuda.te.apply_rotary_pos_emb`: drop-in for Transformer Engine's (THD, context parallelism);
 - :func:`rope_cuda.flash_attn.apply_rotary_emb`: drop-in for FlashAttention's (packed, offsets);
 - :func:`check_cu_seqlens`: a host check of packed sequences' cu_seqlens;

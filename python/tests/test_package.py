@@ -11,7 +11,7 @@ def test_import_and_exports():
     assert rope_cuda.__version__ == "0.1.0"
     for name in ("apply_rope", "apply_rope_", "check_cu_seqlens", "inv_freq_from_config", "RotaryEmbedding"):
         assert hasattr(rope_cuda, name)
-    from rope_cuda import flash_attn, hf, te, vllm  # noqa: F401
+    from rope_cuda import flash_attn, flashinfer, hf, sglang, te, vllm  # noqa: F401
 
 
 def test_schemas():
