@@ -144,3 +144,27 @@ def apply_rope_(q: Tensor, k: Optional[Tensor] = None, *, positions: Optional[Te
                                       *_sections(mrope_section, mrope_layout), bool(enable_pdl),
         *_sequences(cu_seqlens, seqlen_offsets, cp_size, cp_rank, cp_layout))
     return q, k
+
+
+def apply_qk_norm_rope_(q: Tensor, k: Optional[Tensor] = None, *, q_weight: Optional[Tensor] = None,
+                        k_weight: Optional[Tensor] = None, eps: float = 1e-6, weight_one_plus: bool = False,
+                        positions: Optional[Tensor] = None, cos: Optional[Tensor] = None, sin: Optional[Tensor] = None,
+                        cos_sin_cache: Optional[Tensor] = None, inv_freq: Optional[Tensor] = None,
+                        attention_scaling: float = 1.0, interleaved: bool = False, enable_pdl: bool = False,
+                        cu_seqlens: Optional[Tensor] = None,
+                        seqlen_offsets: Optional[Tensor] = None) -> Tuple[Tensor, Optional[Tensor]]:
+    """Per-head RMSNorm of q and k, then RoPE, in place, in one launch (Qwen3, Gemma 3, OLMo 2).
+
+    Each head x becomes ``rotate(x * rsqrt(mean(x^2) + eps) * w)`` (``w + 1`` with ``weight_one_plus``,
+    Gemma's zero-centred weights), in fp32 and rounded once, over all head_dim elements (with
+    partial rotary the tail is normalized but not rotated). ``q_weight`` / ``k_weight``: ``[head_dim]``
+    in q's dtype, required for the tensors given. The RoPE arguments are :func:`apply_rope`'s
+    (one position axis). Not differentiable: tensors that require grad are refused. Returns q, k.
+    """
+    if torch.is_grad_enabled() and (q.requires_grad or (k is not None and k.requires_grad)):
+        raise ValueError("rope_cuda: apply_qk_norm_rope_ is not differentiable and q or k requires grad; "
+                         "run under torch.no_grad()")
+    torch.ops.rope_cuda.rope_qk_norm_.default(q, k, q_weight, k_weight, float(eps), bool(weight_one_plus), positions,
+                                              cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved,
+                                              bool(enable_pdl), cu_seqlens, seqlen_offsets)
+    return q, k

@@ -1,5 +1,5 @@
-"""Drop-in for vLLM's / FlashInfer's ``rotary_embedding(positions, query, key, head_size,
-cos_sin_cache, is_neox)``: rotates query and key in place.
+"""Drop-ins for vLLM's ``rotary_embedding(positions, query, key, head_size, cos_sin_cache, is_neox)``
+(rotates query and key in place) and ``fused_qk_norm_rope`` (below).
 
 - positions: int64 (or int32) ``[num_tokens]`` (or ``[batch, seq]``, flattened);
 - query: ``[num_tokens, num_heads * head_size]`` or ``[num_tokens, num_heads, head_size]`` (or
@@ -50,3 +50,27 @@ def rotary_embedding(positions: Tensor, query: Tensor, key: Optional[Tensor], he
     flat = positions if positions.dim() == 1 else positions.view(-1)
     torch.ops.rope_cuda.rope_.default(q, k, flat, None, None, cos_sin_cache, None, 1.0,
                                       not is_neox, False)
+
+
+def fused_qk_norm_rope(qkv: Tensor, num_heads_q: int, num_heads_k: int, num_heads_v: int, head_dim: int, eps: float,
+                       q_weight: Tensor, k_weight: Tensor, cos_sin_cache: Tensor, is_neox: bool,
+                       position_ids: Tensor) -> None:
+    """vLLM's ``fused_qk_norm_rope``, in place on the packed ``qkv`` ``[num_tokens, (num_heads_q + num_heads_k +
+    num_heads_v) * head_dim]``: each q and k head is RMS-normalized (``x * rsqrt(mean(x^2) + eps) * w``, w
+    ``q_weight`` / ``k_weight`` of ``[head_dim]`` in qkv's dtype, in fp32, rounded once) and then rotated by
+    the ``[cos | sin]`` row of its token's ``position_ids`` entry in ``cos_sin_cache`` ``[max_position,
+    rot_dim]`` (float32 or qkv's dtype; partial rotary when ``rot_dim < head_dim``); v is untouched.
+    One launch (rope::rope_forward_qk_norm)."""
+    heads = num_heads_q + num_heads_k + num_heads_v
+    if qkv.dim() != 2 or qkv.shape[-1] != heads * head_dim:
+        raise ValueError(f"rope_cuda: qkv must be [num_tokens, (num_heads_q + num_heads_k + num_heads_v) * head_dim] "
+                         f"= [num_tokens, {heads * head_dim}], got {tuple(qkv.shape)}")
+    if position_ids.dim() != 1 or position_ids.shape[0] != qkv.shape[0]:
+        raise ValueError(f"rope_cuda: position_ids must be [num_tokens] = [{qkv.shape[0]}], "
+                         f"got {tuple(position_ids.shape)}")
+    packed = _heads(qkv, qkv.shape[0], head_dim, "qkv")
+    q = packed[:, :num_heads_q]
+    k = packed[:, num_heads_q: num_heads_q + num_heads_k] if num_heads_k > 0 else None
+    torch.ops.rope_cuda.rope_qk_norm_.default(q, k, q_weight if num_heads_q > 0 else None,
+                                              k_weight if num_heads_k > 0 else None, float(eps), False,
+                                              position_ids, None, None, cos_sin_cache, None, 1.0, not is_neox)

@@ -295,3 +295,29 @@ def test_vllm_positions_must_match_the_tokens():
     with pytest.raises(NotImplementedError, match="run on CUDA tensors"):
         vllm.rotary_embedding(torch.zeros(2, 2, dtype=torch.int64), query.view(2, 2, -1), key.view(2, 2, -1), 64,
                               cache, True)
+
+
+def qk_norm_call(**changes):
+    a = dict(q=torch.randn(5, 4, 64).half(), k=torch.randn(5, 2, 64).half(), q_weight=torch.ones(64).half(),
+             k_weight=torch.ones(64).half(), eps=1e-6, weight_one_plus=False, positions=torch.arange(5),
+             cos=torch.randn(16, 32), sin=torch.randn(16, 32))
+    a.update(changes)
+    return lambda: rope_cuda.apply_qk_norm_rope_(a.pop("q"), a.pop("k"), **a)
+
+
+@pytest.mark.parametrize("changes, match", [
+    (dict(q_weight=None), "q_weight is required"),
+    (dict(k_weight=torch.ones(64)), "k_weight dtype must be q's (Half), got Float"),
+    (dict(k_weight=torch.ones(2, 64).half()), "k_weight must be [head_dim] = [64]"),
+    (dict(k=None), "k_weight is given but its tensor has no heads"),
+    (dict(eps=-1.0), "qk-norm eps must be finite and non-negative"),
+    (dict(positions=torch.arange(6)), "positions must have q's leading shape"),
+])
+def test_qk_norm_bad_argument(changes, match):
+    with pytest.raises(ValueError, match=re.escape(match)):
+        qk_norm_call(**changes)()
+
+
+def test_qk_norm_valid_arguments_reach_the_device_check():
+    with pytest.raises(NotImplementedError, match="run on CUDA tensors"):
+        qk_norm_call()()

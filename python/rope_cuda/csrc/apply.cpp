@@ -29,6 +29,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/util/Exception.h>
 
+#include <rope/qk_norm_validate.cuh>
 #include <rope/status.cuh>
 #include <rope/types.cuh>
 #include <rope/validate.cuh>
@@ -389,8 +390,35 @@ rope::HeadsTensor<T> heads_at(const View& x, const View& y, int heads, std::int6
   return h;
 }
 
+/// A norm weight: 1-D [head_dim] in q's dtype, contiguous, on q's device.
+const void* check_norm_weight(const std::optional<at::Tensor>& w, const char* name, const at::Tensor& q, bool needed) {
+  if (!needed) {
+    ROPE_CHECK_ARG(!w.has_value(), name, " is given but its tensor has no heads");
+    return nullptr;
+  }
+  ROPE_CHECK_ARG(w.has_value(), name, " is required (one weight per element of a head)");
+  check_same_device(*w, name, q);
+  ROPE_CHECK_ARG(w->dim() == 1 && w->size(0) == q.size(-1), name, " must be [head_dim] = [", q.size(-1), "], got shape ",
+                 w->sizes());
+  ROPE_CHECK_ARG(w->scalar_type() == q.scalar_type(), name, " dtype must be q's (", dtype_name(q.scalar_type()),
+                 "), got ", dtype_name(w->scalar_type()));
+  ROPE_CHECK_ARG(w->size(0) <= 1 || w->stride(0) == 1, name, " must be contiguous, got stride ", w->stride(0));
+  return w->data_ptr();
+}
+
 template <typename T>
-void apply_typed(const RopeInputs& in, const at::Tensor& q_out, const std::optional<at::Tensor>& k_out, bool run) {
+rope::QkNorm<T, T> qk_norm_of(const NormInputs& n, const at::Tensor& q, bool has_q, bool has_k) {
+  rope::QkNorm<T, T> norm;
+  norm.q_weight = static_cast<const T*>(check_norm_weight(n.q_weight, "q_weight", q, has_q));
+  norm.k_weight = static_cast<const T*>(check_norm_weight(n.k_weight, "k_weight", q, has_k));
+  norm.eps = static_cast<float>(n.eps);
+  norm.weighting = n.weight_one_plus ? rope::NormWeighting::kOnePlus : rope::NormWeighting::kMultiply;
+  return norm;
+}
+
+template <typename T>
+void apply_typed(const RopeInputs& in, const at::Tensor& q_out, const std::optional<at::Tensor>& k_out, bool run,
+                 const NormInputs* norm_in) {
   const at::Tensor& q = in.q;
   const bool has_k = in.k.has_value() && in.k->size(-2) > 0;
   const bool four_d = q.dim() == 4;
@@ -467,9 +495,11 @@ void apply_typed(const RopeInputs& in, const at::Tensor& q_out, const std::optio
     if (pos.is_packed) p.positions = pos.packed;
   }
 
+  rope::QkNorm<T, T> norm;
+  if (norm_in != nullptr) norm = qk_norm_of<T>(*norm_in, q, q.size(-2) > 0, has_k);
   // Every launch is checked before the first one runs, so a rejection writes nothing.
   for (const auto& p : all) {
-    const rope::Status status = rope::validate(p);
+    const rope::Status status = norm_in != nullptr ? rope::validate(p, norm) : rope::validate(p);
     ROPE_CHECK_ARG(status.ok(), "rejected by the rope library: ", status.message);
   }
   if (!run) return;
@@ -477,14 +507,16 @@ void apply_typed(const RopeInputs& in, const at::Tensor& q_out, const std::optio
   const c10::cuda::CUDAGuard guard(q.device());
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream(q.device().index()).stream();
   for (const auto& p : all) {
-    const cudaError_t err = launch<T>(p, in.inverse, stream, in.enable_pdl);
+    const cudaError_t err = norm_in != nullptr ? launch_qk_norm<T>(p, norm, stream, in.enable_pdl)
+                                               : launch<T>(p, in.inverse, stream, in.enable_pdl);
     TORCH_CHECK(err == cudaSuccess, "rope_cuda: launch failed: ", rope::last_error_message());
   }
 }
 
 }  // namespace
 
-void apply(const RopeInputs& in, const at::Tensor& q_out, const std::optional<at::Tensor>& k_out, bool run) {
+void apply(const RopeInputs& in, const at::Tensor& q_out, const std::optional<at::Tensor>& k_out, bool run,
+           const NormInputs* norm) {
   const at::Tensor& q = in.q;
   check_heads_tensor(q, "q");
   const at::ScalarType dtype = q.scalar_type();
@@ -512,13 +544,13 @@ void apply(const RopeInputs& in, const at::Tensor& q_out, const std::optional<at
   }
   switch (dtype) {
     case at::kFloat:
-      apply_typed<float>(in, q_out, k_out, run);
+      apply_typed<float>(in, q_out, k_out, run, norm);
       break;
     case at::kHalf:
-      apply_typed<__half>(in, q_out, k_out, run);
+      apply_typed<__half>(in, q_out, k_out, run, norm);
       break;
     default:
-      apply_typed<__nv_bfloat16>(in, q_out, k_out, run);
+      apply_typed<__nv_bfloat16>(in, q_out, k_out, run, norm);
       break;
   }
 }

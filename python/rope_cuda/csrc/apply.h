@@ -44,10 +44,20 @@ struct RopeInputs {
   c10::string_view cp_layout;
 };
 
+/// Per-head RMSNorm of q and k before the rotation (rope::QkNorm): weights [head_dim] in q's dtype.
+struct NormInputs {
+  const std::optional<at::Tensor>& q_weight;  ///< required when q has heads
+  const std::optional<at::Tensor>& k_weight;  ///< required when k has heads
+  double eps;
+  bool weight_one_plus;  ///< x̂ * (1 + w) (Gemma) instead of x̂ * w (Qwen3)
+};
+
 /// Checks every argument (the binding's own shape/dtype/device checks, then rope::validate for
 /// every launch) and, if `run` is true, launches on the current CUDA stream of q's device.
-/// `q_out` / `k_out` receive the result; they are q / k themselves for the in-place ops.
+/// `q_out` / `k_out` receive the result; they are q / k themselves for the in-place ops. With
+/// `norm`, the launch is rope::rope_forward_qk_norm (q and k normalized, then rotated).
 /// Throws c10::ValueError (Python ValueError) with the reason before anything is written.
-void apply(const RopeInputs& in, const at::Tensor& q_out, const std::optional<at::Tensor>& k_out, bool run);
+void apply(const RopeInputs& in, const at::Tensor& q_out, const std::optional<at::Tensor>& k_out, bool run,
+           const NormInputs* norm = nullptr);
 
 }  // namespace rope_cuda

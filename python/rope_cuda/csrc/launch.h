@@ -7,6 +7,7 @@
 
 #include <cuda_runtime.h>
 
+#include <rope/qk_norm_types.cuh>
 #include <rope/types.cuh>
 
 namespace rope_cuda {
@@ -16,5 +17,10 @@ namespace rope_cuda {
 /// Instantiated for float, __half and __nv_bfloat16 in launch.cu.
 template <typename T>
 cudaError_t launch(const rope::RopeParams<T>& params, bool inverse, cudaStream_t stream, bool programmatic);
+
+/// rope::rope_forward_qk_norm on `stream` (weights in the tensors' type), likewise.
+template <typename T>
+cudaError_t launch_qk_norm(const rope::RopeParams<T>& params, const rope::QkNorm<T, T>& norm, cudaStream_t stream,
+                           bool programmatic);
 
 }  // namespace rope_cuda

@@ -75,6 +75,34 @@ std::vector<at::Tensor> rope_functional_cpu(ROPE_OP_PARAMS) {
 #undef ROPE_OP_INPUTS
 #undef ROPE_OP_PARAMS
 
+// QK-RMSNorm + RoPE in place: the RoPE arguments of rope_ that a norm launch takes, after the norm's.
+#define ROPE_NORM_OP_PARAMS                                                                             \
+  const at::Tensor &q, const OptTensor &k, const OptTensor &q_weight, const OptTensor &k_weight, double eps, \
+      bool weight_one_plus, const OptTensor &positions, const OptTensor &cos, const OptTensor &sin,     \
+      const OptTensor &cos_sin_cache, const OptTensor &inv_freq, double attention_scaling, bool interleaved, \
+      bool enable_pdl, const OptTensor &cu_seqlens, const OptTensor &seqlen_offsets
+
+void rope_qk_norm(ROPE_NORM_OP_PARAMS, bool run) {
+  const RopeInputs in{q, k, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, false,
+                      at::OptionalIntArrayRef(), "contiguous", enable_pdl, cu_seqlens, seqlen_offsets, 1, 0,
+                      "load_balanced"};
+  const NormInputs norm{q_weight, k_weight, eps, weight_one_plus};
+  apply(in, q, k, run, &norm);
+}
+
+void rope_qk_norm_inplace_cuda(ROPE_NORM_OP_PARAMS) {
+  rope_qk_norm(q, k, q_weight, k_weight, eps, weight_one_plus, positions, cos, sin, cos_sin_cache, inv_freq,
+               attention_scaling, interleaved, enable_pdl, cu_seqlens, seqlen_offsets, true);
+}
+
+void rope_qk_norm_inplace_cpu(ROPE_NORM_OP_PARAMS) {
+  rope_qk_norm(q, k, q_weight, k_weight, eps, weight_one_plus, positions, cos, sin, cos_sin_cache, inv_freq,
+               attention_scaling, interleaved, enable_pdl, cu_seqlens, seqlen_offsets, false);
+  refuse_cpu(q);
+}
+
+#undef ROPE_NORM_OP_PARAMS
+
 }  // namespace
 
 TORCH_LIBRARY(rope_cuda, m) {
@@ -92,16 +120,25 @@ TORCH_LIBRARY(rope_cuda, m) {
       "bool inverse=False, int[]? mrope_section=None, str mrope_layout=\"contiguous\", bool enable_pdl=False, "
       "Tensor? cu_seqlens=None, Tensor? seqlen_offsets=None, int cp_size=1, int cp_rank=0, "
       "str cp_layout=\"load_balanced\") -> Tensor[]");
+  // Per-head RMSNorm of q and k (weights [head_dim] in q's dtype), then RoPE, in place: vLLM's
+  // fused_qk_norm_rope and Qwen3 / Gemma 3 attention. Forward only.
+  m.def(
+      "rope_qk_norm_(Tensor(a!) q, Tensor(b!)? k, Tensor? q_weight, Tensor? k_weight, float eps=1e-6, "
+      "bool weight_one_plus=False, Tensor? positions=None, Tensor? cos=None, Tensor? sin=None, "
+      "Tensor? cos_sin_cache=None, Tensor? inv_freq=None, float attention_scaling=1.0, bool interleaved=False, "
+      "bool enable_pdl=False, Tensor? cu_seqlens=None, Tensor? seqlen_offsets=None) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(rope_cuda, CUDA, m) {
   m.impl("rope_", &rope_inplace_cuda);
   m.impl("rope", &rope_functional_cuda);
+  m.impl("rope_qk_norm_", &rope_qk_norm_inplace_cuda);
 }
 
 TORCH_LIBRARY_IMPL(rope_cuda, CPU, m) {
   m.impl("rope_", &rope_inplace_cpu);
   m.impl("rope", &rope_functional_cpu);
+  m.impl("rope_qk_norm_", &rope_qk_norm_inplace_cpu);
 }
 
 }  // namespace rope_cuda
