@@ -5,23 +5,10 @@ import torch
 
 import rope_cuda
 from rope_cuda import vllm
+from gpu_checks import captured
 
 pytestmark = pytest.mark.gpu
 DEV = "cuda"
-
-
-def captured(body):
-    """A CUDA graph of `body()` and what the captured call returned. It first runs once on a side
-    stream (which loads the kernels), as torch's graph docs ask."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        body()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = body()
-    return graph, out
 
 
 def test_capture_and_replay_in_place_and_functional():

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import rope_cuda
+from gpu_checks import opcheck_both_ops
 from reference import assert_close_rel, cos_sin_from_inv_freq, rotate
 
 pytestmark = pytest.mark.gpu
@@ -209,12 +210,7 @@ OPCHECK_CASES = {
 
 @pytest.mark.parametrize("case", list(OPCHECK_CASES))
 def test_opcheck(case):
-    args = OPCHECK_CASES[case]()
-    torch.library.opcheck(torch.ops.rope_cuda.rope_.default, args)
-    grad_args = tuple(a.clone().requires_grad_() if i < 2 and a is not None and a.is_floating_point() else a
-                      for i, a in enumerate(args))
-    torch.library.opcheck(torch.ops.rope_cuda.rope.default, grad_args)
-    torch.library.opcheck(torch.ops.rope_cuda.rope.default, args)
+    opcheck_both_ops(OPCHECK_CASES[case]())
 
 
 def test_rejected_calls_write_nothing_and_the_process_goes_on():

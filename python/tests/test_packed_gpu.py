@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 import rope_cuda
 from rope_cuda import flash_attn, te
+from gpu_checks import captured, opcheck_both_ops
 from reference import assert_close_rel, rotate
 
 DEV = "cuda"
@@ -492,19 +493,6 @@ def test_packed_under_torch_compile(cp_layout):
         assert_close_rel(k.grad, k2.grad)
 
 
-def captured(body):
-    """A CUDA graph of `body()` and what the captured call returned (warmed up on a side stream)."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        body()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = body()
-    return graph, out
-
-
 @pytest.mark.gpu
 @pytest.mark.parametrize("cp_layout", ["load_balanced", "contiguous"])
 def test_packed_in_a_cuda_graph(cp_layout):
@@ -564,12 +552,7 @@ OPCHECK_CASES = {
 @pytest.mark.gpu
 @pytest.mark.parametrize("case", list(OPCHECK_CASES))
 def test_opcheck_packed(case):
-    args = OPCHECK_CASES[case]()
-    torch.library.opcheck(torch.ops.rope_cuda.rope_.default, args)
-    grad_args = tuple(a.clone().requires_grad_() if i < 2 and a is not None and a.is_floating_point() else a
-                      for i, a in enumerate(args))
-    torch.library.opcheck(torch.ops.rope_cuda.rope.default, grad_args)
-    torch.library.opcheck(torch.ops.rope_cuda.rope.default, args)
+    opcheck_both_ops(OPCHECK_CASES[case]())
 
 
 # ----------------------------------------------------------------------------------------------
