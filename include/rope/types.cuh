@@ -203,22 +203,24 @@ inline Positions packed_sequence_positions(const std::int32_t* cu_seqlens, int c
   r.sequences.context = context;
   return r;
 }
+namespace detail {
+inline Positions with_offsets(Positions r, const void* offsets, PositionType type) {
+  r.sequences.offsets = offsets;
+  r.sequences.offsets_type = type;
+  return r;
+}
+}  // namespace detail
+
 /// Packed sequences whose positions start at `offsets[s]` (int32, one per sequence; FlashAttention's
 /// `seqlen_offsets`, Transformer Engine's `start_positions`).
 inline Positions packed_sequence_positions(const std::int32_t* cu_seqlens, int count, const std::int32_t* offsets,
                                            ContextParallel context = {}) {
-  Positions r = packed_sequence_positions(cu_seqlens, count, context);
-  r.sequences.offsets = offsets;
-  r.sequences.offsets_type = PositionType::kInt32;
-  return r;
+  return detail::with_offsets(packed_sequence_positions(cu_seqlens, count, context), offsets, PositionType::kInt32);
 }
 /// Packed sequences with int64 start offsets (see the int32 overload).
 inline Positions packed_sequence_positions(const std::int32_t* cu_seqlens, int count, const std::int64_t* offsets,
                                            ContextParallel context = {}) {
-  Positions r = packed_sequence_positions(cu_seqlens, count, context);
-  r.sequences.offsets = offsets;
-  r.sequences.offsets_type = PositionType::kInt64;
-  return r;
+  return detail::with_offsets(packed_sequence_positions(cu_seqlens, count, context), offsets, PositionType::kInt64);
 }
 
 namespace detail {
