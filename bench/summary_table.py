@@ -5,7 +5,7 @@ heads x 128, bf16, int64 positions into a 131072-row fp32 cos/sin cache) for RoP
 append, QK-norm + RoPE and the attention prologue (Qwen3-8B), each next to the copy of its bytes
 timed the same way in the same run (`copy_us`) and to the unfused chain where the bench has one;
 then a decode step's kernel chain launched one after another and with programmatic dependent
-launch.
+launch, and the packed-sequence (THD) training rows when the file has them.
 
     bench/summary_table.py RESULTS.json
 
@@ -36,6 +36,8 @@ ROWS = [
 ]
 # Programmatic dependent launch: a decode step's chain (producer, rope, consumer), per step.
 CHAIN_TOKENS = (1, 8, 64)
+# Training on packed sequences (THD): sequences x tokens, forward and backward, cp 1 and 2.
+THD_SHAPES = ("1024x64", "64x1024", "8x8192")
 _SUFFIX = re.compile(r"(/iterations:\d+|/manual_time|/real_time)")
 _TO_US = {"ns": 1e-3, "us": 1.0, "ms": 1e3, "s": 1e6}
 
@@ -78,6 +80,22 @@ def main(path):
         print("|---|---:|---:|---:|---:|")
         for t, serial, pdl in chain:
             print(f"| launched with programmatic dependent launch | {t} | {serial:.2f} | {pdl:.2f} | {serial - pdl:.2f} |")
+    thd = [(shape, cp, pass_, variant) for shape in THD_SHAPES for cp in (1, 2) for pass_ in ("fwd", "bwd")
+           for variant in ("plain", "offsets")]
+    if any(f"thd/{p}/{shape}/{v}/cp:{cp}" in rows for shape, cp, p, v in thd):
+        print()
+        print("| packed sequences (THD, cu_seqlens) | pass | cp | rope (us) | copy of its bytes (us) | x copy | "
+              "positions array (us) |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for shape, cp, pass_, variant in thd:
+            name = f"thd/{pass_}/{shape}/{variant}/cp:{cp}"
+            rope_us = us(name)
+            if rope_us is None:
+                continue
+            b = rows[name]
+            array = us(f"thd_positions_array/fwd/{shape}/plain/cp:1") if (pass_, variant, cp) == ("fwd", "plain", 1) else None
+            print(f"| {shape}, {'offsets' if variant == 'offsets' else 'no offsets'} | {pass_} | {cp} | {rope_us:.2f} | "
+                  f"{b.get('copy_us'):.2f} | {b['x_copy']:.2f} | {f'{array:.2f}' if array is not None else '-'} |")
     if missing:
         print(f"summary_table.py: missing or errored rows: {missing}", file=sys.stderr)
         return 1
