@@ -20,9 +20,9 @@ import torch  # noqa: F401  (first: loads libtorch / libc10, which _C links agai
 
 from . import _C  # noqa: F401  (loads the op library: registers torch.ops.rope_cuda.*)
 from . import _registrations  # noqa: F401  (fake kernels and autograd)
-from ._api import apply_qk_norm_rope_, apply_rope, apply_rope_, check_cu_seqlens
+from ._api import apply_qk_norm_rope_, apply_rope, apply_rope_, apply_rope_and_cache_, check_cu_seqlens
 from .frequencies import inv_freq_from_config
 from .module import RotaryEmbedding
 
 __version__ = "0.1.0"
-__all__ = ["apply_qk_norm_rope_", "apply_rope", "apply_rope_", "check_cu_seqlens", "inv_freq_from_config", "RotaryEmbedding", "__version__"]
+__all__ = ["apply_qk_norm_rope_", "apply_rope", "apply_rope_", "apply_rope_and_cache_", "check_cu_seqlens", "inv_freq_from_config", "RotaryEmbedding", "__version__"]

@@ -168,3 +168,39 @@ def apply_qk_norm_rope_(q: Tensor, k: Optional[Tensor] = None, *, q_weight: Opti
                                               cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved,
                                               bool(enable_pdl), cu_seqlens, seqlen_offsets)
     return q, k
+
+
+def apply_rope_and_cache_(q: Tensor, k: Tensor, v: Tensor, k_cache: Tensor, v_cache: Tensor, slot_mapping: Tensor, *,
+                          kv_cache_dtype: str = "auto", k_scale: float = 1.0, v_scale: float = 1.0,
+                          cache_layout: str = "NHD", k_write_back: bool = True, positions: Optional[Tensor] = None,
+                          cos: Optional[Tensor] = None, sin: Optional[Tensor] = None,
+                          cos_sin_cache: Optional[Tensor] = None, inv_freq: Optional[Tensor] = None,
+                          attention_scaling: float = 1.0, interleaved: bool = False, enable_pdl: bool = False,
+                          cu_seqlens: Optional[Tensor] = None,
+                          seqlen_offsets: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """RoPE of q and k in place, and the rotated k and v written to paged caches, in one launch
+    (``rope::rope_forward_append``): token t's row is ``slot_mapping[t]`` (row ``s % block_size`` of
+    block ``s // block_size``; a negative slot writes no row).
+
+    Args:
+        q, k, v: ``[tokens, heads, head_dim]`` views (k and v with the kv heads), q and k rotated in place
+            (k only into the cache with ``k_write_back=False``).
+        k_cache, v_cache: ``[num_blocks, block_size, kv_heads, head_dim]`` (``cache_layout="NHD"``, vLLM),
+            ``[num_blocks, kv_heads, block_size, head_dim]`` (``"HND"``, FlashInfer) or ``[num_slots, kv_heads,
+            head_dim]`` (SGLang's pools: one row per block); any strides with a contiguous last dimension.
+        slot_mapping: int32/int64 ``[tokens]``.
+        kv_cache_dtype: ``"auto"`` (caches in q's dtype: the rotated k's bits), or ``"fp8"`` / ``"fp8_e4m3"``
+            (float8_e4m3fn or uint8 caches: ``saturate(x / scale)``, the bytes vLLM's reshape_and_cache_flash
+            stores after a separate RoPE), with ``k_scale`` / ``v_scale`` (ignored with "auto").
+        The RoPE arguments are :func:`apply_rope`'s (one position axis).
+
+    Not differentiable (tensors that require grad are refused). Returns q, k.
+    """
+    if torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):
+        raise ValueError("rope_cuda: apply_rope_and_cache_ is not differentiable and q or k requires grad; "
+                         "run under torch.no_grad()")
+    torch.ops.rope_cuda.rope_append_.default(q, k, v, k_cache, v_cache, slot_mapping, kv_cache_dtype, float(k_scale),
+                                             float(v_scale), cache_layout, bool(k_write_back), positions, cos, sin,
+                                             cos_sin_cache, inv_freq, attention_scaling, interleaved,
+                                             bool(enable_pdl), cu_seqlens, seqlen_offsets)
+    return q, k

@@ -42,6 +42,14 @@ def _rope_qk_norm_inplace_fake(q, k, q_weight, k_weight, eps=1e-6, weight_one_pl
     return None
 
 
+@torch.library.register_fake("rope_cuda::rope_append_")
+def _rope_append_inplace_fake(q, k, v, k_cache, v_cache, slot_mapping, kv_cache_dtype="auto", k_scale=1.0,
+                              v_scale=1.0, cache_layout="NHD", k_write_back=True, positions=None, cos=None, sin=None,
+                              cos_sin_cache=None, inv_freq=None, attention_scaling=1.0, interleaved=False,
+                              enable_pdl=False, cu_seqlens=None, seqlen_offsets=None):
+    return None
+
+
 # The schema's defaults, in case `inputs` lacks trailing arguments (the dispatcher drops those
 # equal to their defaults; torch.library fills them back in before setup_context today).
 _DEFAULTS = (None, None, None, None, None, None, None, 1.0, False, False, None, "contiguous", False, None, None, 1, 0,

@@ -25,10 +25,10 @@ head) and ``v_buffer[cache_loc[i]] = value[i]``, per head. The buffers are SGLan
 buffer dtype, e.g. an FP8 cache, raises ValueError here. Likewise ``k_scale`` / ``v_scale`` must be
 None (SGLang asserts "k_scale is not yet supported") and ``cache_loc`` must be int64, as SGLang asserts.
 
-The KV write is not fused into the kernel here: after the rotation (one launch of rope_cuda's
-kernel) it is a separate torch indexing step, ``index_copy_`` into each buffer (two more launches).
-Slots named twice in cache_loc get one of the writes, as in SGLang. All arguments are checked
-before anything is written; inputs are only viewed, never copied.
+The KV write is fused, as in SGLang: one launch (``torch.ops.rope_cuda.rope_append_``, the
+library's RoPE + paged KV append with one row per block) rotates query and key and writes both
+buffers. Slots named twice in cache_loc get one of the writes, as in SGLang. All arguments are
+checked before anything is written; inputs are only viewed, never copied.
 """
 
 from dataclasses import dataclass
@@ -37,6 +37,7 @@ from typing import Optional
 import torch
 
 from ._api import apply_rope_ as _rotate_
+from ._api import apply_rope_and_cache_ as _rotate_and_cache_
 from .flashinfer import _cache_arguments, _heads
 
 Tensor = torch.Tensor
@@ -104,10 +105,11 @@ def apply_rope_with_cos_sin_cache_inplace(positions: Tensor, query: Tensor, key:
     """Rotates query and key in place and, with ``fused_set_kv_buffer_arg``, stores the rotated key
     and the value at rows ``cache_loc`` of the KV buffers (SGLang's contract; see the module)."""
     flat, q, k = _cache_arguments(positions, query, key, head_size, cos_sin_cache, _WHERE)
-    write = None if fused_set_kv_buffer_arg is None else _kv_write(fused_set_kv_buffer_arg, k, head_size)
-    _rotate_(q, k, positions=flat, cos_sin_cache=cos_sin_cache, interleaved=not is_neox,
-             enable_pdl=bool(enable_pdl))  # None: False
-    if write is not None:
-        value, k_buffer, v_buffer, loc = write
-        k_buffer.index_copy_(0, loc, k)
-        v_buffer.index_copy_(0, loc, value)
+    if fused_set_kv_buffer_arg is None:
+        _rotate_(q, k, positions=flat, cos_sin_cache=cos_sin_cache, interleaved=not is_neox,
+                 enable_pdl=bool(enable_pdl))  # None: False
+        return
+    value, k_buffer, v_buffer, loc = _kv_write(fused_set_kv_buffer_arg, k, head_size)
+    # The pools are [num_slots, kv_heads, head_size]: a paged cache of one row per block.
+    _rotate_and_cache_(q, k, value, k_buffer, v_buffer, loc, positions=flat, cos_sin_cache=cos_sin_cache,
+                       interleaved=not is_neox, enable_pdl=bool(enable_pdl))

@@ -74,3 +74,33 @@ def fused_qk_norm_rope(qkv: Tensor, num_heads_q: int, num_heads_k: int, num_head
     torch.ops.rope_cuda.rope_qk_norm_.default(q, k, q_weight if num_heads_q > 0 else None,
                                               k_weight if num_heads_k > 0 else None, float(eps), False,
                                               position_ids, None, None, cos_sin_cache, None, 1.0, not is_neox)
+
+
+def rotary_embedding_and_reshape_and_cache_flash(positions: Tensor, query: Tensor, key: Tensor, head_size: int,
+                                                 cos_sin_cache: Tensor, is_neox: bool, value: Tensor,
+                                                 key_cache: Tensor, value_cache: Tensor, slot_mapping: Tensor,
+                                                 kv_cache_dtype: str, k_scale, v_scale) -> None:
+    """vLLM's ``rotary_embedding(positions, query, key, head_size, cos_sin_cache, is_neox)`` followed by
+    ``reshape_and_cache_flash(key, value, key_cache, value_cache, slot_mapping, kv_cache_dtype, k_scale,
+    v_scale)``, as one launch with the same results: query and key rotated in place, then the rotated key
+    and value written to row ``slot_mapping[t]`` of the ``[num_blocks, block_size, num_kv_heads, head_size]``
+    caches (slot -1: no row). ``kv_cache_dtype`` ``"auto"`` (caches in the query's dtype) or ``"fp8"`` /
+    ``"fp8_e4m3"`` (uint8 or float8_e4m3fn caches holding ``saturate(x / scale)``, vLLM's bytes).
+    ``k_scale`` / ``v_scale``: floats or vLLM's one-element tensors; a tensor is read on the host
+    (``float()``, a synchronization, and not inside a CUDA graph capture): pass floats where the scales
+    are known."""
+    lead = tuple(positions.shape)
+    if positions.dim() not in (1, 2):
+        raise ValueError(f"rope_cuda: positions must have shape [num_tokens] or [batch_size, seq_len], got {lead}")
+    num_tokens = positions.numel()
+    for name, x in (("query", query), ("key", key), ("value", value)):
+        if tuple(x.shape[: len(lead)]) != lead:
+            raise ValueError(f"rope_cuda: {name} of shape {tuple(x.shape)} and positions of shape {lead} must have "
+                             f"the same {'number of tokens' if len(lead) == 1 else 'batch_size and seq_len'}")
+    q = _heads(query, num_tokens, head_size, "query")
+    k = _heads(key, num_tokens, head_size, "key")
+    v = _heads(value, num_tokens, head_size, "value")
+    flat = positions if positions.dim() == 1 else positions.view(-1)
+    torch.ops.rope_cuda.rope_append_.default(q, k, v, key_cache, value_cache, slot_mapping, kv_cache_dtype,
+                                             float(k_scale), float(v_scale), "NHD", True, flat, None, None,
+                                             cos_sin_cache, None, 1.0, not is_neox)

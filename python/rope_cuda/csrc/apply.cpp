@@ -29,6 +29,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/util/Exception.h>
 
+#include <rope/kv_cache_validate.cuh>
 #include <rope/qk_norm_validate.cuh>
 #include <rope/status.cuh>
 #include <rope/types.cuh>
@@ -416,9 +417,114 @@ rope::QkNorm<T, T> qk_norm_of(const NormInputs& n, const at::Tensor& q, bool has
   return norm;
 }
 
+/// One paged cache tensor as the library's view; fills `blocks` and `block_size`.
+template <typename C>
+rope::PagedCache<C> paged_cache_of(const at::Tensor& c, const char* name, const AppendInputs& a, std::int64_t kv_heads,
+                                   std::int64_t head_dim, std::int64_t& blocks, std::int64_t& block_size) {
+  ROPE_CHECK_ARG(c.dim() == 3 || c.dim() == 4, name, " must be [num_blocks, block_size, kv_heads, head_dim] (NHD), ",
+                 "[num_blocks, kv_heads, block_size, head_dim] (HND) or [num_slots, kv_heads, head_dim], got shape ",
+                 c.sizes());
+  ROPE_CHECK_ARG(c.size(-1) <= 1 || c.stride(-1) == 1, name, ": the last dimension (head_dim) must be contiguous");
+  const bool hnd = a.cache_layout == "HND";
+  ROPE_CHECK_ARG(hnd || a.cache_layout == "NHD", "cache_layout must be \"NHD\" (vLLM) or \"HND\" (FlashInfer), got \"",
+                 std::string(a.cache_layout), "\"");
+  rope::PagedCache<C> p;
+  p.data = static_cast<C*>(c.data_ptr());
+  p.block_stride = c.stride(0);
+  const int heads_dim = c.dim() == 3 ? 1 : hnd ? 1 : 2;
+  ROPE_CHECK_ARG(c.size(heads_dim) == kv_heads && c.size(-1) == head_dim, name, " of shape ", c.sizes(),
+                 " does not hold k's ", kv_heads, " heads of ", head_dim, " (cache_layout ", std::string(a.cache_layout),
+                 ")");
+  p.head_stride = c.stride(heads_dim);
+  blocks = c.size(0);
+  if (c.dim() == 3) {
+    block_size = 1;
+    p.row_stride = c.stride(0);
+  } else {
+    const int rows_dim = hnd ? 2 : 1;
+    block_size = c.size(rows_dim);
+    p.row_stride = c.stride(rows_dim);
+  }
+  return p;
+}
+
+/// rope::KvCacheAppend<T, C> of the append arguments (q, k and the RoPE part already checked).
+template <typename T, typename C>
+rope::KvCacheAppend<T, C> cache_append_of(const AppendInputs& a, const at::Tensor& k) {
+  rope::KvCacheAppend<T, C> r;
+  const at::Tensor& v = a.v;
+  check_same_device(v, "v", k);
+  ROPE_CHECK_ARG(v.dim() == 3 && v.sizes() == k.sizes(), "v must be shaped like k ", k.sizes(), ", got ", v.sizes());
+  ROPE_CHECK_ARG(v.scalar_type() == k.scalar_type(), "v dtype must be k's (", dtype_name(k.scalar_type()), "), got ",
+                 dtype_name(v.scalar_type()));
+  ROPE_CHECK_ARG(v.size(-1) <= 1 || v.stride(-1) == 1, "v: the last dimension (head_dim) must be contiguous");
+  r.v = static_cast<const T*>(v.data_ptr());
+  r.v_token_stride = v.stride(0);
+  r.v_head_stride = v.stride(1);
+  for (const auto* c : {&a.k_cache, &a.v_cache}) check_same_device(*c, c == &a.k_cache ? "k_cache" : "v_cache", k);
+  ROPE_CHECK_ARG(a.k_cache.sizes() == a.v_cache.sizes(), "k_cache and v_cache must have the same shape, got ",
+                 a.k_cache.sizes(), " and ", a.v_cache.sizes());
+  std::int64_t blocks = 0, block_size = 0;
+  r.k_cache = paged_cache_of<C>(a.k_cache, "k_cache", a, k.size(1), k.size(2), blocks, block_size);
+  r.v_cache = paged_cache_of<C>(a.v_cache, "v_cache", a, k.size(1), k.size(2), blocks, block_size);
+  ROPE_CHECK_ARG(block_size <= std::numeric_limits<int>::max(), "block_size too large: ", block_size);
+  r.num_blocks = blocks;
+  r.block_size = static_cast<int>(block_size);
+  const at::Tensor& s = a.slot_mapping;
+  check_same_device(s, "slot_mapping", k);
+  ROPE_CHECK_ARG(s.scalar_type() == at::kInt || s.scalar_type() == at::kLong,
+                 "slot_mapping dtype must be int32 or int64, got ", dtype_name(s.scalar_type()));
+  ROPE_CHECK_ARG(s.dim() == 1 && s.size(0) == k.size(0), "slot_mapping must be [num_tokens] = [", k.size(0),
+                 "], got shape ", s.sizes());
+  ROPE_CHECK_ARG(s.size(0) <= 1 || s.stride(0) == 1, "slot_mapping must be contiguous, got stride ", s.stride(0));
+  r.slots = s.scalar_type() == at::kInt ? rope::slot_mapping(static_cast<const std::int32_t*>(s.data_ptr()))
+                                        : rope::slot_mapping(static_cast<const std::int64_t*>(s.data_ptr()));
+  if (!std::is_same<C, T>::value) {  // FP8: the scales divide; "auto" caches take none (vLLM ignores them)
+    r.k_scale = static_cast<float>(a.k_scale);
+    r.v_scale = static_cast<float>(a.v_scale);
+  }
+  return r;
+}
+
+/// Whether the caches are FP8 (kv_cache_dtype "fp8" / "fp8_e4m3", float8_e4m3fn or uint8 bytes)
+/// or q's own type ("auto").
+bool fp8_caches(const AppendInputs& a, const at::Tensor& q) {
+  const bool fp8 = a.kv_cache_dtype == "fp8" || a.kv_cache_dtype == "fp8_e4m3";
+  ROPE_CHECK_ARG(fp8 || a.kv_cache_dtype == "auto", "kv_cache_dtype must be \"auto\", \"fp8\" or \"fp8_e4m3\", got \"",
+                 std::string(a.kv_cache_dtype), "\"");
+  for (const auto* c : {&a.k_cache, &a.v_cache}) {
+    const at::ScalarType t = c->scalar_type();
+    const char* name = c == &a.k_cache ? "k_cache" : "v_cache";
+    if (fp8) {
+      ROPE_CHECK_ARG(t == at::kFloat8_e4m3fn || t == at::kByte, name, " dtype must be float8_e4m3fn or uint8 with ",
+                     "kv_cache_dtype \"", std::string(a.kv_cache_dtype), "\", got ", dtype_name(t));
+    } else {
+      ROPE_CHECK_ARG(t == q.scalar_type(), name, " dtype must be q's (", dtype_name(q.scalar_type()),
+                     ") with kv_cache_dtype \"auto\", got ", dtype_name(t));
+    }
+  }
+  return fp8;
+}
+
+/// Checks the append's own arguments against the checked RoPE launch `p` and, if `run`, launches.
+template <typename T, typename C>
+void append_launch(const rope::RopeParams<T>& p, const AppendInputs& a, const at::Tensor& k, bool run,
+                   const RopeInputs& in) {
+  const rope::KvCacheAppend<T, C> append = cache_append_of<T, C>(a, k);
+  rope::RopeParams<T> resolved = p;
+  if (!a.k_write_back) resolved.k.y = nullptr;
+  const rope::Status status = rope::validate(resolved, append);
+  ROPE_CHECK_ARG(status.ok(), "rejected by the rope library: ", status.message);
+  if (!run) return;
+  const c10::cuda::CUDAGuard guard(in.q.device());
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream(in.q.device().index()).stream();
+  const cudaError_t err = launch_append<T, C>(resolved, append, stream, in.enable_pdl);
+  TORCH_CHECK(err == cudaSuccess, "rope_cuda: launch failed: ", rope::last_error_message());
+}
+
 template <typename T>
 void apply_typed(const RopeInputs& in, const at::Tensor& q_out, const std::optional<at::Tensor>& k_out, bool run,
-                 const NormInputs* norm_in) {
+                 const NormInputs* norm_in, const AppendInputs* append_in) {
   const at::Tensor& q = in.q;
   const bool has_k = in.k.has_value() && in.k->size(-2) > 0;
   const bool four_d = q.dim() == 4;
@@ -495,6 +601,16 @@ void apply_typed(const RopeInputs& in, const at::Tensor& q_out, const std::optio
     if (pos.is_packed) p.positions = pos.packed;
   }
 
+  if (append_in != nullptr) {
+    ROPE_CHECK_ARG(q.dim() == 3 && has_k, "the KV-cache append takes q [tokens, heads, head_dim] and k ",
+                   "[tokens, kv_heads, head_dim] (k with at least one head)");
+    if (fp8_caches(*append_in, q)) {
+      append_launch<T, __nv_fp8_e4m3>(all.front(), *append_in, *in.k, run, in);
+    } else {
+      append_launch<T, T>(all.front(), *append_in, *in.k, run, in);
+    }
+    return;
+  }
   rope::QkNorm<T, T> norm;
   if (norm_in != nullptr) norm = qk_norm_of<T>(*norm_in, q, q.size(-2) > 0, has_k);
   // Every launch is checked before the first one runs, so a rejection writes nothing.
@@ -516,7 +632,7 @@ void apply_typed(const RopeInputs& in, const at::Tensor& q_out, const std::optio
 }  // namespace
 
 void apply(const RopeInputs& in, const at::Tensor& q_out, const std::optional<at::Tensor>& k_out, bool run,
-           const NormInputs* norm) {
+           const NormInputs* norm, const AppendInputs* append) {
   const at::Tensor& q = in.q;
   check_heads_tensor(q, "q");
   const at::ScalarType dtype = q.scalar_type();
@@ -544,13 +660,13 @@ void apply(const RopeInputs& in, const at::Tensor& q_out, const std::optional<at
   }
   switch (dtype) {
     case at::kFloat:
-      apply_typed<float>(in, q_out, k_out, run, norm);
+      apply_typed<float>(in, q_out, k_out, run, norm, append);
       break;
     case at::kHalf:
-      apply_typed<__half>(in, q_out, k_out, run, norm);
+      apply_typed<__half>(in, q_out, k_out, run, norm, append);
       break;
     default:
-      apply_typed<__nv_bfloat16>(in, q_out, k_out, run, norm);
+      apply_typed<__nv_bfloat16>(in, q_out, k_out, run, norm, append);
       break;
   }
 }

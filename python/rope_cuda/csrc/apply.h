@@ -52,12 +52,28 @@ struct NormInputs {
   bool weight_one_plus;  ///< x̂ * (1 + w) (Gemma) instead of x̂ * w (Qwen3)
 };
 
+/// The paged KV-cache write of a RoPE + append launch (rope::KvCacheAppend): v and the caches,
+/// each cache [num_blocks, block_size, kv_heads, head_dim] ("NHD", vLLM) or [num_blocks, kv_heads,
+/// block_size, head_dim] ("HND", FlashInfer), or [num_slots, kv_heads, head_dim] (one row per block).
+struct AppendInputs {
+  const at::Tensor& v;
+  const at::Tensor& k_cache;
+  const at::Tensor& v_cache;
+  const at::Tensor& slot_mapping;
+  c10::string_view cache_layout;
+  /// "auto": caches in q's dtype; "fp8" / "fp8_e4m3": FP8 E4M3 caches (float8_e4m3fn or uint8 bytes).
+  c10::string_view kv_cache_dtype;
+  double k_scale;
+  double v_scale;
+  bool k_write_back;  ///< the rotated k also stays in k (false: to the cache only)
+};
+
 /// Checks every argument (the binding's own shape/dtype/device checks, then rope::validate for
 /// every launch) and, if `run` is true, launches on the current CUDA stream of q's device.
 /// `q_out` / `k_out` receive the result; they are q / k themselves for the in-place ops. With
 /// `norm`, the launch is rope::rope_forward_qk_norm (q and k normalized, then rotated).
 /// Throws c10::ValueError (Python ValueError) with the reason before anything is written.
 void apply(const RopeInputs& in, const at::Tensor& q_out, const std::optional<at::Tensor>& k_out, bool run,
-           const NormInputs* norm = nullptr);
+           const NormInputs* norm = nullptr, const AppendInputs* append = nullptr);
 
 }  // namespace rope_cuda

@@ -7,6 +7,9 @@
 
 #include <cuda_runtime.h>
 
+#include <cuda_fp8.h>
+
+#include <rope/kv_cache_types.cuh>
 #include <rope/qk_norm_types.cuh>
 #include <rope/types.cuh>
 
@@ -17,6 +20,11 @@ namespace rope_cuda {
 /// Instantiated for float, __half and __nv_bfloat16 in launch.cu.
 template <typename T>
 cudaError_t launch(const rope::RopeParams<T>& params, bool inverse, cudaStream_t stream, bool programmatic);
+
+/// rope::rope_forward_append on `stream` (caches of T or FP8 E4M3), likewise.
+template <typename T, typename C>
+cudaError_t launch_append(const rope::RopeParams<T>& params, const rope::KvCacheAppend<T, C>& append,
+                          cudaStream_t stream, bool programmatic);
 
 /// rope::rope_forward_qk_norm on `stream` (weights in the tensors' type), likewise.
 template <typename T>

@@ -103,6 +103,38 @@ void rope_qk_norm_inplace_cpu(ROPE_NORM_OP_PARAMS) {
 
 #undef ROPE_NORM_OP_PARAMS
 
+// RoPE + paged KV-cache write in place: q and k rotated, the rotated k and v to the caches.
+#define ROPE_APPEND_OP_PARAMS                                                                           \
+  const at::Tensor &q, const at::Tensor &k, const at::Tensor &v, const at::Tensor &k_cache,            \
+      const at::Tensor &v_cache, const at::Tensor &slot_mapping, c10::string_view kv_cache_dtype, double k_scale, \
+      double v_scale, c10::string_view cache_layout, bool k_write_back, const OptTensor &positions,     \
+      const OptTensor &cos, const OptTensor &sin, const OptTensor &cos_sin_cache, const OptTensor &inv_freq, \
+      double attention_scaling, bool interleaved, bool enable_pdl, const OptTensor &cu_seqlens,         \
+      const OptTensor &seqlen_offsets
+#define ROPE_APPEND_OP_ARGS                                                                             \
+  q, k, v, k_cache, v_cache, slot_mapping, kv_cache_dtype, k_scale, v_scale, cache_layout, k_write_back, positions, \
+      cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, enable_pdl, cu_seqlens, seqlen_offsets
+
+void rope_append(ROPE_APPEND_OP_PARAMS, bool run) {
+  const OptTensor k_opt(k);
+  const RopeInputs in{q, k_opt, positions, cos, sin, cos_sin_cache, inv_freq, attention_scaling, interleaved, false,
+                      at::OptionalIntArrayRef(), "contiguous", enable_pdl, cu_seqlens, seqlen_offsets, 1, 0,
+                      "load_balanced"};
+  const AppendInputs append{v, k_cache, v_cache, slot_mapping, cache_layout, kv_cache_dtype, k_scale, v_scale,
+                            k_write_back};
+  apply(in, q, k_opt, run, nullptr, &append);
+}
+
+void rope_append_inplace_cuda(ROPE_APPEND_OP_PARAMS) { rope_append(ROPE_APPEND_OP_ARGS, true); }
+
+void rope_append_inplace_cpu(ROPE_APPEND_OP_PARAMS) {
+  rope_append(ROPE_APPEND_OP_ARGS, false);
+  refuse_cpu(q);
+}
+
+#undef ROPE_APPEND_OP_ARGS
+#undef ROPE_APPEND_OP_PARAMS
+
 }  // namespace
 
 TORCH_LIBRARY(rope_cuda, m) {
@@ -127,18 +159,28 @@ TORCH_LIBRARY(rope_cuda, m) {
       "bool weight_one_plus=False, Tensor? positions=None, Tensor? cos=None, Tensor? sin=None, "
       "Tensor? cos_sin_cache=None, Tensor? inv_freq=None, float attention_scaling=1.0, bool interleaved=False, "
       "bool enable_pdl=False, Tensor? cu_seqlens=None, Tensor? seqlen_offsets=None) -> ()");
+  // RoPE, then the rotated k and v to paged caches (vLLM's rotary_embedding + reshape_and_cache_flash,
+  // SGLang's fused KV-buffer write), in one launch. Forward only.
+  m.def(
+      "rope_append_(Tensor(a!) q, Tensor(b!) k, Tensor v, Tensor(c!) k_cache, Tensor(d!) v_cache, "
+      "Tensor slot_mapping, str kv_cache_dtype=\"auto\", float k_scale=1.0, float v_scale=1.0, "
+      "str cache_layout=\"NHD\", bool k_write_back=True, Tensor? positions=None, Tensor? cos=None, "
+      "Tensor? sin=None, Tensor? cos_sin_cache=None, Tensor? inv_freq=None, float attention_scaling=1.0, "
+      "bool interleaved=False, bool enable_pdl=False, Tensor? cu_seqlens=None, Tensor? seqlen_offsets=None) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(rope_cuda, CUDA, m) {
   m.impl("rope_", &rope_inplace_cuda);
   m.impl("rope", &rope_functional_cuda);
   m.impl("rope_qk_norm_", &rope_qk_norm_inplace_cuda);
+  m.impl("rope_append_", &rope_append_inplace_cuda);
 }
 
 TORCH_LIBRARY_IMPL(rope_cuda, CPU, m) {
   m.impl("rope_", &rope_inplace_cpu);
   m.impl("rope", &rope_functional_cpu);
   m.impl("rope_qk_norm_", &rope_qk_norm_inplace_cpu);
+  m.impl("rope_append_", &rope_append_inplace_cpu);
 }
 
 }  // namespace rope_cuda
