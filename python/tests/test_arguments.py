@@ -321,3 +321,50 @@ def test_qk_norm_bad_argument(changes, match):
 def test_qk_norm_valid_arguments_reach_the_device_check():
     with pytest.raises(NotImplementedError, match="run on CUDA tensors"):
         qk_norm_call()()
+
+
+def append_call(**changes):
+    t, hq, hk, d = 5, 4, 2, 64
+    a = dict(q=torch.randn(t, hq, d).bfloat16(), k=torch.randn(t, hk, d).bfloat16(), v=torch.randn(t, hk, d).bfloat16(),
+             k_cache=torch.zeros(3, 16, hk, d).bfloat16(), v_cache=torch.zeros(3, 16, hk, d).bfloat16(),
+             slot_mapping=torch.arange(t), positions=torch.arange(t), cos_sin_cache=torch.randn(32, d))
+    a.update(changes)
+    tensors = [a.pop(n) for n in ("q", "k", "v", "k_cache", "v_cache", "slot_mapping")]
+    return lambda: rope_cuda.apply_rope_and_cache_(*tensors, **a)
+
+
+def fp8_caches(dtype=torch.uint8):
+    return dict(kv_cache_dtype="fp8", k_cache=torch.zeros(3, 16, 2, 64, dtype=dtype),
+                v_cache=torch.zeros(3, 16, 2, 64, dtype=dtype))
+
+
+@pytest.mark.parametrize("changes, match", [
+    (dict(k_cache=torch.zeros(3, 16, 2, 64)), 'k_cache dtype must be q\'s (BFloat16) with kv_cache_dtype "auto", got Float'),
+    (dict(kv_cache_dtype="int8"), 'kv_cache_dtype must be "auto", "fp8" or "fp8_e4m3", got "int8"'),
+    (dict(kv_cache_dtype="fp8"), "k_cache dtype must be float8_e4m3fn or uint8"),
+    (dict(fp8_caches(), k_scale=0.0), "k_scale must be in [2^-64, 2^64]"),
+    (dict(cache_layout="HND"), "does not hold k's 2 heads of 64 (cache_layout HND)"),
+    (dict(cache_layout="NDH"), 'cache_layout must be "NHD" (vLLM) or "HND" (FlashInfer), got "NDH"'),
+    (dict(k_cache=torch.zeros(3, 16, 2, 64, 1).bfloat16(), v_cache=torch.zeros(3, 16, 2, 64, 1).bfloat16()),
+     "k_cache must be [num_blocks, block_size, kv_heads, head_dim]"),
+    (dict(v_cache=torch.zeros(4, 16, 2, 64).bfloat16()), "k_cache and v_cache must have the same shape"),
+    (dict(slot_mapping=torch.arange(4)), "slot_mapping must be [num_tokens] = [5]"),
+    (dict(slot_mapping=torch.arange(5.0)), "slot_mapping dtype must be int32 or int64"),
+    (dict(v=torch.randn(5, 4, 64).bfloat16()), "v must be shaped like k [5, 2, 64]"),
+    (dict(v=torch.randn(5, 2, 64)), "v dtype must be k's (BFloat16)"),
+    (dict(q=torch.randn(1, 5, 4, 64).bfloat16(), k=torch.randn(1, 5, 2, 64).bfloat16(),
+          positions=torch.arange(5).view(1, 5)), "the KV-cache append takes q [tokens, heads, head_dim]"),
+])
+def test_append_bad_argument(changes, match):
+    with pytest.raises(ValueError, match=re.escape(match)):
+        append_call(**changes)()
+
+
+@pytest.mark.parametrize("changes", [dict(), fp8_caches(), fp8_caches(torch.float8_e4m3fn),
+                                     dict(k_cache=torch.zeros(48, 2, 64).bfloat16(), v_cache=torch.zeros(48, 2, 64).bfloat16()),
+                                     dict(k_cache=torch.zeros(3, 2, 16, 64).bfloat16(), v_cache=torch.zeros(3, 2, 16, 64).bfloat16(),
+                                          cache_layout="HND"),
+                                     dict(k_write_back=False), dict(slot_mapping=torch.arange(5, dtype=torch.int32))])
+def test_append_valid_arguments_reach_the_device_check(changes):
+    with pytest.raises(NotImplementedError, match="run on CUDA tensors"):
+        append_call(**changes)()

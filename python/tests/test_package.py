@@ -9,7 +9,7 @@ import rope_cuda
 
 def test_import_and_exports():
     assert rope_cuda.__version__ == "0.1.0"
-    for name in ("apply_qk_norm_rope_", "apply_rope", "apply_rope_", "check_cu_seqlens", "inv_freq_from_config", "RotaryEmbedding"):
+    for name in ("apply_qk_norm_rope_", "apply_rope", "apply_rope_", "apply_rope_and_cache_", "check_cu_seqlens", "inv_freq_from_config", "RotaryEmbedding"):
         assert hasattr(rope_cuda, name)
     from rope_cuda import flash_attn, flashinfer, hf, sglang, te, vllm  # noqa: F401
 
@@ -28,6 +28,9 @@ def test_schemas():
     norm = str(torch.ops.rope_cuda.rope_qk_norm_.default._schema)
     assert norm.startswith("rope_cuda::rope_qk_norm_(Tensor(a!) q, Tensor(b!)? k, Tensor? q_weight, Tensor? k_weight,")
     assert norm.endswith("Tensor? cu_seqlens=None, Tensor? seqlen_offsets=None) -> ()")
+    append = str(torch.ops.rope_cuda.rope_append_.default._schema)
+    assert append.startswith("rope_cuda::rope_append_(Tensor(a!) q, Tensor(b!) k, Tensor v, Tensor(c!) k_cache, "
+                             "Tensor(d!) v_cache, Tensor slot_mapping,")
     assert torch.ops.rope_cuda.rope_.default._schema.is_mutable
     assert not torch.ops.rope_cuda.rope.default._schema.is_mutable
 
