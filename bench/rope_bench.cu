@@ -293,7 +293,7 @@ struct HeadsData {
     std::vector<std::int32_t> cu, offsets;
     packed_layout(cu, offsets);
     rope::Positions ps = rope::packed_sequence_positions(cu.data(), c.packed, offsets.data(),
-                                                         rope::ContextParallel{c.cp_size, 0});
+                                                         rope::ContextParallel{c.cp_size, 0, rope::ContextSplit::kLoadBalanced});
     std::vector<std::int64_t> one(static_cast<std::size_t>(c.tokens));
     for (std::int64_t t = 0; t < c.tokens; ++t) one[t] = rope::detail::packed_sequence_position(ps.sequences, t);
     out.clear();
@@ -353,7 +353,7 @@ struct HeadsData {
                               : rope::multi_axis_positions(pos[i], 3, c.tokens, rope::AxisSections::kContiguous,
                                                            kMropeSections[0], kMropeSections[1], kMropeSections[2]);
     if (c.packed > 0 && !c.positions_array) {
-      const rope::ContextParallel cp{c.cp_size, 0};
+      const rope::ContextParallel cp{c.cp_size, 0, rope::ContextSplit::kLoadBalanced};
       p.positions = c.offsets ? rope::packed_sequence_positions(cu_seqlens[0], c.packed, seq_offsets[0], cp)
                               : rope::packed_sequence_positions(cu_seqlens[0], c.packed, cp);
     }

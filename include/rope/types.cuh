@@ -188,10 +188,21 @@ struct Positions {
   PackedSequences sequences;
 };
 
+namespace detail {
+/// One-axis positions of element type `type` at `data` (members set by name: a brace list that
+/// leaves members out warns under -Wmissing-field-initializers).
+inline Positions one_axis(const void* data, PositionType type) {
+  Positions r;
+  r.data = data;
+  r.type = type;
+  return r;
+}
+}  // namespace detail
+
 /// int32 positions, one per token (device memory).
-inline Positions positions(const std::int32_t* p) { return Positions{p, PositionType::kInt32}; }
+inline Positions positions(const std::int32_t* p) { return detail::one_axis(p, PositionType::kInt32); }
 /// int64 positions, one per token (device memory).
-inline Positions positions(const std::int64_t* p) { return Positions{p, PositionType::kInt64}; }
+inline Positions positions(const std::int64_t* p) { return detail::one_axis(p, PositionType::kInt64); }
 
 /// Positions of packed sequences (THD): `cu_seqlens` ([count + 1] int32 on the device: 0, then the
 /// running totals of the sequences' lengths), optionally this rank's share under context
@@ -233,7 +244,7 @@ ROPE_HOST_DEVICE bool looks_up_positions(const Positions& ps) {
 template <typename I>
 Positions multi_axis(const I* p, PositionType type, int axes, std::int64_t axis_stride, AxisSections layout,
                      int s0, int s1, int s2) {
-  Positions r{p, type};
+  Positions r = one_axis(p, type);
   r.axes = axes;
   r.axis_stride = axis_stride;
   r.layout = layout;
