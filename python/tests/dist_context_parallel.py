@@ -19,34 +19,10 @@ import torch.distributed as dist
 
 import rope_cuda
 from rope_cuda import te
+from packed_layout import cu_seqlens_of, megatron_freqs, shard_rows
 
 LENGTHS = [64, 128, 32, 256]  # full sequence lengths, multiples of 2 * world size
 HEADS, KV_HEADS, HEAD_DIM, ROWS = 8, 4, 128, 512
-
-
-def cu_seqlens_of(lengths, device):
-    cu = [0]
-    for n in lengths:
-        cu.append(cu[-1] + n)
-    return torch.tensor(cu, dtype=torch.int32, device=device)
-
-
-def shard_rows(lengths, world, rank, device):
-    """Indices into the packed batch of rank's load-balanced share, in the order the rank holds them."""
-    rows, start = [], 0
-    for n in lengths:
-        c = n // (2 * world)
-        rows += range(start + rank * c, start + (rank + 1) * c)
-        rows += range(start + (2 * world - 1 - rank) * c, start + (2 * world - rank) * c)
-        start += n
-    return torch.tensor(rows, dtype=torch.long, device=device)
-
-
-def megatron_freqs(rows, rot, interleaved, device):
-    inv_freq = (1.0 / 10000.0 ** (torch.arange(0, rot, 2, dtype=torch.float64) / rot)).float().to(device)
-    f = torch.arange(rows, device=device, dtype=torch.float32)[:, None] * inv_freq[None]
-    emb = torch.stack((f, f), dim=-1).flatten(-2) if interleaved else torch.cat((f, f), dim=-1)
-    return emb[:, None, None, :]
 
 
 class Collectives:

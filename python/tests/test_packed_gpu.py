@@ -17,37 +17,13 @@ import torch.nn.functional as F
 import rope_cuda
 from rope_cuda import flash_attn, te
 from gpu_checks import captured, opcheck_both_ops
+from packed_layout import cu_seqlens_of, inv_freq_for, megatron_freqs, shard_rows
 from reference import assert_close_rel, rotate
 
 DEV = "cuda"
 DTYPES = [torch.float32, torch.bfloat16]
 # (cp_size, cp_rank): every rank of 1, 2 and 4-way context parallelism.
 CP_RANKS = [(1, 0), (2, 0), (2, 1), (4, 0), (4, 1), (4, 2), (4, 3)]
-
-
-# ----------------------------------------------------------------------------------------------
-# Shared inputs
-# ----------------------------------------------------------------------------------------------
-
-def cu_seqlens_of(lengths, device=None):
-    """int32 [batch + 1]: 0, then the running totals of the lengths."""
-    cu = [0]
-    for n in lengths:
-        cu.append(cu[-1] + n)
-    return torch.tensor(cu, dtype=torch.int32, device=device or DEV)
-
-
-def inv_freq_for(rot, base=10000.0, device=None):
-    return (1.0 / base ** (torch.arange(0, rot, 2, dtype=torch.float64) / rot)).float().to(device or DEV)
-
-
-def megatron_freqs(rows, rot, interleaved, device=None):
-    """fp32 angles [rows, 1, 1, rot] as Megatron-Core's / TE's RotaryPositionEmbedding build them:
-    cat(f, f) for the halves, each angle twice ([f0, f0, f1, f1, ...]) for interleaved pairs."""
-    device = device or DEV
-    f = torch.arange(rows, device=device, dtype=torch.float32)[:, None] * inv_freq_for(rot, device=device)[None]
-    emb = torch.stack((f, f), dim=-1).flatten(-2) if interleaved else torch.cat((f, f), dim=-1)
-    return emb[:, None, None, :]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -146,17 +122,6 @@ def fa_tables(rot, dtype, rows):
 # ----------------------------------------------------------------------------------------------
 # The references agree with each other and with the chunk rule (CPU: they need no GPU)
 # ----------------------------------------------------------------------------------------------
-
-def shard_rows(lengths, cp_size, cp_rank):
-    """Indices into the full packed batch of rank cp_rank's load-balanced share (chunks r, 2W-1-r)."""
-    rows, start = [], 0
-    for n in lengths:
-        c = n // (2 * cp_size)
-        rows += range(start + cp_rank * c, start + (cp_rank + 1) * c)
-        rows += range(start + (2 * cp_size - 1 - cp_rank) * c, start + (2 * cp_size - cp_rank) * c)
-        start += n
-    return torch.tensor(rows, dtype=torch.long)
-
 
 @pytest.mark.parametrize("cp_size", [2, 4])
 def test_te_reference_shards_reassemble_the_whole_run(cp_size):
