@@ -217,9 +217,9 @@ struct PositionsInfo {
   std::int64_t axis_stride = 0;  // elements between the axes' arrays
   rope::AxisSections layout = rope::AxisSections::kContiguous;
   int sections[3] = {0, 0, 0};
-  // Packed sequences (THD): the library's PackedSequences, built by packed_sequence_positions.
+  // Packed sequences (THD): the library's PackedSequences, built by packed_sequence_positions
+  // (packed.sequences.cu_seqlens null without them).
   rope::Positions packed;
-  bool is_packed = false;
 };
 
 /// The section layout named by the op's string argument.
@@ -303,7 +303,6 @@ void check_sequences(const RopeInputs& in, PositionsInfo& p) {
   const int count = static_cast<int>(cu.size(0) - 1);
   const rope::ContextParallel context{static_cast<int>(in.cp_size), static_cast<int>(in.cp_rank), split};
   const auto* cu_data = static_cast<const std::int32_t*>(cu.data_ptr());
-  p.is_packed = true;
   if (!in.seqlen_offsets.has_value()) {
     p.packed = rope::packed_sequence_positions(cu_data, count, context);
     return;
@@ -598,7 +597,7 @@ void apply_typed(const RopeInputs& in, const at::Tensor& q_out, const std::optio
     }
     p.cos_sin.attention_scaling = static_cast<float>(in.attention_scaling);
     if (has_positions) p.positions = positions_at(pos, pos.data + b * pos.batch_stride * pos.element_bytes);
-    if (pos.is_packed) p.positions = pos.packed;
+    if (pos.packed.sequences.cu_seqlens != nullptr) p.positions = pos.packed;
   }
 
   if (append_in != nullptr) {
